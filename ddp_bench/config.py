@@ -1,0 +1,126 @@
+"""The typed configuration of one benchmark run.
+
+`BenchConfig` is frozen and validates itself in `__post_init__`, so every object that exists is a request we
+can at least try to honour. Checks that need torch or the environment (is there a GPU? is the dataset staged?)
+happen later, before the process group starts; this module imports neither torch nor anything heavy, so a bad
+flag is answered in milliseconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from typing import Literal
+
+from ddp_bench.errors import UsageError
+
+ModelName = Literal["mnist_cnn", "resnet18", "resnet50"]
+DataName = Literal["synthetic", "mnist", "cifar10"]
+ShapeName = Literal["auto", "mnist", "cifar10"]
+AmpMode = Literal["off", "bf16", "fp16"]
+DeviceKind = Literal["auto", "cpu", "cuda"]
+BackendName = Literal["auto", "nccl", "gloo"]
+LauncherName = Literal["auto", "torchrun", "slurm", "mpi", "single"]
+LoaderName = Literal["auto", "torch", "device"]
+
+DEFAULT_STEPS = 100
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    model: ModelName = "mnist_cnn"
+    data: DataName = "synthetic"
+    # Which real dataset synthetic data imitates (image shape, classes, size); auto follows the model.
+    synthetic_like: ShapeName = "auto"
+    data_dir: str = "data"
+    batch_size: int = 64  # per rank, as in the course
+    steps: int | None = None  # measured steps; the default applies when neither steps nor epochs is given
+    epochs: int | None = None
+    warmup_steps: int = 10
+    lr: float | None = None  # None: the recipe's own (Adadelta 1.0 for mnist_cnn, SGD 0.1 for ResNets)
+    amp: AmpMode = "off"
+    channels_last: bool = False
+    compile: bool = False
+    device: DeviceKind = "auto"
+    backend: BackendName = "auto"
+    launcher: LauncherName = "auto"
+    loader: LoaderName = "auto"
+    workers: int = 0  # DataLoader worker processes for --loader torch; 0 loads in the training process
+    seed: int = 0
+    out: str = "results"
+    tag: str = ""
+    init_timeout: float = 180.0  # seconds any rank waits at rendezvous or in a collective
+    log_indices: bool = False
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for field in dataclasses.fields(self):
+            allowed = _literal_choices(hints[field.name])
+            if allowed and getattr(self, field.name) not in allowed:
+                raise UsageError(
+                    f"--{_flag(field.name)} must be one of {', '.join(allowed)}, "
+                    f"not {getattr(self, field.name)!r}"
+                )
+        for name in ("batch_size", "warmup_steps", "workers"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise UsageError(f"--{_flag(name)} must be an integer, not {value!r}")
+        if self.batch_size <= 0:
+            raise UsageError(f"--batch-size must be positive, not {self.batch_size}")
+        if self.warmup_steps < 0:
+            raise UsageError(f"--warmup-steps must be zero or more, not {self.warmup_steps}")
+        if self.workers < 0:
+            raise UsageError(f"--workers must be zero or more, not {self.workers}")
+        if self.steps is not None and self.epochs is not None:
+            raise UsageError("give --steps or --epochs, not both")
+        if self.steps is not None and self.steps <= 0:
+            raise UsageError(f"--steps must be positive, not {self.steps}")
+        if self.epochs is not None and self.epochs <= 0:
+            raise UsageError(f"--epochs must be positive, not {self.epochs}")
+        if self.lr is not None and not self.lr > 0:
+            raise UsageError(f"--lr must be positive, not {self.lr}")
+        if not self.init_timeout > 0:
+            raise UsageError(f"--init-timeout must be positive, not {self.init_timeout}")
+        if self.model == "mnist_cnn" and self.image_shape_name != "mnist":
+            raise UsageError(
+                "--model mnist_cnn is the course network for 1x28x28 MNIST digits; "
+                "use --model resnet18 or resnet50 for cifar10"
+            )
+        if self.synthetic_like != "auto" and self.data != "synthetic":
+            raise UsageError("--synthetic-like only applies to --data synthetic")
+        if not self.out:
+            raise UsageError("--out must name a directory")
+        if any(ch in self.tag for ch in "\n\r,"):
+            raise UsageError("--tag may not contain commas or line breaks")
+
+    @property
+    def image_shape_name(self) -> str:
+        """The real dataset whose image shape, classes and size this run uses (synthetic data imitates one)."""
+        if self.data != "synthetic":
+            return self.data
+        if self.synthetic_like != "auto":
+            return self.synthetic_like
+        return "mnist" if self.model == "mnist_cnn" else "cifar10"
+
+    @property
+    def measured_steps(self) -> int | None:
+        """Steps in the timed stage, or None when the run is measured in epochs."""
+        if self.epochs is not None:
+            return None
+        return self.steps if self.steps is not None else DEFAULT_STEPS
+
+
+def _literal_choices(hint: object) -> tuple[str, ...]:
+    if typing.get_origin(hint) is Literal:
+        return tuple(typing.get_args(hint))
+    return ()
+
+
+def _flag(field_name: str) -> str:
+    return field_name.replace("_", "-")
+
+
+def choices(field_name: str) -> tuple[str, ...]:
+    """The allowed values of a Literal field, for the argument parser."""
+    return _literal_choices(typing.get_type_hints(BenchConfig)[field_name])

@@ -1,0 +1,54 @@
+"""What a person sees: a progress bar and a summary table on rank 0; other ranks stay quiet."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+from collections.abc import Callable, Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ddp_bench.records import RankRecord
+
+
+@contextlib.contextmanager
+def step_progress(enabled: bool, total: int, description: str) -> Iterator[Callable[[], None]]:
+    """A callable to advance by one step; a live bar on rank 0 when stderr is a terminal, else nothing."""
+    if not enabled or not sys.stderr.isatty():
+        yield lambda: None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda: progress.advance(task)
+
+
+def _number(value: float, digits: int = 1) -> str:
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:,.{digits}f}"
+
+
+def print_summary(record: RankRecord, run_dir: str) -> None:
+    table = Table(title=f"ddp_bench · {record.run_id}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    rows = [
+        ("model · data", f"{record.model} · {record.data} ({record.loader} loader)"),
+        ("job", f"{record.launcher} · {record.world_size} rank(s) on {record.num_nodes} node(s) · {record.platform}"),
+        ("device", f"{record.device_name} ({record.device}, {record.backend})"),
+        ("precision", f"amp {record.amp} · channels-last {record.channels_last} · compile {record.compile}"),
+        ("batch", f"{record.batch_size} per rank · {record.global_batch_size} global"),
+        ("measured", f"{record.steps} steps after {record.warmup_steps} warm-up"),
+        ("global images/s", _number(record.global_images_per_s)),
+        ("rank 0 images/s", _number(record.images_per_s)),
+        ("step time median / p90", f"{_number(record.step_time_median_ms, 2)} / {_number(record.step_time_p90_ms, 2)} ms"),
+        ("train / wall time", f"{_number(record.train_time_s, 2)} s / {_number(record.wall_time_s, 2)} s"),
+        ("final loss (rank 0)", _number(record.final_loss, 4)),
+        ("test accuracy", _number(record.test_accuracy * 100, 2) + (" %" if record.test_accuracy == record.test_accuracy else "")),
+        ("rows", f"{run_dir}/rank*.csv"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    Console().print(table)

@@ -1,0 +1,92 @@
+"""Where a result was measured: platform, cluster, host, device, software versions and source commit."""
+
+from __future__ import annotations
+
+import os
+import platform as _platform
+import socket
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import ddp_bench
+
+
+def detect_platform(env: Mapping[str, str]) -> str:
+    """colab | slurm | pbs | local: the kind of machine, independent of how the ranks were launched."""
+    if "COLAB_RELEASE_TAG" in env or "COLAB_GPU" in env or "COLAB_JUPYTER_IP" in env:
+        return "colab"
+    if "SLURM_JOB_ID" in env:
+        return "slurm"
+    if "PBS_JOBID" in env:
+        return "pbs"
+    return "local"
+
+
+def detect_cluster(env: Mapping[str, str]) -> str:
+    return env.get("SLURM_CLUSTER_NAME", "")
+
+
+def cpu_name() -> str:
+    """The CPU model as /proc/cpuinfo names it (platform.processor() is empty on most Linux systems)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:  # not Linux: ask Python instead
+        return _platform.processor() or _platform.machine()
+    return _platform.processor() or _platform.machine()
+
+
+def git_commit() -> str:
+    """The commit of the ddp_bench source that ran, with -dirty for uncommitted changes; empty if unknown."""
+    source = os.path.dirname(os.path.dirname(os.path.abspath(ddp_bench.__file__)))
+    try:
+        commit = subprocess.run(
+            ["git", "-C", source, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        if commit.returncode != 0:
+            return ""
+        dirty = subprocess.run(
+            ["git", "-C", source, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""  # no git on the node, or a package installed without its repository
+    return commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+@dataclass(frozen=True)
+class RunContext:
+    platform: str
+    cluster: str
+    hostname: str
+    device_name: str
+    torch_version: str
+    cuda_version: str
+    python_version: str
+    ddp_bench_version: str
+    git_commit: str
+
+
+def collect_context(env: Mapping[str, str], device_type: str, device_index: int) -> RunContext:
+    import torch
+
+    if device_type == "cuda":
+        device_name = torch.cuda.get_device_name(device_index)
+    else:
+        device_name = cpu_name()
+    return RunContext(
+        platform=detect_platform(env),
+        cluster=detect_cluster(env),
+        hostname=socket.gethostname(),
+        device_name=device_name,
+        torch_version=torch.__version__,
+        cuda_version=torch.version.cuda or "",
+        python_version=_platform.python_version(),
+        ddp_bench_version=ddp_bench.__version__,
+        git_commit=git_commit(),
+    )

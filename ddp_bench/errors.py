@@ -1,0 +1,9 @@
+"""Exceptions that end a run with a one-line message, and the exit codes they map to."""
+
+EXIT_OK = 0
+EXIT_FAILURE = 1  # a run that started and then failed (lost peer, exception on a rank)
+EXIT_USAGE = 2  # bad flags or a request the hardware / data / filesystem cannot honour
+
+
+class UsageError(Exception):
+    """Bad input, detected before anything is written: printed as one line, exit code 2."""

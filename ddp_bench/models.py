@@ -1,0 +1,70 @@
+"""The networks: the intro-course MNIST CNN, and torchvision ResNets adapted to small images."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class MnistCNN(nn.Module):
+    """The PyTorch examples' MNIST network that intro courses teach, layer for layer.
+
+    conv 1->32 3x3, ReLU, conv 32->64 3x3, ReLU, max-pool 2, dropout 0.25, dense 9216->128, ReLU,
+    dropout 0.5, dense 128->10, log-softmax.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3, 1)
+        self.conv2 = nn.Conv2d(32, 64, 3, 1)
+        self.dropout1 = nn.Dropout(0.25)
+        self.dropout2 = nn.Dropout(0.5)
+        self.fc1 = nn.Linear(9216, 128)
+        self.fc2 = nn.Linear(128, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.conv1(x))
+        x = F.relu(self.conv2(x))
+        x = F.max_pool2d(x, 2)
+        x = self.dropout1(x)
+        x = torch.flatten(x, 1)
+        x = F.relu(self.fc1(x))
+        x = self.dropout2(x)
+        x = self.fc2(x)
+        # The course returns log-probabilities and trains with nll_loss. cross_entropy on them is the same
+        # loss (log_softmax is idempotent), so one loss function serves every model.
+        return F.log_softmax(x, dim=1)
+
+
+def build_model(name: str, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
+    if name == "mnist_cnn":
+        if (in_channels, num_classes, image_size) != (1, 10, 28):
+            raise ValueError("mnist_cnn takes 1x28x28 images and 10 classes")
+        return MnistCNN()
+    import torchvision
+
+    constructors = {"resnet18": torchvision.models.resnet18, "resnet50": torchvision.models.resnet50}
+    model = constructors[name](weights=None, num_classes=num_classes)  # weights=None: nothing is downloaded
+    if image_size < 64:
+        # ImageNet's stem (7x7 stride-2 conv, then max-pool) shrinks a 28-32 px image to 8 px before the first
+        # block; small-image ResNets (as for CIFAR) use a 3x3 stride-1 conv and no pooling instead.
+        model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        model.maxpool = nn.Identity()
+    elif in_channels != 3:
+        model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    return model
+
+
+def build_optimizer(
+    model_name: str, model: nn.Module, lr: float | None
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """The recipe that goes with each model; the scheduler is stepped once per epoch."""
+    if model_name == "mnist_cnn":
+        # The course recipe: Adadelta at lr 1.0, decayed by 0.7 every epoch.
+        optimizer: torch.optim.Optimizer = torch.optim.Adadelta(model.parameters(), lr=lr or 1.0)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.7)
+    else:
+        optimizer = torch.optim.SGD(model.parameters(), lr=lr or 0.1, momentum=0.9, weight_decay=5e-4)
+        scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    return optimizer, scheduler

@@ -1,0 +1,157 @@
+"""The CSV schema (one dataclass, one row per rank per run), atomic writing, and the throughput arithmetic.
+
+Nothing else in the project lists the columns: writers use `RankRecord`, readers use `COLUMNS`.
+This module imports no torch, pandas or matplotlib, so the report and the tests can use it cheaply.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import os
+import secrets
+import time
+from dataclasses import dataclass
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RankRecord:
+    """One rank's result for one run. Field order is column order; results/README.md documents each."""
+
+    run_id: str
+    status: str  # complete | incomplete
+    started_at: str  # UTC, ISO 8601, when rank 0 started the run
+    launcher: str
+    platform: str  # colab | slurm | pbs | local
+    cluster: str
+    hostname: str
+    job_id: str
+    num_nodes: int
+    node_rank: int
+    world_size: int
+    local_world_size: int
+    rank: int
+    local_rank: int
+    backend: str
+    device: str
+    device_name: str
+    model: str
+    data: str
+    loader: str
+    batch_size: int
+    global_batch_size: int
+    amp: str
+    channels_last: bool
+    compile: bool
+    workers: int
+    threads: int
+    lr: float
+    seed: int
+    warmup_steps: int
+    steps: int
+    epochs: int
+    samples: int
+    train_time_s: float
+    wall_time_s: float
+    images_per_s: float
+    global_images_per_s: float
+    step_time_median_ms: float
+    step_time_p90_ms: float
+    final_loss: float
+    test_accuracy: float  # NaN (empty cell) when the run evaluated nothing
+    tag: str
+    torch_version: str
+    cuda_version: str
+    python_version: str
+    ddp_bench_version: str
+    git_commit: str
+    schema_version: int = SCHEMA_VERSION
+
+
+COLUMNS: tuple[str, ...] = tuple(field.name for field in dataclasses.fields(RankRecord))
+NUMERIC_COLUMNS: tuple[str, ...] = tuple(
+    field.name for field in dataclasses.fields(RankRecord) if field.type in ("int", "float")
+)
+
+
+def images_per_second(samples: int, train_time_s: float) -> float:
+    """One rank's throughput: images it trained on in the measured stage over that stage's time."""
+    return samples / train_time_s if train_time_s > 0 else float("nan")
+
+
+def global_images_per_second(samples_per_rank: list[int], train_times_s: list[float]) -> float:
+    """The job's throughput: every rank's images over the slowest rank's time.
+
+    The slowest rank bounds the job (DDP steps in lock-step), so dividing by the max never flatters it;
+    summing real per-rank samples never assumes that the ranks that did not report did work.
+    """
+    if not samples_per_rank or len(samples_per_rank) != len(train_times_s):
+        raise ValueError("need one sample count and one time per rank")
+    slowest = max(train_times_s)
+    return sum(samples_per_rank) / slowest if slowest > 0 else float("nan")
+
+
+def new_run_id(model: str, world_size: int, now: float | None = None) -> str:
+    """A run id that sorts by time and cannot collide across nodes or concurrent jobs (64 random bits)."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+    return f"{stamp}-{model}-w{world_size}-{secrets.token_hex(8)}"
+
+
+def rank_csv_path(out_dir: str, run_id: str, rank: int) -> str:
+    return os.path.join(out_dir, run_id, f"rank{rank}.csv")
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return "" if value != value else repr(value)  # NaN is an empty cell; repr keeps every digit
+    return str(value)
+
+
+def render_csv(record: RankRecord) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    writer.writerow(_cell(getattr(record, name)) for name in COLUMNS)
+    return buffer.getvalue()
+
+
+def write_rank_csv(out_dir: str, record: RankRecord) -> str:
+    """Write one rank's row atomically, never replacing an existing file; returns the path.
+
+    The row goes to a temporary file in the same directory, is flushed to disk, and is then hard-linked to its
+    final name, which fails if that name exists: a reader sees the whole file or none, and no run overwrites
+    another.
+    """
+    path = rank_csv_path(out_dir, record.run_id, record.rank)
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    temporary = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    with open(temporary, "w", encoding="utf-8", newline="") as handle:
+        handle.write(render_csv(record))
+        handle.flush()
+        os.fsync(handle.fileno())
+    try:
+        os.link(temporary, path)
+    finally:
+        os.unlink(temporary)
+    return path
+
+
+def read_rank_csv(path: str) -> list[dict[str, str]]:
+    """Rows of one per-rank file as strings; raises ValueError naming what is wrong with it."""
+    with open(path, encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        header = tuple(reader.fieldnames or ())
+        missing = [name for name in COLUMNS if name not in header]
+        if missing:
+            raise ValueError(f"missing columns: {', '.join(missing)}")
+        rows = list(reader)
+    if not rows:
+        raise ValueError("no data row")
+    for row in rows:
+        if None in row or any(value is None for value in row.values()):
+            raise ValueError("a row has a different number of cells than the header")
+    return rows

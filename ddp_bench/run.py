@@ -1,0 +1,223 @@
+"""One benchmark run on this rank: check everything, join the job, train, write this rank's row.
+
+Every check that can fail on bad input (launcher variables, hardware, dataset, output directory) runs before
+the process group starts and before anything is written, so a bad request ends in one line and exit 2 on
+every rank instead of a hang or a half-written results directory.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from ddp_bench.config import BenchConfig
+from ddp_bench.console import print_summary, step_progress
+from ddp_bench.context import collect_context
+from ddp_bench.data import SPECS, Shard, build_batches, choose_loader
+from ddp_bench.distributed import align_ranks, broadcast_string, free_port, process_group, reduce_floats
+from ddp_bench.errors import EXIT_OK, UsageError
+from ddp_bench.launch import LaunchInfo, complete_with_mpi, detect_launch
+from ddp_bench.models import build_model, build_optimizer
+from ddp_bench.records import RankRecord, images_per_second, new_run_id, write_rank_csv
+from ddp_bench.timing import percentile
+from ddp_bench.train import Precision, run_training
+
+
+@dataclass(frozen=True)
+class HardwarePlan:
+    device: torch.device
+    backend: str
+    threads: int
+
+
+def plan_hardware(cfg: BenchConfig, info: LaunchInfo, env: os._Environ | dict) -> HardwarePlan:
+    """Device, backend and CPU threads for this rank, or a UsageError for what the hardware cannot do."""
+    cuda_ok = torch.cuda.is_available()
+    if cfg.device == "cuda" and not cuda_ok:
+        raise UsageError(f"--device cuda, but no CUDA GPU is visible to torch {torch.__version__}")
+    kind = cfg.device if cfg.device != "auto" else ("cuda" if cuda_ok else "cpu")
+    backend = cfg.backend if cfg.backend != "auto" else ("nccl" if kind == "cuda" else "gloo")
+    if backend == "nccl" and kind != "cuda":
+        raise UsageError("--backend nccl needs CUDA GPUs; use --backend gloo (or auto) on CPU")
+    if cfg.amp == "fp16" and kind != "cuda":
+        raise UsageError("--amp fp16 needs a CUDA GPU; use --amp bf16 on CPU")
+    if kind == "cuda":
+        visible = torch.cuda.device_count()
+        if info.local_world_size <= visible:
+            device = torch.device("cuda", info.local_rank)
+        elif visible == 1 and len(env.get("CUDA_VISIBLE_DEVICES", "").split(",")) == 1 and env.get(
+            "CUDA_VISIBLE_DEVICES"
+        ):
+            device = torch.device("cuda", 0)  # the scheduler bound one GPU to each task (--gpus-per-task=1)
+        else:
+            raise UsageError(
+                f"{info.local_world_size} ranks on this node but only {visible} GPU(s) visible: "
+                "start at most one rank per GPU (--ntasks-per-node / --nproc_per_node)"
+            )
+        if cfg.amp == "bf16" and torch.cuda.get_device_capability(device) < (8, 0):
+            name = torch.cuda.get_device_name(device)
+            raise UsageError(f"--amp bf16 needs an Ampere or newer GPU; {name} has no bf16 units, use --amp fp16")
+    else:
+        device = torch.device("cpu")
+    if "OMP_NUM_THREADS" in env:
+        threads = torch.get_num_threads()  # the launcher or the user chose
+    elif kind == "cpu":
+        # Ranks sharing a node share its cores; all of them spinning on every core only adds contention.
+        threads = max(1, len(os.sched_getaffinity(0)) // max(info.local_world_size, 1))
+    else:
+        threads = torch.get_num_threads()
+    return HardwarePlan(device, backend, threads)
+
+
+def check_output_dir(out: str) -> None:
+    """The results directory exists and is writable, or can be created; nothing is created here."""
+    path = os.path.abspath(out)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"--out {out} is a file, not a directory")
+    probe = path
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise UsageError(f"--out {out} cannot be created: {probe} is not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out} is not writable")
+
+
+def run(cfg: BenchConfig, started: float) -> int:
+    """Run the benchmark on this rank; `started` is the perf_counter reading when the process began work."""
+    env = os.environ
+    info = detect_launch(env, cfg.launcher)
+    info = complete_with_mpi(info, _hostname(), free_port())
+    plan = plan_hardware(cfg, info, env)
+    torch.set_num_threads(plan.threads)
+    check_output_dir(cfg.out)
+
+    spec = SPECS[cfg.image_shape_name]
+    loader = choose_loader(cfg.loader, spec, plan.device)
+    shard = Shard(info.rank, info.world_size, cfg.batch_size, cfg.seed, plan.device, cfg.channels_last)
+    batches = build_batches(cfg.data, cfg.data_dir, spec, loader, shard, cfg.workers, train=True)
+    if batches.batches_per_epoch == 0:
+        raise UsageError(
+            f"global batch {cfg.batch_size * info.world_size} ({cfg.batch_size} per rank x {info.world_size} "
+            f"ranks) is larger than the {spec.train_size if cfg.data == 'synthetic' else 'dataset'}'s "
+            f"training images: lower --batch-size"
+        )
+    evaluate = cfg.epochs is not None and cfg.data != "synthetic"  # random labels have no accuracy to find
+    test_batches = build_batches(cfg.data, cfg.data_dir, spec, loader, shard, cfg.workers, False) if evaluate else None
+    context = collect_context(env, plan.device.type, plan.device.index or 0)
+
+    with process_group(info, plan.backend, plan.device, cfg.init_timeout):
+        run_id = broadcast_string(new_run_id(cfg.model, info.world_size), plan.device)
+        started_at = broadcast_string(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), plan.device)
+
+        torch.manual_seed(cfg.seed)  # identical initial weights everywhere (DDP also broadcasts rank 0's)
+        model = build_model(cfg.model, spec.channels, spec.num_classes, spec.image_size).to(plan.device)
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        torch.manual_seed(cfg.seed + 1 + info.rank)  # but independent dropout masks per rank
+        # One rank trains the bare model: the single-GPU baseline pays no DDP cost it would not pay alone.
+        ddp_model = model
+        if info.world_size > 1:
+            device_ids = [plan.device.index] if plan.device.type == "cuda" else None
+            ddp_model = DistributedDataParallel(model, device_ids=device_ids)
+        if cfg.compile:
+            ddp_model = torch.compile(ddp_model)
+        optimizer, scheduler = build_optimizer(cfg.model, model, cfg.lr)
+        total_steps = cfg.measured_steps or batches.batches_per_epoch * (cfg.epochs or 0)
+
+        with step_progress(info.rank == 0, total_steps, f"{cfg.model} x{info.world_size}") as on_step:
+            result = run_training(
+                ddp_model=ddp_model,
+                eval_model=model,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                batches=batches,
+                test_batches=test_batches,
+                precision=Precision(cfg.amp, plan.device.type),
+                device=plan.device,
+                warmup_steps=cfg.warmup_steps,
+                steps=cfg.measured_steps,
+                epochs=cfg.epochs,
+                on_step=on_step,
+            )
+
+        # The job's throughput from what every rank really did: summed samples over the slowest rank's time.
+        (total_samples,) = reduce_floats([float(result.samples)], dist.ReduceOp.SUM, plan.device)
+        (slowest_s,) = reduce_floats([result.train_time_s], dist.ReduceOp.MAX, plan.device)
+        record = RankRecord(
+            run_id=run_id,
+            status="complete",
+            started_at=started_at,
+            launcher=info.launcher,
+            platform=context.platform,
+            cluster=context.cluster,
+            hostname=context.hostname,
+            job_id=info.job_id,
+            num_nodes=info.num_nodes,
+            node_rank=info.node_rank,
+            world_size=info.world_size,
+            local_world_size=info.local_world_size,
+            rank=info.rank,
+            local_rank=info.local_rank,
+            backend=plan.backend,
+            device=str(plan.device),
+            device_name=context.device_name,
+            model=cfg.model,
+            data=cfg.data,
+            loader=loader,
+            batch_size=cfg.batch_size,
+            global_batch_size=cfg.batch_size * info.world_size,
+            amp=cfg.amp,
+            channels_last=cfg.channels_last,
+            compile=cfg.compile,
+            workers=cfg.workers,
+            threads=plan.threads,
+            lr=optimizer.defaults["lr"],
+            seed=cfg.seed,
+            warmup_steps=cfg.warmup_steps,
+            steps=result.steps,
+            epochs=cfg.epochs or 0,
+            samples=result.samples,
+            train_time_s=result.train_time_s,
+            wall_time_s=time.perf_counter() - started,
+            images_per_s=images_per_second(result.samples, result.train_time_s),
+            global_images_per_s=total_samples / slowest_s if slowest_s > 0 else float("nan"),
+            step_time_median_ms=percentile(result.step_times_ms, 50),
+            step_time_p90_ms=percentile(result.step_times_ms, 90),
+            final_loss=result.final_loss,
+            test_accuracy=result.test_accuracy,
+            tag=cfg.tag,
+            torch_version=context.torch_version,
+            cuda_version=context.cuda_version,
+            python_version=context.python_version,
+            ddp_bench_version=context.ddp_bench_version,
+            git_commit=context.git_commit,
+        )
+        path = write_rank_csv(cfg.out, record)
+        if cfg.log_indices:
+            _write_indices(path, batches, result.batches_per_epoch_done)
+        align_ranks(plan.device)  # rank 0 reports only once every rank's row is on disk
+        if info.rank == 0:
+            print_summary(record, os.path.dirname(path))
+    return EXIT_OK
+
+
+def _write_indices(csv_path: str, batches, taken_per_epoch: list[int]) -> None:
+    """The dataset indices this rank trained on in the measured stage, one per line (for auditing shards)."""
+    size = batches.shard.batch_size
+    lines = []
+    for epoch, taken in enumerate(taken_per_epoch):
+        lines += map(str, batches.epoch_indices(epoch)[: taken * size])
+    with open(csv_path.removesuffix(".csv") + ".indices.txt", "x", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+
+
+def _hostname() -> str:
+    import socket
+
+    return socket.gethostname()

@@ -1,0 +1,167 @@
+"""The one training loop: warm-up stage, timed stage, evaluation. Read it top to bottom.
+
+What is timed: `train_time_s` runs from the moment every rank has finished warming up (an all-reduce lines
+them up, and the device is synchronised) to the end of the last measured step (synchronised again). It
+includes waiting for data, forward, backward, gradient all-reduce and optimizer steps; it excludes warm-up and
+evaluation. Per-step times (CUDA events, or perf_counter on CPU) start after the batch is in hand, so their
+median says how long the model takes, and the gap to `train_time_s / steps` is time spent waiting for data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from ddp_bench.data import BatchSource
+from ddp_bench.distributed import align_ranks, reduce_floats
+from ddp_bench.timing import StageClock, StepTimer
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    steps: int  # measured steps this rank ran
+    samples: int  # images this rank trained on in those steps
+    train_time_s: float
+    step_times_ms: list[float]
+    final_loss: float
+    test_accuracy: float  # NaN when nothing was evaluated
+    batches_per_epoch_done: list[int]  # measured batches taken from each epoch, in order (for index logs)
+
+
+@dataclass(frozen=True)
+class Precision:
+    amp: str  # off | bf16 | fp16
+    device_type: str
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp == "off":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.amp == "bf16" else torch.float16
+        return torch.autocast(device_type=self.device_type, dtype=dtype)
+
+    def grad_scaler(self) -> torch.amp.GradScaler | None:
+        # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none.
+        return torch.amp.GradScaler(self.device_type) if self.amp == "fp16" else None
+
+
+def _epochs_forever(batches: BatchSource, first_epoch: int) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """Batches across as many epochs as asked for, each epoch freshly shuffled (set_epoch)."""
+    epoch = first_epoch
+    while True:
+        for x, y in batches.epoch(epoch):
+            yield epoch, x, y
+        epoch += 1
+
+
+def _train_step(model: nn.Module, optimizer, scaler, precision: Precision, x, y) -> torch.Tensor:
+    optimizer.zero_grad(set_to_none=True)
+    with precision.autocast():
+        loss = F.cross_entropy(model(x), y)
+    if scaler is None:
+        loss.backward()  # under DDP, gradients are all-reduced during backward
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    return loss.detach()  # no .item(): reading it would synchronise the device every step
+
+
+def evaluate(model: nn.Module, batches: BatchSource, precision: Precision, device: torch.device) -> float:
+    """Test accuracy over the whole test split: each rank counts its own share, the counts are summed."""
+    model.eval()
+    correct = torch.zeros((), dtype=torch.float64, device=device)
+    seen = 0
+    with torch.no_grad(), precision.autocast():
+        for x, y in batches.epoch(0):
+            correct += (model(x).argmax(dim=1) == y).sum()
+            seen += len(y)
+    model.train()
+    total_correct, total_seen = reduce_floats([correct.item(), float(seen)], dist.ReduceOp.SUM, device)
+    return total_correct / total_seen if total_seen else float("nan")
+
+
+def run_training(
+    *,
+    ddp_model: nn.Module,
+    eval_model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    batches: BatchSource,
+    test_batches: BatchSource | None,
+    precision: Precision,
+    device: torch.device,
+    warmup_steps: int,
+    steps: int | None,
+    epochs: int | None,
+    on_step: Callable[[], None],
+) -> TrainResult:
+    """Warm up, then train for `steps` measured steps or `epochs` whole epochs (evaluating after each)."""
+    scaler = precision.grad_scaler()
+    ddp_model.train()
+
+    # Stage 1, warm-up (not timed): first-call costs land here — allocator growth, cuDNN autotuning,
+    # torch.compile, DataLoader workers starting, DDP building its buckets on the first backward.
+    warmup = _epochs_forever(batches, first_epoch=0)
+    for _ in range(warmup_steps):
+        _epoch, x, y = next(warmup)
+        _train_step(ddp_model, optimizer, scaler, precision, x, y)
+    del warmup
+
+    # Stage 2, timed. Every rank starts the clock at the same moment, after its warm-up work has finished.
+    align_ranks(device)
+    clock = StageClock(device)
+    step_timer = StepTimer(device)
+    loss = torch.full((), float("nan"), device=device)
+    taken_per_epoch: list[int] = []
+    test_accuracy = float("nan")
+    clock.start()
+    if epochs is None:
+        stream = _epochs_forever(batches, first_epoch=0)
+        current_epoch = 0
+        taken_per_epoch.append(0)
+        for _ in range(steps or 0):
+            epoch, x, y = next(stream)  # waiting for data is inside train_time_s, outside the step time
+            if epoch != current_epoch:
+                scheduler.step()  # the recipe decays the learning rate once per epoch
+                current_epoch = epoch
+                taken_per_epoch.append(0)
+            step_timer.start()
+            loss = _train_step(ddp_model, optimizer, scaler, precision, x, y)
+            step_timer.stop()
+            taken_per_epoch[-1] += 1
+            on_step()
+        clock.stop()
+    else:
+        for epoch in range(epochs):
+            taken_per_epoch.append(0)
+            for x, y in batches.epoch(epoch):
+                step_timer.start()
+                loss = _train_step(ddp_model, optimizer, scaler, precision, x, y)
+                step_timer.stop()
+                taken_per_epoch[-1] += 1
+                on_step()
+            clock.stop()  # evaluation is not training time
+            if test_batches is not None:
+                test_accuracy = evaluate(eval_model, test_batches, precision, device)
+            scheduler.step()
+            if epoch + 1 < epochs:
+                clock.start()
+
+    measured_steps = sum(taken_per_epoch)
+    batch_size = batches.shard.batch_size
+    return TrainResult(
+        steps=measured_steps,
+        samples=measured_steps * batch_size,
+        train_time_s=clock.elapsed_s,
+        step_times_ms=step_timer.durations_ms(),
+        final_loss=float(loss.item()),
+        test_accuracy=test_accuracy,
+        batches_per_epoch_done=taken_per_epoch,
+    )
