@@ -47,8 +47,9 @@ def print_summary(record: RankRecord, run_dir: str) -> None:
         ("train / wall time", f"{_number(record.train_time_s, 2)} s / {_number(record.wall_time_s, 2)} s"),
         ("final loss (rank 0)", _number(record.final_loss, 4)),
         ("test accuracy", _number(record.test_accuracy * 100, 2) + (" %" if record.test_accuracy == record.test_accuracy else "")),
-        ("rows", f"{run_dir}/rank*.csv"),
     ]
     for name, value in rows:
         table.add_row(name, value)
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    console.print(f"rows: {run_dir}/rank*.csv", soft_wrap=True)

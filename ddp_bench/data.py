@@ -70,12 +70,10 @@ def open_real_dataset(data: str, data_dir: str, train: bool, transform=None):
         raise UsageError(f"--data-dir {data_dir} does not exist; {_fetch_hint(data, data_dir)}")
     try:
         return _open_torchvision(data, data_dir, train, transform)
-    except RuntimeError as exc:
-        if "not found" in str(exc).lower():
+    except (RuntimeError, ValueError, AssertionError, EOFError, OSError) as exc:
+        if isinstance(exc, RuntimeError) and "not found" in str(exc).lower():
             raise UsageError(f"{data} not found under {data_dir}; {_fetch_hint(data, data_dir)}") from None
-        raise UsageError(f"{data} under {data_dir} is unreadable ({exc}); {_fetch_hint(data, data_dir)}") from None
-    except (ValueError, AssertionError, EOFError, OSError) as exc:
-        detail = str(exc) or type(exc).__name__
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UsageError(
             f"{data} under {data_dir} looks truncated or corrupt ({detail}); {_fetch_hint(data, data_dir)}"
         ) from None

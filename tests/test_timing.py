@@ -1,0 +1,61 @@
+"""Tier 1 (pure): timers and percentiles."""
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from ddp_bench.timing import StageClock, StepTimer, percentile
+
+
+@pytest.mark.parametrize("q", [0, 10, 50, 90, 100])
+def test_percentile_matches_numpy(q):
+    values = [5.0, 1.0, 9.0, 3.0, 7.5, 2.25]
+    assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
+
+
+def test_percentile_of_nothing_is_nan():
+    assert percentile([], 50) != percentile([], 50)
+
+
+def test_stage_clock_accumulates_only_while_running():
+    clock = StageClock(torch.device("cpu"))
+    clock.start()
+    time.sleep(0.05)
+    clock.stop()
+    time.sleep(0.1)  # paused: not counted
+    clock.start()
+    time.sleep(0.05)
+    elapsed = clock.stop()
+    assert 0.09 < elapsed < 0.14
+
+
+def test_step_timer_records_each_step_on_cpu():
+    timer = StepTimer(torch.device("cpu"))
+    for pause in (0.01, 0.03):
+        timer.start()
+        time.sleep(pause)
+        timer.stop()
+    first, second = timer.durations_ms()
+    assert 9 < first < 25 and 29 < second < 45
+
+
+def test_stopping_a_timer_that_never_started_is_an_error():
+    with pytest.raises(RuntimeError):
+        StepTimer(torch.device("cpu")).stop()
+    with pytest.raises(RuntimeError):
+        StageClock(torch.device("cpu")).stop()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_event_timer_counts_queued_gpu_work():
+    device = torch.device("cuda")
+    a = torch.randn(4096, 4096, device=device)
+    timer = StepTimer(device)
+    timer.start()
+    for _ in range(20):
+        a = a @ a / 4096
+    timer.stop()
+    (ms,) = timer.durations_ms()
+    assert ms > 0.5  # 20 large matmuls cannot take less; without events the host would see ~0
