@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from ddp_bench import __version__
 from ddp_bench.config import DEFAULT_STEPS, BenchConfig, choices
-from ddp_bench.errors import EXIT_USAGE, UsageError
+from ddp_bench.errors import EXIT_FAILURE, EXIT_USAGE, RunFailure, UsageError
 
 VERBS = ("run", "download")
 
@@ -107,3 +107,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"ddp_bench: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except RunFailure as exc:
+        print(f"ddp_bench: failed: {exc}", file=sys.stderr)
+        return EXIT_FAILURE

@@ -7,3 +7,7 @@ EXIT_USAGE = 2  # bad flags or a request the hardware / data / filesystem cannot
 
 class UsageError(Exception):
     """Bad input, detected before anything is written: printed as one line, exit code 2."""
+
+
+class RunFailure(Exception):
+    """A run that started and could not finish (a rank missing or lost): printed as one line, exit code 1."""

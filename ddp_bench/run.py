@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -35,7 +36,7 @@ class HardwarePlan:
     threads: int
 
 
-def plan_hardware(cfg: BenchConfig, info: LaunchInfo, env: os._Environ | dict) -> HardwarePlan:
+def plan_hardware(cfg: BenchConfig, info: LaunchInfo, env: Mapping[str, str]) -> HardwarePlan:
     """Device, backend and CPU threads for this rank, or a UsageError for what the hardware cannot do."""
     cuda_ok = torch.cuda.is_available()
     if cfg.device == "cuda" and not cuda_ok:
@@ -48,11 +49,10 @@ def plan_hardware(cfg: BenchConfig, info: LaunchInfo, env: os._Environ | dict) -
         raise UsageError("--amp fp16 needs a CUDA GPU; use --amp bf16 on CPU")
     if kind == "cuda":
         visible = torch.cuda.device_count()
+        bound = env.get("CUDA_VISIBLE_DEVICES", "")
         if info.local_world_size <= visible:
             device = torch.device("cuda", info.local_rank)
-        elif visible == 1 and len(env.get("CUDA_VISIBLE_DEVICES", "").split(",")) == 1 and env.get(
-            "CUDA_VISIBLE_DEVICES"
-        ):
+        elif visible == 1 and bound and "," not in bound:
             device = torch.device("cuda", 0)  # the scheduler bound one GPU to each task (--gpus-per-task=1)
         else:
             raise UsageError(

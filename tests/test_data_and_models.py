@@ -135,6 +135,7 @@ def test_resnets_adapt_to_the_dataset(name, channels, size):
 def test_recipes():
     adadelta, step_lr = build_optimizer("mnist_cnn", MnistCNN(), None)
     assert type(adadelta).__name__ == "Adadelta" and adadelta.defaults["lr"] == 1.0
+    adadelta.step()  # the scheduler steps after the optimizer, as in training
     step_lr.step()
     assert adadelta.param_groups[0]["lr"] == pytest.approx(0.7)
     sgd, _ = build_optimizer("resnet18", build_model("resnet18", 3, 10, 32), 0.05)

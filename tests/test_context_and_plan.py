@@ -1,0 +1,108 @@
+"""Tier 1: platform detection, provenance, hardware planning (CUDA faked where no GPU exists), download verb."""
+
+import re
+import subprocess
+
+import pytest
+import torch
+
+from ddp_bench import cli, data
+from ddp_bench.config import BenchConfig
+from ddp_bench.context import collect_context, cpu_name, detect_cluster, detect_platform, git_commit
+from ddp_bench.errors import UsageError
+from ddp_bench.launch import LaunchInfo
+from ddp_bench.run import check_output_dir, plan_hardware
+
+
+@pytest.mark.parametrize(
+    "env, platform",
+    [
+        ({"COLAB_RELEASE_TAG": "release-colab_20261101"}, "colab"),
+        ({"SLURM_JOB_ID": "1", "SLURM_CLUSTER_NAME": "narval"}, "slurm"),
+        ({"PBS_JOBID": "42.polaris-pbs-01"}, "pbs"),
+        ({}, "local"),
+    ],
+)
+def test_platform_detection(env, platform):
+    assert detect_platform(env) == platform
+
+
+def test_cluster_name_comes_from_slurm():
+    assert detect_cluster({"SLURM_CLUSTER_NAME": "narval"}) == "narval"
+    assert detect_cluster({}) == ""
+
+
+def test_provenance_names_the_cpu_and_the_commit():
+    assert cpu_name()
+    context = collect_context({}, "cpu", 0)
+    assert context.torch_version == torch.__version__
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    if head:  # a checkout: the commit is recorded, marked dirty when the tree has changes
+        assert re.fullmatch(head + "(-dirty)?", git_commit())
+
+
+def info(local_world_size: int = 1, local_rank: int = 0) -> LaunchInfo:
+    return LaunchInfo("torchrun", local_rank, local_rank, local_world_size, local_world_size, 0, 1, "h", 1)
+
+
+def test_cpu_ranks_on_one_node_share_its_cores(monkeypatch):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)))
+    plan = plan_hardware(BenchConfig(device="cpu"), info(local_world_size=4), {})
+    assert (plan.device.type, plan.backend, plan.threads) == ("cpu", "gloo", 4)
+
+
+@pytest.fixture
+def two_fake_gpus(monkeypatch):
+    """Pretend two CUDA GPUs exist (only the planning is exercised, nothing runs on them)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
+
+
+def test_each_rank_takes_the_gpu_of_its_local_rank(two_fake_gpus):
+    plan = plan_hardware(BenchConfig(), info(local_world_size=2, local_rank=1), {})
+    assert (str(plan.device), plan.backend) == ("cuda:1", "nccl")
+
+
+def test_more_ranks_on_a_node_than_gpus_is_refused(two_fake_gpus):
+    with pytest.raises(UsageError, match="3 ranks on this node but only 2 GPU"):
+        plan_hardware(BenchConfig(), info(local_world_size=3, local_rank=2), {})
+
+
+def test_one_gpu_bound_to_each_task_is_accepted(monkeypatch, two_fake_gpus):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    plan = plan_hardware(BenchConfig(), info(local_world_size=4, local_rank=3), {"CUDA_VISIBLE_DEVICES": "3"})
+    assert str(plan.device) == "cuda:0"
+
+
+def test_bf16_on_a_t4_is_refused_with_the_alternative(two_fake_gpus):
+    with pytest.raises(UsageError, match="Tesla T4 has no bf16 units, use --amp fp16"):
+        plan_hardware(BenchConfig(amp="bf16"), info(), {})
+
+
+def test_output_directory_checks(tmp_path):
+    check_output_dir(str(tmp_path / "new" / "deeper"))  # creatable: fine, and nothing is created
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UsageError, match="is a file"):
+        check_output_dir(str(tmp_path / "file"))
+
+
+def test_download_fetches_both_splits_with_download_enabled(tmp_path, monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(data, "_open_torchvision", lambda name, root, train, transform=None, download=False:
+                        calls.append((name, root, train, download)))
+    assert cli.main(["download", "--data", "mnist", "--data-dir", str(tmp_path / "d")]) == 0
+    assert calls == [("mnist", str(tmp_path / "d"), True, True), ("mnist", str(tmp_path / "d"), False, True)]
+    assert "mnist is ready" in capsys.readouterr().out
+
+
+def test_download_without_internet_is_one_clear_line(tmp_path, monkeypatch, capsys):
+    def offline(*args, **kwargs):
+        raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
+
+    monkeypatch.setattr(data, "_open_torchvision", offline)
+    assert cli.main(["download", "--data", "cifar10", "--data-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "run this on a machine with internet" in err[0]
