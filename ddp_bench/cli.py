@@ -15,7 +15,7 @@ from ddp_bench import __version__
 from ddp_bench.config import DEFAULT_STEPS, BenchConfig, choices
 from ddp_bench.errors import EXIT_FAILURE, EXIT_USAGE, RunFailure, UsageError
 
-VERBS = ("run", "download")
+VERBS = ("run", "download", "report")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,7 +36,7 @@ def build_run_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="python -m ddp_bench",
         description="Benchmark DistributedDataParallel CNN training; writes one CSV row per rank.",
-        epilog="Verbs: run (default), download. Launch with torchrun, srun or mpiexec for several ranks.",
+        epilog="Verbs: run (default), download, report. Launch with torchrun, srun or mpiexec for several ranks.",
     )
     parser.add_argument("--version", action="version", version=f"ddp_bench {__version__}")
     add = parser.add_argument
@@ -63,6 +63,8 @@ def build_run_parser() -> argparse.ArgumentParser:
     add("--seed", type=_integer, default=0)
     add("--out", default="results", help="results directory (default: ./results)")
     add("--tag", default="", help="free text stored in every row")
+    add("--scaling", choices=choices("scaling"), default="weak",
+        help="scaling series this run belongs to: weak (fixed per-rank batch) or strong (fixed global batch)")
     add("--init-timeout", type=float, default=180.0,
         help="seconds to wait for all ranks, at start-up and in any collective (default: 180)")
     add("--log-indices", action="store_true",
@@ -92,12 +94,25 @@ def download_main(argv: Sequence[str]) -> int:
     return 0
 
 
+def report_cli(argv: Sequence[str]) -> int:
+    parser = _Parser(prog="python -m ddp_bench report",
+                     description="Scaling tables and plots from per-rank CSVs (summary.csv, summary.md, PNG/SVG).")
+    parser.add_argument("results", nargs="+", help="results directories (searched recursively for rank*.csv)")
+    parser.add_argument("--out", default="report", help="report directory (default: ./report)")
+    args = parser.parse_args(list(argv))
+    from ddp_bench.report import report_main  # pandas and matplotlib: only for this verb
+
+    return report_main(args.results, args.out)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()  # wall_time_s counts from here: torch import and start-up included
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv[:1] == ["download"]:
             return download_main(argv[1:])
+        if argv[:1] == ["report"]:
+            return report_cli(argv[1:])
         if argv[:1] == ["run"]:
             argv = argv[1:]
         cfg = parse_args(argv)

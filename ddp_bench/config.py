@@ -23,6 +23,7 @@ DeviceKind = Literal["auto", "cpu", "cuda"]
 BackendName = Literal["auto", "nccl", "gloo"]
 LauncherName = Literal["auto", "torchrun", "slurm", "mpi", "single"]
 LoaderName = Literal["auto", "torch", "device"]
+ScalingKind = Literal["weak", "strong"]
 
 DEFAULT_STEPS = 100
 
@@ -50,6 +51,9 @@ class BenchConfig:
     seed: int = 0
     out: str = "results"
     tag: str = ""
+    # How this run belongs in a scaling series: weak keeps the per-rank batch, strong the global batch. A label
+    # for the report (the sweep sets it and picks --batch-size accordingly); it changes nothing in training.
+    scaling: ScalingKind = "weak"
     init_timeout: float = 180.0  # seconds any rank waits at rendezvous or in a collective
     log_indices: bool = False
 

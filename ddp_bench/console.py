@@ -26,6 +26,12 @@ def step_progress(enabled: bool, total: int, description: str) -> Iterator[Calla
         yield lambda: progress.advance(task)
 
 
+def wide_console() -> Console:
+    """A console for tables: the terminal's width, or 120 columns when output goes to a file or a job log."""
+    console = Console()
+    return console if console.is_terminal else Console(width=120)
+
+
 def _number(value: float, digits: int = 1) -> str:
     return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:,.{digits}f}"
 
@@ -50,6 +56,6 @@ def print_summary(record: RankRecord, run_dir: str) -> None:
     ]
     for name, value in rows:
         table.add_row(name, value)
-    console = Console()
+    console = wide_console()
     console.print(table)
     console.print(f"rows: {run_dir}/rank*.csv", soft_wrap=True)

@@ -156,7 +156,7 @@ class DeviceBatches:
 
     def __init__(self, split: Split, spec: DatasetSpec, shard: Shard, train: bool = True) -> None:
         self.shard = shard
-        self.train = train
+        self.dataset_size = len(split)
         self.images = split.images.to(shard.device)
         self.labels = split.labels.to(shard.device)
         std = torch.tensor(spec.std, device=shard.device).view(1, -1, 1, 1)
@@ -195,6 +195,7 @@ class TorchLoaderBatches:
 
     def __init__(self, dataset: Dataset, shard: Shard, workers: int, train: bool = True) -> None:
         self.shard = shard
+        self.dataset_size = len(dataset)
         self.sampler = make_sampler(len(dataset), shard) if train else None
         if train:
             sampler = self.sampler

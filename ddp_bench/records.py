@@ -43,6 +43,8 @@ class RankRecord:
     loader: str
     batch_size: int
     global_batch_size: int
+    scaling: str  # weak | strong: which scaling series the run belongs to
+    dataset_size: int  # training images in one epoch of the dataset (or of the one synthetic data imitates)
     amp: str
     channels_last: bool
     compile: bool

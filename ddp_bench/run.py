@@ -172,6 +172,8 @@ def run(cfg: BenchConfig, started: float) -> int:
             loader=loader,
             batch_size=cfg.batch_size,
             global_batch_size=cfg.batch_size * info.world_size,
+            scaling=cfg.scaling,
+            dataset_size=batches.dataset_size,
             amp=cfg.amp,
             channels_last=cfg.channels_last,
             compile=cfg.compile,

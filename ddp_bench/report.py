@@ -1,0 +1,127 @@
+"""`python -m ddp_bench report RESULTS_DIR [...] --out REPORT_DIR`: summary.csv, summary.md, plots, a table.
+
+Reads per-rank CSVs only (no torch import): a laptop can report on rows copied back from a cluster.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from ddp_bench.console import wide_console
+from ddp_bench.errors import UsageError
+from ddp_bench.report_data import LoadedRows, RunTables, load_rows, scaling_summary, series_title, summarise_runs
+
+
+@dataclass(frozen=True)
+class Report:
+    loaded: LoadedRows
+    tables: RunTables
+    summary: pd.DataFrame
+    files: list[str]
+
+
+def _fmt(value: float, digits: int = 1) -> str:
+    return "—" if value != value else f"{value:,.{digits}f}"
+
+
+def markdown(report: Report) -> str:
+    summary = report.summary
+    lines = ["# ddp_bench report", ""]
+    lines += [
+        f"{len(report.tables.runs)} complete run(s) from {report.loaded.rows['source'].nunique()} rank file(s).",
+        "Throughput = images trained by all ranks ÷ the slowest rank's time, warm-up excluded. "
+        "Speedup = throughput(N) ÷ throughput(N₀) × N₀ against the smallest run N₀ of the same series; "
+        "efficiency = speedup ÷ N. Values are medians over repeats (min–max in brackets).",
+        "",
+    ]
+    for series, points in summary.groupby("series", sort=True):
+        lines += [f"## {series_title(points.iloc[0])}", ""]
+        lines += [
+            "| platform | nodes | GPUs | batch/GPU | global batch | images/s | images/s per GPU | speedup | "
+            "efficiency | epoch time | step median / p90 (ms) | test acc. | runs |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for _, row in points.sort_values("world_size").iterrows():
+            spread = ""
+            if row["repeats"] > 1:
+                spread = f" ({_fmt(row['global_images_per_s_min'], 0)}–{_fmt(row['global_images_per_s_max'], 0)})"
+            accuracy = "—" if row["test_accuracy"] != row["test_accuracy"] else f"{row['test_accuracy'] * 100:.2f} %"
+            lines.append(
+                f"| {row['label']} | {row['num_nodes']} | {row['world_size']} | {row['batch_size']} | "
+                f"{row['global_batch_size']} | {_fmt(row['global_images_per_s'])}{spread} | "
+                f"{_fmt(row['images_per_s_per_gpu'])} | {row['speedup']:.2f} | {row['efficiency'] * 100:.0f} % | "
+                f"{_fmt(row['epoch_time_s'])} s | {_fmt(row['step_time_median_ms'], 2)} / "
+                f"{_fmt(row['step_time_p90_ms'], 2)} | {accuracy} | {row['repeats']} |"
+            )
+        lines.append("")
+    if report.tables.incomplete:
+        lines += ["## Left out: incomplete runs", ""]
+        lines += [f"- `{run_id}`: {why}" for run_id, why in report.tables.incomplete]
+        lines.append("")
+    if report.loaded.problems:
+        lines += ["## Left out: unusable files", ""]
+        lines += [f"- `{path}`: {why}" for path, why in report.loaded.problems]
+        lines.append("")
+    figures = [os.path.basename(path) for path in report.files if path.endswith(".png")]
+    if figures:
+        lines += ["## Figures", ""] + [f"![{name}]({name})" for name in figures] + [""]
+    return "\n".join(lines)
+
+
+def print_console(report: Report, console: Console) -> None:
+    table = Table(title="ddp_bench report", title_justify="left")
+    for column in ("platform", "model", "scaling", "GPUs", "images/s", "per GPU", "speedup", "efficiency", "epoch"):
+        table.add_column(column, justify="left" if column in ("platform", "model", "scaling") else "right")
+    for _, row in report.summary.sort_values(["series", "world_size"]).iterrows():
+        table.add_row(
+            row["label"], f"{row['model']} {row['data']}", row["scaling"], str(row["world_size"]),
+            _fmt(row["global_images_per_s"]), _fmt(row["images_per_s_per_gpu"]), f"{row['speedup']:.2f}",
+            f"{row['efficiency'] * 100:.0f} %", f"{_fmt(row['epoch_time_s'])} s",
+        )
+    console.print(table)
+    for run_id, why in report.tables.incomplete:
+        console.print(f"[yellow]left out run {run_id}: {why}[/yellow]", soft_wrap=True)
+    for path, why in report.loaded.problems:
+        console.print(f"[red]cannot use {path}: {why}[/red]", soft_wrap=True)
+
+
+def build_report(directories: Sequence[str], out_dir: str) -> Report:
+    from ddp_bench.report_plots import plot_efficiency, plot_platforms, plot_throughput
+
+    loaded = load_rows(list(directories))
+    tables = summarise_runs(loaded.rows)
+    summary = scaling_summary(tables.runs)
+    os.makedirs(out_dir, exist_ok=True)
+    files = [os.path.join(out_dir, "summary.csv")]
+    summary.to_csv(files[0], index=False)
+    if not summary.empty:
+        files += plot_throughput(summary, out_dir)
+        files += plot_efficiency(summary, out_dir)
+        files += plot_platforms(summary, out_dir)
+    report = Report(loaded, tables, summary, files)
+    path = os.path.join(out_dir, "summary.md")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(markdown(report))
+    files.append(path)
+    return Report(loaded, tables, summary, files)
+
+
+def report_main(directories: Sequence[str], out_dir: str) -> int:
+    missing = [directory for directory in directories if not os.path.isdir(directory)]
+    if missing:
+        raise UsageError(f"no such results directory: {', '.join(missing)}")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise UsageError(f"--out {out_dir} is a file, not a directory")
+    report = build_report(directories, out_dir)
+    console = wide_console()
+    print_console(report, console)
+    if report.summary.empty:
+        console.print("no complete runs found: nothing to plot", style="yellow")
+    console.print(f"wrote {', '.join(sorted(os.path.basename(path) for path in report.files))} to {out_dir}", soft_wrap=True)
+    return 0

@@ -1,0 +1,196 @@
+"""From per-rank CSV rows to runs, and from runs to scaling tables. pandas only; no torch, no plotting.
+
+Definitions (the ones users of every DDP tool keep asking for):
+- a run's throughput = Σ samples over its ranks ÷ the slowest rank's train_time_s;
+- per-GPU throughput = run throughput ÷ world size;
+- speedup(N) = throughput(N) ÷ throughput(N₀) × N₀, where N₀ is the smallest world size measured for that
+  configuration (so with a 1-GPU baseline it is the classic T₁/T_N ratio);
+- efficiency(N) = speedup(N) ÷ N (1.0 is perfect scaling).
+Weak scaling keeps the per-rank batch fixed as GPUs are added; strong scaling keeps the global batch fixed.
+Repeated runs of one configuration and world size are summarised by their median, with min and max kept.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from dataclasses import dataclass
+
+import pandas as pd
+
+from ddp_bench.records import COLUMNS, NUMERIC_COLUMNS, read_rank_csv
+
+# What makes two runs comparable, besides the scaling kind and the batch that the kind holds fixed.
+CONFIG_KEYS = ("platform", "cluster", "device_name", "model", "data", "loader", "amp", "channels_last", "compile")
+_REQUIRED_NUMBERS = ("world_size", "rank", "num_nodes", "batch_size", "global_batch_size", "samples", "train_time_s")
+
+
+@dataclass(frozen=True)
+class LoadedRows:
+    rows: pd.DataFrame  # one row per usable rank file, numeric columns typed
+    problems: list[tuple[str, str]]  # (path, why it could not be used)
+
+
+def find_rank_files(directories: list[str]) -> list[str]:
+    files: set[str] = set()
+    for directory in directories:
+        files.update(glob.glob(os.path.join(directory, "**", "rank*.csv"), recursive=True))
+    return sorted(files)
+
+
+def load_rows(directories: list[str]) -> LoadedRows:
+    """Every per-rank CSV under the directories; a file that does not fit the schema is named, not dropped."""
+    frames, problems = [], []
+    for directory in directories:
+        if not os.path.isdir(directory):
+            problems.append((directory, "not a directory"))
+    for path in find_rank_files(directories):
+        try:
+            frame = pd.DataFrame(read_rank_csv(path), columns=list(COLUMNS))
+        except (ValueError, OSError, UnicodeDecodeError) as exc:
+            problems.append((path, str(exc)))
+            continue
+        for column in NUMERIC_COLUMNS:
+            frame[column] = pd.to_numeric(frame[column].replace("", float("nan")), errors="coerce")
+        bad = [column for column in _REQUIRED_NUMBERS if frame[column].isna().any()]
+        if bad:
+            problems.append((path, f"not a number in {', '.join(bad)}"))
+            continue
+        if not frame["status"].isin(["complete", "incomplete"]).all():
+            problems.append((path, f"unknown status {frame['status'].iloc[0]!r}"))
+            continue
+        frame["source"] = path
+        frames.append(frame)
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*COLUMNS, "source"])
+    for column in ("channels_last", "compile"):
+        rows[column] = rows[column].astype(str)
+    return LoadedRows(rows, problems)
+
+
+def _short_device(name: str) -> str:
+    name = re.sub(r"\((R|TM|tm)\)", "", str(name)).replace("NVIDIA ", "")
+    name = re.sub(r"\s+CPU\s+@.*$", "", name)
+    return re.sub(r"\s+", " ", name).strip()
+
+
+def platform_label(platform: str, cluster: str, device_name: str, world_size: int) -> str:
+    """`Colab · Tesla T4 ×1`, `narval · A100-SXM4-40GB ×8`, `local · Xeon Processor ×2`."""
+    where = {"colab": "Colab", "pbs": "PBS"}.get(platform) or (cluster if isinstance(cluster, str) and cluster else platform)
+    return f"{where} · {_short_device(device_name)} ×{int(world_size)}"
+
+
+@dataclass(frozen=True)
+class RunTables:
+    runs: pd.DataFrame  # one row per complete run
+    incomplete: list[tuple[str, str]]  # (run_id, why it is left out of the figures)
+
+
+def summarise_runs(rows: pd.DataFrame) -> RunTables:
+    """Group rank rows into runs; a run counts only when every rank reported and all call it complete."""
+    runs, incomplete = [], []
+    for run_id, ranks in rows.groupby("run_id", sort=True):
+        world_size = int(ranks["world_size"].iloc[0])
+        reason = ""
+        if (ranks["status"] != "complete").any():
+            reason = "stopped early (status incomplete)"
+        elif ranks["world_size"].nunique() != 1:
+            reason = "ranks disagree on the world size"
+        elif ranks["rank"].duplicated().any():
+            reason = "a rank reported twice"
+        elif set(ranks["rank"].astype(int)) != set(range(world_size)):
+            missing = sorted(set(range(world_size)) - set(ranks["rank"].astype(int)))
+            reason = f"{len(missing)} of {world_size} rank rows missing (ranks {', '.join(map(str, missing[:8]))})"
+        if reason:
+            incomplete.append((str(run_id), reason))
+            continue
+        first = ranks.iloc[0]
+        slowest = ranks["train_time_s"].max()
+        throughput = ranks["samples"].sum() / slowest
+        dataset_size = ranks["dataset_size"].iloc[0]
+        runs.append(
+            {
+                "run_id": run_id,
+                **{key: first[key] for key in CONFIG_KEYS},
+                "scaling": first["scaling"],
+                "world_size": world_size,
+                "num_nodes": int(first["num_nodes"]),
+                "batch_size": int(first["batch_size"]),
+                "global_batch_size": int(first["global_batch_size"]),
+                "global_images_per_s": throughput,
+                "images_per_s_per_gpu": throughput / world_size,
+                "step_time_median_ms": ranks["step_time_median_ms"].median(),
+                "step_time_p90_ms": ranks["step_time_p90_ms"].max(),
+                "epoch_time_s": dataset_size / throughput if dataset_size == dataset_size else float("nan"),
+                "test_accuracy": ranks["test_accuracy"].iloc[0],
+                "started_at": first["started_at"],
+            }
+        )
+    columns = ["run_id", *CONFIG_KEYS, "scaling", "world_size", "num_nodes", "batch_size", "global_batch_size",
+               "global_images_per_s", "images_per_s_per_gpu", "step_time_median_ms", "step_time_p90_ms",
+               "epoch_time_s", "test_accuracy", "started_at"]
+    return RunTables(pd.DataFrame(runs, columns=columns), incomplete)
+
+
+def series_keys(scaling: str) -> tuple[str, ...]:
+    """Columns that identify one scaling series: weak holds the per-rank batch, strong the global batch."""
+    return (*CONFIG_KEYS, "scaling", "batch_size" if scaling == "weak" else "global_batch_size")
+
+
+SUMMARY_COLUMNS = [
+    "label", "platform", "cluster", "device_name", "num_nodes", "world_size", "model", "data", "loader",
+    "batch_size", "global_batch_size", "amp", "channels_last", "compile", "scaling", "repeats",
+    "global_images_per_s", "global_images_per_s_min", "global_images_per_s_max", "images_per_s_per_gpu",
+    "speedup", "efficiency", "epoch_time_s", "step_time_median_ms", "step_time_p90_ms", "test_accuracy", "series",
+]
+
+
+def scaling_summary(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per scaling series and world size: median over repeats, spread, speedup and efficiency."""
+    out = []
+    for scaling in ("weak", "strong"):
+        subset = runs[runs["scaling"] == scaling]
+        keys = list(series_keys(scaling))
+        for series_index, (_key, series) in enumerate(subset.groupby(keys, sort=True, dropna=False)):
+            points = []
+            for world_size, repeats in series.groupby("world_size", sort=True):
+                first = repeats.iloc[0]
+                points.append(
+                    {
+                        **{key: first[key] for key in (*CONFIG_KEYS, "scaling")},
+                        "label": platform_label(first["platform"], first["cluster"], first["device_name"], world_size),
+                        "num_nodes": int(repeats["num_nodes"].median()),
+                        "world_size": int(world_size),
+                        "batch_size": int(repeats["batch_size"].median()),
+                        "global_batch_size": int(repeats["global_batch_size"].median()),
+                        "repeats": len(repeats),
+                        "global_images_per_s": repeats["global_images_per_s"].median(),
+                        "global_images_per_s_min": repeats["global_images_per_s"].min(),
+                        "global_images_per_s_max": repeats["global_images_per_s"].max(),
+                        "epoch_time_s": repeats["epoch_time_s"].median(),
+                        "step_time_median_ms": repeats["step_time_median_ms"].median(),
+                        "step_time_p90_ms": repeats["step_time_p90_ms"].median(),
+                        "test_accuracy": repeats["test_accuracy"].median(),
+                        "series": f"{scaling}-{series_index}",
+                    }
+                )
+            base = points[0]  # the smallest world size of this series is its baseline
+            for point in points:
+                point["images_per_s_per_gpu"] = point["global_images_per_s"] / point["world_size"]
+                point["speedup"] = point["global_images_per_s"] / base["global_images_per_s"] * base["world_size"]
+                point["efficiency"] = point["speedup"] / point["world_size"]
+            out += points
+    return pd.DataFrame(out, columns=SUMMARY_COLUMNS)
+
+
+def series_title(row: pd.Series) -> str:
+    """A legend entry for one scaling series."""
+    where = {"colab": "Colab", "pbs": "PBS"}.get(row["platform"]) or (row["cluster"] or row["platform"])
+    batch = f"{row['batch_size']}/GPU" if row["scaling"] == "weak" else f"global {row['global_batch_size']}"
+    extras = [flag for flag, on in (("channels-last", row["channels_last"] == "True"), ("compile", row["compile"] == "True")) if on]
+    amp = "" if row["amp"] == "off" else f" {row['amp']}"
+    return (
+        f"{where} · {_short_device(row['device_name'])} · {row['model']} {row['data']} · {batch}{amp}"
+        + (" · " + ", ".join(extras) if extras else "")
+        + f" ({row['scaling']})"
+    )
