@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 
 from ddp_bench import __version__
 from ddp_bench.config import DEFAULT_STEPS, BenchConfig, choices
 from ddp_bench.errors import EXIT_FAILURE, EXIT_USAGE, RunFailure, UsageError
+from ddp_bench.stopping import StopRequest
 
 VERBS = ("run", "download", "report")
 
@@ -116,12 +118,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if argv[:1] == ["run"]:
             argv = argv[1:]
         cfg = parse_args(argv)
-        from ddp_bench.run import run  # imports torch: only once the flags are known to be good
+        # Signals that ask for an early stop are caught from here on; before the timed stage the run stops at
+        # its first check, after writing nothing it could not measure.
+        with StopRequest().installed() as stop:
+            from ddp_bench.run import run  # imports torch: only once the flags are known to be good
 
-        return run(cfg, started)
+            return run(cfg, started, stop)
     except UsageError as exc:
         print(f"ddp_bench: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except RunFailure as exc:
+        if exc.__cause__ is not None:  # an unexpected error on this rank: its traceback is the bug report
+            traceback.print_exception(exc.__cause__, file=sys.stderr)
         print(f"ddp_bench: failed: {exc}", file=sys.stderr)
         return EXIT_FAILURE

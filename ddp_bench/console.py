@@ -41,6 +41,7 @@ def print_summary(record: RankRecord, run_dir: str) -> None:
     table.add_column(style="bold")
     table.add_column()
     rows = [
+        ("status", record.status),
         ("model · data", f"{record.model} · {record.data} ({record.loader} loader)"),
         ("job", f"{record.launcher} · {record.world_size} rank(s) on {record.num_nodes} node(s) · {record.platform}"),
         ("device", f"{record.device_name} ({record.device}, {record.backend})"),

@@ -3,6 +3,7 @@
 EXIT_OK = 0
 EXIT_FAILURE = 1  # a run that started and then failed (lost peer, exception on a rank)
 EXIT_USAGE = 2  # bad flags or a request the hardware / data / filesystem cannot honour
+EXIT_INTERRUPTED = 3  # stopped early by SIGTERM/SIGUSR1; rows written with status=incomplete
 
 
 class UsageError(Exception):

@@ -8,6 +8,7 @@ every rank instead of a hang or a half-written results directory.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,13 +21,27 @@ from ddp_bench.config import BenchConfig
 from ddp_bench.console import print_summary, step_progress
 from ddp_bench.context import collect_context
 from ddp_bench.data import SPECS, Shard, build_batches, choose_loader
-from ddp_bench.distributed import align_ranks, broadcast_string, free_port, process_group, reduce_floats
-from ddp_bench.errors import EXIT_OK, UsageError
+from ddp_bench.distributed import (
+    Job,
+    align_ranks,
+    broadcast_string,
+    announce_failure,
+    find_lost_ranks,
+    first_line,
+    free_port,
+    is_peer_failure,
+    process_group,
+    register_rank,
+    reduce_floats,
+)
+from ddp_bench.errors import EXIT_INTERRUPTED, EXIT_OK, RunFailure, UsageError
+from ddp_bench.faults import fault_from_env
 from ddp_bench.launch import LaunchInfo, complete_with_mpi, detect_launch
 from ddp_bench.models import build_model, build_optimizer
 from ddp_bench.records import RankRecord, images_per_second, new_run_id, write_rank_csv
+from ddp_bench.stopping import StopRequest
 from ddp_bench.timing import percentile
-from ddp_bench.train import Precision, run_training
+from ddp_bench.train import Precision, TrainResult, run_training
 
 
 @dataclass(frozen=True)
@@ -88,9 +103,10 @@ def check_output_dir(out: str) -> None:
         raise UsageError(f"--out {out} is not writable")
 
 
-def run(cfg: BenchConfig, started: float) -> int:
+def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
     """Run the benchmark on this rank; `started` is the perf_counter reading when the process began work."""
     env = os.environ
+    fault = fault_from_env(env)
     info = detect_launch(env, cfg.launcher)
     info = complete_with_mpi(info, _hostname(), free_port())
     plan = plan_hardware(cfg, info, env)
@@ -104,109 +120,153 @@ def run(cfg: BenchConfig, started: float) -> int:
     if batches.batches_per_epoch == 0:
         raise UsageError(
             f"global batch {cfg.batch_size * info.world_size} ({cfg.batch_size} per rank x {info.world_size} "
-            f"ranks) is larger than the {spec.train_size if cfg.data == 'synthetic' else 'dataset'}'s "
-            f"training images: lower --batch-size"
+            f"ranks) is larger than the {batches.dataset_size} training images: lower --batch-size"
         )
     evaluate = cfg.epochs is not None and cfg.data != "synthetic"  # random labels have no accuracy to find
     test_batches = build_batches(cfg.data, cfg.data_dir, spec, loader, shard, cfg.workers, False) if evaluate else None
     context = collect_context(env, plan.device.type, plan.device.index or 0)
 
-    with process_group(info, plan.backend, plan.device, cfg.init_timeout):
-        run_id = broadcast_string(new_run_id(cfg.model, info.world_size), plan.device)
-        started_at = broadcast_string(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), plan.device)
+    with process_group(info, plan.backend, plan.device, cfg.init_timeout) as job:
+        try:
+            register_rank(job)
+            run_id = broadcast_string(new_run_id(cfg.model, info.world_size), plan.device)
+            started_at = broadcast_string(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), plan.device)
 
-        torch.manual_seed(cfg.seed)  # identical initial weights everywhere (DDP also broadcasts rank 0's)
-        model = build_model(cfg.model, spec.channels, spec.num_classes, spec.image_size).to(plan.device)
-        if cfg.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        torch.manual_seed(cfg.seed + 1 + info.rank)  # but independent dropout masks per rank
-        # One rank trains the bare model: the single-GPU baseline pays no DDP cost it would not pay alone.
-        ddp_model = model
-        if info.world_size > 1:
-            device_ids = [plan.device.index] if plan.device.type == "cuda" else None
-            ddp_model = DistributedDataParallel(model, device_ids=device_ids)
-        if cfg.compile:
-            ddp_model = torch.compile(ddp_model)
-        optimizer, scheduler = build_optimizer(cfg.model, model, cfg.lr)
-        total_steps = cfg.measured_steps or batches.batches_per_epoch * (cfg.epochs or 0)
+            torch.manual_seed(cfg.seed)  # identical initial weights everywhere (DDP also broadcasts rank 0's)
+            model = build_model(cfg.model, spec.channels, spec.num_classes, spec.image_size).to(plan.device)
+            if cfg.channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            torch.manual_seed(cfg.seed + 1 + info.rank)  # but independent dropout masks per rank
+            # One rank trains the bare model: the single-GPU baseline pays no DDP cost it would not pay alone.
+            ddp_model = model
+            if info.world_size > 1:
+                device_ids = [plan.device.index] if plan.device.type == "cuda" else None
+                ddp_model = DistributedDataParallel(model, device_ids=device_ids)
+            if cfg.compile:
+                ddp_model = torch.compile(ddp_model)
+            optimizer, scheduler = build_optimizer(cfg.model, model, cfg.lr)
+            total_steps = cfg.measured_steps or batches.batches_per_epoch * (cfg.epochs or 0)
 
-        with step_progress(info.rank == 0, total_steps, f"{cfg.model} x{info.world_size}") as on_step:
-            result = run_training(
-                ddp_model=ddp_model,
-                eval_model=model,
-                optimizer=optimizer,
-                scheduler=scheduler,
-                batches=batches,
-                test_batches=test_batches,
-                precision=Precision(cfg.amp, plan.device.type),
-                device=plan.device,
-                warmup_steps=cfg.warmup_steps,
-                steps=cfg.measured_steps,
-                epochs=cfg.epochs,
-                on_step=on_step,
-            )
-
-        # The job's throughput from what every rank really did: summed samples over the slowest rank's time.
-        (total_samples,) = reduce_floats([float(result.samples)], dist.ReduceOp.SUM, plan.device)
-        (slowest_s,) = reduce_floats([result.train_time_s], dist.ReduceOp.MAX, plan.device)
-        record = RankRecord(
-            run_id=run_id,
-            status="complete",
-            started_at=started_at,
-            launcher=info.launcher,
-            platform=context.platform,
-            cluster=context.cluster,
-            hostname=context.hostname,
-            job_id=info.job_id,
-            num_nodes=info.num_nodes,
-            node_rank=info.node_rank,
-            world_size=info.world_size,
-            local_world_size=info.local_world_size,
-            rank=info.rank,
-            local_rank=info.local_rank,
-            backend=plan.backend,
-            device=str(plan.device),
-            device_name=context.device_name,
-            model=cfg.model,
-            data=cfg.data,
-            loader=loader,
-            batch_size=cfg.batch_size,
-            global_batch_size=cfg.batch_size * info.world_size,
-            scaling=cfg.scaling,
-            dataset_size=batches.dataset_size,
-            amp=cfg.amp,
-            channels_last=cfg.channels_last,
-            compile=cfg.compile,
-            workers=cfg.workers,
-            threads=plan.threads,
-            lr=optimizer.defaults["lr"],
-            seed=cfg.seed,
-            warmup_steps=cfg.warmup_steps,
-            steps=result.steps,
-            epochs=cfg.epochs or 0,
-            samples=result.samples,
-            train_time_s=result.train_time_s,
-            wall_time_s=time.perf_counter() - started,
-            images_per_s=images_per_second(result.samples, result.train_time_s),
-            global_images_per_s=total_samples / slowest_s if slowest_s > 0 else float("nan"),
-            step_time_median_ms=percentile(result.step_times_ms, 50),
-            step_time_p90_ms=percentile(result.step_times_ms, 90),
-            final_loss=result.final_loss,
-            test_accuracy=result.test_accuracy,
-            tag=cfg.tag,
-            torch_version=context.torch_version,
-            cuda_version=context.cuda_version,
-            python_version=context.python_version,
-            ddp_bench_version=context.ddp_bench_version,
-            git_commit=context.git_commit,
-        )
-        path = write_rank_csv(cfg.out, record)
-        if cfg.log_indices:
-            _write_indices(path, batches, result.batches_per_epoch_done)
-        align_ranks(plan.device)  # rank 0 reports only once every rank's row is on disk
+            with step_progress(info.rank == 0, total_steps, f"{cfg.model} x{info.world_size}") as on_step:
+                result = run_training(
+                    job=job,
+                    ddp_model=ddp_model,
+                    eval_model=model,
+                    optimizer=optimizer,
+                    scheduler=scheduler,
+                    batches=batches,
+                    test_batches=test_batches,
+                    precision=Precision(cfg.amp, plan.device.type),
+                    warmup_steps=cfg.warmup_steps,
+                    steps=cfg.measured_steps,
+                    epochs=cfg.epochs,
+                    stop=stop,
+                    fault=fault,
+                    on_step=on_step,
+                )
+            path = _record(cfg, job, plan, context, loader, batches, run_id, started_at, optimizer, result, started)
+        except torch.OutOfMemoryError as exc:
+            reason = f"ran out of memory ({first_line(exc)}); lower --batch-size"
+            announce_failure(job, reason)
+            raise RunFailure(f"rank {info.rank} {reason}") from None
+        except Exception as exc:
+            if is_peer_failure(exc):  # a collective failed because a peer died or left: name it if we can
+                raise RunFailure(_lost_peer_message(job, exc)) from None
+            # Anything else happened on this rank: its peers will see it as a lost rank; this rank says what.
+            reason = f"failed: {type(exc).__name__}: {first_line(exc)}"
+            announce_failure(job, reason)
+            raise RunFailure(f"rank {info.rank} {reason}") from exc
+    if result.stopped_by:
         if info.rank == 0:
-            print_summary(record, os.path.dirname(path))
+            print(
+                f"ddp_bench: stopped early by {result.stopped_by} after {result.steps} measured steps; "
+                f"rows written with status=incomplete to {os.path.dirname(path)}",
+                file=sys.stderr,
+            )
+        return EXIT_INTERRUPTED
     return EXIT_OK
+
+
+def _lost_peer_message(job: Job, exc: Exception) -> str:
+    rank, world = job.info.rank, job.info.world_size
+    lost = find_lost_ranks(job)
+    if lost is None:
+        who = "the torchrun agent" if job.info.launcher == "torchrun" else "rank 0 (it hosts the rendezvous) or its node"
+        return f"rank {rank}: lost contact with {who} during training ({first_line(exc)})"
+    parts = [f"rank {r} {why}" for r, why in sorted(lost.failed.items())]
+    if lost.dead:
+        parts.append(f"lost rank {', '.join(map(str, lost.dead))} of {world} (process gone)")
+    if lost.silent:
+        parts.append(f"rank {', '.join(map(str, lost.silent))} of {world} on other nodes stopped answering")
+    if not parts:
+        return f"rank {rank}: a collective failed though every rank still answers ({first_line(exc)})"
+    return f"rank {rank}: stopping because " + "; ".join(parts) + f" ({first_line(exc)})"
+
+
+def _record(cfg, job, plan, context, loader, batches, run_id, started_at, optimizer, result: TrainResult, started):
+    """Gather the job totals, write this rank's row, and (rank 0) print the summary once all rows exist."""
+    info = job.info
+    # The job's throughput from what every rank really did: summed samples over the slowest rank's time.
+    (total_samples,) = reduce_floats([float(result.samples)], dist.ReduceOp.SUM, plan.device)
+    (slowest_s,) = reduce_floats([result.train_time_s], dist.ReduceOp.MAX, plan.device)
+    record = RankRecord(
+        run_id=run_id,
+        status="incomplete" if result.stopped_by else "complete",
+        started_at=started_at,
+        launcher=info.launcher,
+        platform=context.platform,
+        cluster=context.cluster,
+        hostname=context.hostname,
+        job_id=info.job_id,
+        num_nodes=info.num_nodes,
+        node_rank=info.node_rank,
+        world_size=info.world_size,
+        local_world_size=info.local_world_size,
+        rank=info.rank,
+        local_rank=info.local_rank,
+        backend=plan.backend,
+        device=str(plan.device),
+        device_name=context.device_name,
+        model=cfg.model,
+        data=cfg.data,
+        loader=loader,
+        batch_size=cfg.batch_size,
+        global_batch_size=cfg.batch_size * info.world_size,
+        scaling=cfg.scaling,
+        dataset_size=batches.dataset_size,
+        amp=cfg.amp,
+        channels_last=cfg.channels_last,
+        compile=cfg.compile,
+        workers=cfg.workers,
+        threads=plan.threads,
+        lr=optimizer.defaults["lr"],
+        seed=cfg.seed,
+        warmup_steps=cfg.warmup_steps,
+        steps=result.steps,
+        epochs=cfg.epochs or 0,
+        samples=result.samples,
+        train_time_s=result.train_time_s,
+        wall_time_s=time.perf_counter() - started,
+        images_per_s=images_per_second(result.samples, result.train_time_s),
+        global_images_per_s=total_samples / slowest_s if slowest_s > 0 else float("nan"),
+        step_time_median_ms=percentile(result.step_times_ms, 50),
+        step_time_p90_ms=percentile(result.step_times_ms, 90),
+        final_loss=result.final_loss,
+        test_accuracy=result.test_accuracy,
+        tag=cfg.tag,
+        torch_version=context.torch_version,
+        cuda_version=context.cuda_version,
+        python_version=context.python_version,
+        ddp_bench_version=context.ddp_bench_version,
+        git_commit=context.git_commit,
+    )
+    path = write_rank_csv(cfg.out, record)
+    if cfg.log_indices:
+        _write_indices(path, batches, result.batches_per_epoch_done)
+    align_ranks(plan.device)  # rank 0 reports only once every rank's row is on disk
+    if info.rank == 0:
+        print_summary(record, os.path.dirname(path))
+    return path
 
 
 def _write_indices(csv_path: str, batches, taken_per_epoch: list[int]) -> None:

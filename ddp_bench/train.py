@@ -19,7 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ddp_bench.data import BatchSource
-from ddp_bench.distributed import align_ranks, reduce_floats
+from ddp_bench.distributed import Job, align_ranks, any_rank, reduce_floats
+from ddp_bench.faults import Fault
+from ddp_bench.stopping import StopRequest, check_interval
 from ddp_bench.timing import StageClock, StepTimer
 
 
@@ -32,6 +34,7 @@ class TrainResult:
     final_loss: float
     test_accuracy: float  # NaN when nothing was evaluated
     batches_per_epoch_done: list[int]  # measured batches taken from each epoch, in order (for index logs)
+    stopped_by: str  # the signal that stopped the run early, '' when it ran to the end
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,7 @@ def evaluate(model: nn.Module, batches: BatchSource, precision: Precision, devic
 
 def run_training(
     *,
+    job: Job,
     ddp_model: nn.Module,
     eval_model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -96,72 +100,96 @@ def run_training(
     batches: BatchSource,
     test_batches: BatchSource | None,
     precision: Precision,
-    device: torch.device,
     warmup_steps: int,
     steps: int | None,
     epochs: int | None,
+    stop: StopRequest,
+    fault: Fault | None,
     on_step: Callable[[], None],
 ) -> TrainResult:
     """Warm up, then train for `steps` measured steps or `epochs` whole epochs (evaluating after each)."""
+    device = job.device
     scaler = precision.grad_scaler()
     ddp_model.train()
 
     # Stage 1, warm-up (not timed): first-call costs land here — allocator growth, cuDNN autotuning,
     # torch.compile, DataLoader workers starting, DDP building its buckets on the first backward.
     warmup = _epochs_forever(batches, first_epoch=0)
+    warmup_clock = StageClock(device)
+    warmup_clock.start()
     for _ in range(warmup_steps):
         _epoch, x, y = next(warmup)
         _train_step(ddp_model, optimizer, scaler, precision, x, y)
     del warmup
+    # The slowest rank's warm-up step time sets how often the ranks agree on stopping (about twice a second).
+    warmup_step_s = warmup_clock.stop() / warmup_steps if warmup_steps else 0.0
+    (slowest_step_s,) = reduce_floats([warmup_step_s], dist.ReduceOp.MAX, device)
+    check_every = check_interval(slowest_step_s)
 
     # Stage 2, timed. Every rank starts the clock at the same moment, after its warm-up work has finished.
     align_ranks(device)
     clock = StageClock(device)
     step_timer = StepTimer(device)
     loss = torch.full((), float("nan"), device=device)
-    taken_per_epoch: list[int] = []
+    taken_per_epoch: list[int] = [0]
     test_accuracy = float("nan")
+    step = 0
+
+    def measured_step(x: torch.Tensor, y: torch.Tensor) -> bool:
+        """One timed training step; False when the ranks have agreed to stop instead."""
+        nonlocal loss, step
+        # Every rank asks at the same step counts, so all of them stop after the same step.
+        if step % check_every == 0 and any_rank(bool(stop), job):
+            return False
+        if fault is not None:
+            fault.strike(job.info.rank, step)
+        step_timer.start()
+        loss = _train_step(ddp_model, optimizer, scaler, precision, x, y)
+        step_timer.stop()
+        taken_per_epoch[-1] += 1
+        step += 1
+        on_step()
+        return True
+
     clock.start()
+    stopped = False
     if epochs is None:
         stream = _epochs_forever(batches, first_epoch=0)
         current_epoch = 0
-        taken_per_epoch.append(0)
         for _ in range(steps or 0):
             epoch, x, y = next(stream)  # waiting for data is inside train_time_s, outside the step time
             if epoch != current_epoch:
                 scheduler.step()  # the recipe decays the learning rate once per epoch
                 current_epoch = epoch
                 taken_per_epoch.append(0)
-            step_timer.start()
-            loss = _train_step(ddp_model, optimizer, scaler, precision, x, y)
-            step_timer.stop()
-            taken_per_epoch[-1] += 1
-            on_step()
+            if not measured_step(x, y):
+                stopped = True
+                break
         clock.stop()
     else:
         for epoch in range(epochs):
-            taken_per_epoch.append(0)
+            if epoch > 0:
+                taken_per_epoch.append(0)
+                clock.start()
             for x, y in batches.epoch(epoch):
-                step_timer.start()
-                loss = _train_step(ddp_model, optimizer, scaler, precision, x, y)
-                step_timer.stop()
-                taken_per_epoch[-1] += 1
-                on_step()
+                if not measured_step(x, y):
+                    stopped = True
+                    break
             clock.stop()  # evaluation is not training time
+            if stopped:
+                break
             if test_batches is not None:
                 test_accuracy = evaluate(eval_model, test_batches, precision, device)
             scheduler.step()
-            if epoch + 1 < epochs:
-                clock.start()
 
-    measured_steps = sum(taken_per_epoch)
-    batch_size = batches.shard.batch_size
     return TrainResult(
-        steps=measured_steps,
-        samples=measured_steps * batch_size,
+        steps=step,
+        samples=step * batches.shard.batch_size,
         train_time_s=clock.elapsed_s,
         step_times_ms=step_timer.durations_ms(),
         final_loss=float(loss.item()),
         test_accuracy=test_accuracy,
         batches_per_epoch_done=taken_per_epoch,
+        # A rank that did not receive the signal itself stopped because a peer did.
+        stopped_by=(stop.signal_name or "a signal to another rank") if stopped else "",
     )

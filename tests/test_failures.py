@@ -1,9 +1,50 @@
-"""Tier 2: distributed waits are bounded and end in one clear line."""
+"""Tier 2: failures end every rank within bounded time with one clear line, and nothing hangs or lingers.
 
+Faults are injected with DDP_BENCH_FAULT (ddp_bench/faults.py) so they strike at a known step, or sent from
+the test as real signals. Every child process carries a marker variable, so a test can prove none is left.
+"""
+
+import os
+import re
+import signal
+import subprocess
+import sys
 import time
+import uuid
 
-from conftest import clean_env, run_cli
+import pytest
+
+from conftest import clean_env, read_rows, run_cli, run_torchrun
 from ddp_bench.distributed import free_port
+from ddp_bench.errors import EXIT_FAILURE, EXIT_INTERRUPTED
+
+pytestmark = pytest.mark.distributed
+
+OUR_TRACEBACK = re.compile(r'File ".*ddp_bench/')
+
+
+def marked_env(**extra: str) -> dict[str, str]:
+    return clean_env(DDP_BENCH_TEST_MARK=uuid.uuid4().hex, **extra)
+
+
+def processes_with(env: dict[str, str]) -> list[int]:
+    """PIDs of live processes whose environment holds this test's marker."""
+    needle = f"DDP_BENCH_TEST_MARK={env['DDP_BENCH_TEST_MARK']}".encode()
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as handle:
+                if needle in handle.read().split(b"\0"):
+                    with open(f"/proc/{pid}/stat") as stat:
+                        if stat.read().rsplit(")", 1)[1].split()[0] != "Z":  # zombies are already dead
+                            found.append(int(pid))
+        except OSError:
+            continue  # the process ended while we looked
+    return found
+
+
+def last_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("ddp_bench: ")]
 
 
 def slurm_rank(rank: int, port: int) -> dict[str, str]:
@@ -17,9 +58,9 @@ def test_rank_zero_alone_stops_after_init_timeout_naming_the_missing_ranks(tmp_p
     started = time.monotonic()
     done = run_cli(["--init-timeout", "4", "--steps", "1", "--out", str(tmp_path)], env=slurm_rank(0, free_port()))
     assert time.monotonic() - started < 60
-    assert done.returncode == 1
-    last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("ddp_bench: failed: rank 0: only 1 of 2 ranks reached the rendezvous")
+    assert done.returncode == EXIT_FAILURE
+    (line,) = last_lines(done.stderr)
+    assert line.startswith("ddp_bench: failed: rank 0: only 1 of 2 ranks reached the rendezvous")
     assert "Traceback" not in done.stderr
     assert not any(tmp_path.iterdir())
 
@@ -28,7 +69,103 @@ def test_a_rank_whose_rank_zero_never_came_stops_after_init_timeout(tmp_path):
     started = time.monotonic()
     done = run_cli(["--init-timeout", "3", "--steps", "1", "--out", str(tmp_path)], env=slurm_rank(1, free_port()))
     assert time.monotonic() - started < 60
-    assert done.returncode == 1
-    last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("ddp_bench: failed: rank 1 of 2: could not join the rendezvous")
+    assert done.returncode == EXIT_FAILURE
+    (line,) = last_lines(done.stderr)
+    assert line.startswith("ddp_bench: failed: rank 1 of 2: could not join the rendezvous")
     assert "Traceback" not in done.stderr
+
+
+def test_a_rank_killed_mid_run_stops_the_others_naming_it(tmp_path):
+    env = marked_env(DDP_BENCH_FAULT="rank=1,step=3,kind=sigkill")
+    started = time.monotonic()
+    done = run_torchrun(2, ["--steps", "10000", "--warmup-steps", "1", "--out", str(tmp_path)], env=env, timeout=120)
+    assert time.monotonic() - started < 60
+    assert done.returncode != 0
+    assert "ddp_bench: failed: rank 0: stopping because lost rank 1 of 2 (process gone)" in done.stderr
+    assert not OUR_TRACEBACK.search(done.stderr)  # torchrun prints a traceback of its own; we print none
+    assert processes_with(env) == []
+    assert read_rows(tmp_path) == []
+
+
+def test_an_exception_in_one_rank_ends_all_four_with_clear_lines(tmp_path):
+    env = marked_env(DDP_BENCH_FAULT="rank=2,step=2,kind=raise", OMP_NUM_THREADS="1")
+    started = time.monotonic()
+    done = run_torchrun(4, ["--steps", "10000", "--warmup-steps", "1", "--batch-size", "16", "--out", str(tmp_path)],
+                        env=env, timeout=150)
+    assert time.monotonic() - started < 90
+    assert done.returncode != 0
+    ours = last_lines(done.stderr)
+    assert "ddp_bench: failed: rank 2 failed: RuntimeError: injected fault on rank 2 at step 2" in ours
+    survivors = [line for line in ours if "stopping because" in line]
+    assert survivors and all("because rank 2 failed: RuntimeError: injected fault" in line for line in survivors)
+    assert processes_with(env) == []
+
+
+def test_out_of_memory_on_one_rank_says_so_and_what_to_do(tmp_path):
+    env = marked_env(DDP_BENCH_FAULT="rank=1,step=1,kind=oom")
+    done = run_torchrun(2, ["--steps", "10000", "--warmup-steps", "1", "--out", str(tmp_path)], env=env, timeout=120)
+    assert done.returncode != 0
+    assert "ddp_bench: failed: rank 1 ran out of memory (injected out-of-memory on rank 1 at step 1); lower --batch-size" in done.stderr
+    assert processes_with(env) == []
+
+
+def test_sigterm_to_one_rank_stops_all_at_the_same_step_with_incomplete_rows(tmp_path):
+    env = marked_env(DDP_BENCH_FAULT="rank=1,step=4,kind=sigterm")
+    done = run_torchrun(2, ["--steps", "10000", "--warmup-steps", "2", "--out", str(tmp_path)], env=env, timeout=120)
+    assert done.returncode != 0  # torchrun reports a worker's exit code 3 as a failure
+    assert f"exitcode  : {EXIT_INTERRUPTED}" in done.stderr
+    rows = read_rows(tmp_path)
+    assert [row["rank"] for row in rows] == ["0", "1"]
+    assert {row["status"] for row in rows} == {"incomplete"}
+    steps = {int(row["steps"]) for row in rows}
+    assert len(steps) == 1 and 4 <= steps.pop() < 10000
+    assert rows[0]["global_images_per_s"] == rows[1]["global_images_per_s"]
+    assert "stopped early by a signal to another rank" in done.stderr or "stopped early by SIGTERM" in done.stderr
+
+
+def wait_until_catching(process: subprocess.Popen, signum: int, timeout: float = 60) -> None:
+    """Wait until `process` has installed a handler for `signum` (its SigCgt mask in /proc says so)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{process.pid}/status") as handle:
+                caught = int(next(line for line in handle if line.startswith("SigCgt:")).split()[1], 16)
+            if caught & (1 << (signum - 1)):
+                return
+        except (OSError, StopIteration):
+            pass  # not started yet
+        time.sleep(0.1)
+    raise AssertionError(f"process never installed a handler for signal {signum}")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGTERM], ids=["SIGUSR1", "SIGTERM"])
+def test_slurm_warning_signal_or_sigterm_writes_incomplete_rows_and_exits_3(tmp_path, signum):
+    env = marked_env()
+    process = subprocess.Popen([sys.executable, "-m", "ddp_bench", "--steps", "100000", "--out", str(tmp_path)],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until_catching(process, signum)
+        time.sleep(3)  # usually mid-training by now; if not, the run stops at its first check all the same
+        process.send_signal(signum)
+        _out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == EXIT_INTERRUPTED, err
+    (row,) = read_rows(tmp_path)
+    assert row["status"] == "incomplete" and int(row["steps"]) < 100000
+    assert f"stopped early by {signal.Signals(signum).name}" in err
+
+
+def test_concurrent_runs_into_one_directory_lose_no_row(tmp_path):
+    flags = ["--steps", "3", "--warmup-steps", "1", "--out", str(tmp_path)]
+    command = [sys.executable, "-m", "ddp_bench", *flags]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "ddp_bench", *flags]
+    env = clean_env(OMP_NUM_THREADS="1")
+    processes = [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                 for cmd in (command, command, command, torchrun)]
+    for process in processes:
+        assert process.wait(timeout=240) == 0, process.stderr.read()
+    rows = read_rows(tmp_path)
+    assert len(rows) == 5
+    assert len({row["run_id"] for row in rows}) == 4
