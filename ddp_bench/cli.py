@@ -7,6 +7,7 @@ Every error a user can cause ends as one line on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 import time
 import traceback
@@ -17,10 +18,10 @@ from ddp_bench.config import DEFAULT_STEPS, BenchConfig, choices
 from ddp_bench.errors import EXIT_FAILURE, EXIT_USAGE, RunFailure, UsageError
 from ddp_bench.stopping import StopRequest
 
-VERBS = ("run", "download", "report")
+VERBS = ("run", "download", "report", "sweep", "check")
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     """argparse, but its complaints become one-line UsageErrors instead of usage text and sys.exit."""
 
     def error(self, message: str):  # type: ignore[override]
@@ -35,10 +36,10 @@ def _integer(text: str) -> int:
 
 
 def build_run_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog="python -m ddp_bench",
         description="Benchmark DistributedDataParallel CNN training; writes one CSV row per rank.",
-        epilog="Verbs: run (default), download, report. Launch with torchrun, srun or mpiexec for several ranks.",
+        epilog="Verbs: run (default), download, report, sweep, check. Launch with torchrun, srun or mpiexec for several ranks.",
     )
     parser.add_argument("--version", action="version", version=f"ddp_bench {__version__}")
     add = parser.add_argument
@@ -67,6 +68,7 @@ def build_run_parser() -> argparse.ArgumentParser:
     add("--tag", default="", help="free text stored in every row")
     add("--scaling", choices=choices("scaling"), default="weak",
         help="scaling series this run belongs to: weak (fixed per-rank batch) or strong (fixed global batch)")
+    add("--sweep-key", default="", help=argparse.SUPPRESS)  # written by `sweep` into its job scripts
     add("--init-timeout", type=float, default=180.0,
         help="seconds to wait for all ranks, at start-up and in any collective (default: 180)")
     add("--log-indices", action="store_true",
@@ -80,24 +82,30 @@ def parse_args(argv: Sequence[str]) -> BenchConfig:
 
 
 def download_main(argv: Sequence[str]) -> int:
-    parser = _Parser(prog="python -m ddp_bench download",
+    parser = Parser(prog="python -m ddp_bench download",
                      description="Fetch a dataset on a machine with internet (a cluster login node).")
     parser.add_argument("--data", choices=("mnist", "cifar10"), required=True)
     parser.add_argument("--data-dir", default="data")
     args = parser.parse_args(list(argv))
-    from ddp_bench.data import download
+    from ddp_bench.data import DOWNLOAD_HOSTS, download
+    from ddp_bench.preflight import has_internet
 
+    if not has_internet(DOWNLOAD_HOSTS[args.data]):
+        raise UsageError(
+            f"this node cannot reach {DOWNLOAD_HOSTS[args.data]} (compute nodes usually have no internet): "
+            "run download on a login node, then point --data-dir at the result"
+        )
     try:
         listing = download(args.data, args.data_dir)
-    except OSError as exc:  # urllib's URLError is an OSError: no route to the internet
+    except OSError as exc:  # urllib's URLError is an OSError: the connection broke off
         print(f"ddp_bench: download failed ({exc}); run this on a machine with internet", file=sys.stderr)
-        return 1
+        return EXIT_FAILURE
     print(f"{args.data} is ready under {args.data_dir}: {', '.join(listing)}")
     return 0
 
 
 def report_cli(argv: Sequence[str]) -> int:
-    parser = _Parser(prog="python -m ddp_bench report",
+    parser = Parser(prog="python -m ddp_bench report",
                      description="Scaling tables and plots from per-rank CSVs (summary.csv, summary.md, PNG/SVG).")
     parser.add_argument("results", nargs="+", help="results directories (searched recursively for rank*.csv)")
     parser.add_argument("--out", default="report", help="report directory (default: ./report)")
@@ -105,6 +113,27 @@ def report_cli(argv: Sequence[str]) -> int:
     from ddp_bench.report import report_main  # pandas and matplotlib: only for this verb
 
     return report_main(args.results, args.out)
+
+
+def check_main(argv: Sequence[str]) -> int:
+    """Run the pre-flight checks for these run flags and print what they found; exit 2 on any error."""
+    import os
+
+    from rich.table import Table
+
+    from ddp_bench.console import wide_console
+    from ddp_bench.preflight import run_checks
+
+    cfg = parse_args(argv)
+    findings = run_checks(cfg, os.environ)
+    table = Table(title=f"ddp_bench check · {socket.gethostname()}", title_justify="left")
+    for column in ("check", "", "finding"):
+        table.add_column(column)
+    marks = {"ok": "[green]ok[/green]", "note": "[yellow]note[/yellow]", "error": "[red]error[/red]"}
+    for finding in findings:
+        table.add_row(finding.check, marks[finding.level], finding.message)
+    wide_console().print(table)
+    return EXIT_USAGE if any(finding.level == "error" for finding in findings) else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -115,6 +144,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return download_main(argv[1:])
         if argv[:1] == ["report"]:
             return report_cli(argv[1:])
+        if argv[:1] == ["check"]:
+            return check_main(argv[1:])
+        if argv[:1] == ["sweep"]:
+            from ddp_bench.sweep import sweep_main
+
+            return sweep_main(argv[1:])
         if argv[:1] == ["run"]:
             argv = argv[1:]
         cfg = parse_args(argv)

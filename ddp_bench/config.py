@@ -54,6 +54,7 @@ class BenchConfig:
     # How this run belongs in a scaling series: weak keeps the per-rank batch, strong the global batch. A label
     # for the report (the sweep sets it and picks --batch-size accordingly); it changes nothing in training.
     scaling: ScalingKind = "weak"
+    sweep_key: str = ""  # set by `sweep`: identifies one configuration of a sweep in the rows
     init_timeout: float = 180.0  # seconds any rank waits at rendezvous or in a collective
     log_indices: bool = False
 
@@ -97,6 +98,8 @@ class BenchConfig:
             raise UsageError("--out must name a directory")
         if any(ch in self.tag for ch in "\n\r,"):
             raise UsageError("--tag may not contain commas or line breaks")
+        if self.sweep_key and not self.sweep_key.replace("-", "").isalnum():
+            raise UsageError("--sweep-key may hold only letters, digits and dashes")
 
     @property
     def image_shape_name(self) -> str:

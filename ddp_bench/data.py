@@ -51,6 +51,10 @@ class Split:
         return len(self.labels)
 
 
+# Where torchvision downloads each dataset from (its first mirror), for the internet pre-flight check.
+DOWNLOAD_HOSTS = {"mnist": "ossci-datasets.s3.amazonaws.com", "cifar10": "www.cs.toronto.edu"}
+
+
 def _fetch_hint(data: str, data_dir: str) -> str:
     return f"on a machine with internet (a login node) run: python -m ddp_bench download --data {data} --data-dir {data_dir}"
 

@@ -100,13 +100,20 @@ class TorchrunEnvironment:
 
 
 def expand_nodelist(nodelist: str) -> list[str]:
-    """Slurm's compressed host list (`gpu[001-003,007],cdr5`) as host names, in order."""
-    import hostlist  # python-hostlist, the parser Slurm sites maintain
+    """Slurm's compressed host list (`gpu[001-003,007],cdr5`) as host names, in order.
 
+    Uses python-hostlist, the parser Slurm sites maintain; where it is not installed (a cluster wheelhouse
+    without it), asks Slurm itself with `scontrol show hostnames`.
+    """
     try:
-        hosts = hostlist.expand_hostlist(nodelist)
-    except hostlist.BadHostlist as exc:
-        raise UsageError(f"cannot parse SLURM_JOB_NODELIST={nodelist!r}: {exc}") from None
+        import hostlist
+    except ImportError:
+        hosts = scontrol_hostnames(nodelist)
+    else:
+        try:
+            hosts = hostlist.expand_hostlist(nodelist)
+        except hostlist.BadHostlist as exc:
+            raise UsageError(f"cannot parse SLURM_JOB_NODELIST={nodelist!r}: {exc}") from None
     if not hosts:
         raise UsageError(f"SLURM_JOB_NODELIST={nodelist!r} names no host")
     return hosts
@@ -176,10 +183,13 @@ class SlurmEnvironment:
 
 
 def scontrol_hostnames(nodelist: str) -> list[str]:
-    """Slurm's own expansion, for checking our parser on a real cluster."""
-    done = subprocess.run(
-        ["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, timeout=30, check=True
-    )
+    """Slurm's own expansion of a host list."""
+    try:
+        done = subprocess.run(
+            ["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, timeout=30, check=True
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise UsageError(f"cannot expand SLURM_JOB_NODELIST={nodelist!r}: install python-hostlist ({exc})") from None
     return done.stdout.split()
 
 

@@ -65,6 +65,7 @@ class RankRecord:
     final_loss: float
     test_accuracy: float  # NaN (empty cell) when the run evaluated nothing
     tag: str
+    sweep_key: str  # the sweep configuration this run belongs to ('' outside sweeps)
     torch_version: str
     cuda_version: str
     python_version: str

@@ -38,6 +38,7 @@ from ddp_bench.errors import EXIT_INTERRUPTED, EXIT_OK, RunFailure, UsageError
 from ddp_bench.faults import fault_from_env
 from ddp_bench.launch import LaunchInfo, complete_with_mpi, detect_launch
 from ddp_bench.models import build_model, build_optimizer
+from ddp_bench.preflight import data_location_note, gpu_note, require_launcher_for_allocation
 from ddp_bench.records import RankRecord, images_per_second, new_run_id, write_rank_csv
 from ddp_bench.stopping import StopRequest
 from ddp_bench.timing import percentile
@@ -109,6 +110,7 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
     fault = fault_from_env(env)
     info = detect_launch(env, cfg.launcher)
     info = complete_with_mpi(info, _hostname(), free_port())
+    require_launcher_for_allocation(cfg, env, info)
     plan = plan_hardware(cfg, info, env)
     torch.set_num_threads(plan.threads)
     check_output_dir(cfg.out)
@@ -125,6 +127,8 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
     evaluate = cfg.epochs is not None and cfg.data != "synthetic"  # random labels have no accuracy to find
     test_batches = build_batches(cfg.data, cfg.data_dir, spec, loader, shard, cfg.workers, False) if evaluate else None
     context = collect_context(env, plan.device.type, plan.device.index or 0)
+    if info.rank == 0:
+        _print_notes(cfg, env, info, plan)
 
     with process_group(info, plan.backend, plan.device, cfg.init_timeout) as job:
         try:
@@ -185,6 +189,16 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
             )
         return EXIT_INTERRUPTED
     return EXIT_OK
+
+
+def _print_notes(cfg: BenchConfig, env: Mapping[str, str], info: LaunchInfo, plan: HardwarePlan) -> None:
+    """Pre-flight notes: not errors, but things that make the numbers worse than they need to be."""
+    notes = [data_location_note(cfg, env)]
+    if plan.device.type == "cuda":
+        notes.append(gpu_note(info.local_world_size, torch.cuda.device_count()))
+    for note in notes:
+        if note is not None and note.level == "note":
+            print(f"ddp_bench: note: {note.message}", file=sys.stderr)
 
 
 def _lost_peer_message(job: Job, exc: Exception) -> str:
@@ -254,6 +268,7 @@ def _record(cfg, job, plan, context, loader, batches, run_id, started_at, optimi
         final_loss=result.final_loss,
         test_accuracy=result.test_accuracy,
         tag=cfg.tag,
+        sweep_key=cfg.sweep_key,
         torch_version=context.torch_version,
         cuda_version=context.cuda_version,
         python_version=context.python_version,

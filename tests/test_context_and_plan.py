@@ -90,6 +90,7 @@ def test_output_directory_checks(tmp_path):
 
 
 def test_download_fetches_both_splits_with_download_enabled(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("ddp_bench.preflight.has_internet", lambda host: True)
     calls = []
     monkeypatch.setattr(data, "_open_torchvision", lambda name, root, train, transform=None, download=False:
                         calls.append((name, root, train, download)))
@@ -98,7 +99,9 @@ def test_download_fetches_both_splits_with_download_enabled(tmp_path, monkeypatc
     assert "mnist is ready" in capsys.readouterr().out
 
 
-def test_download_without_internet_is_one_clear_line(tmp_path, monkeypatch, capsys):
+def test_download_that_breaks_off_is_one_clear_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("ddp_bench.preflight.has_internet", lambda host: True)
+
     def offline(*args, **kwargs):
         raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
 
@@ -106,3 +109,12 @@ def test_download_without_internet_is_one_clear_line(tmp_path, monkeypatch, caps
     assert cli.main(["download", "--data", "cifar10", "--data-dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "run this on a machine with internet" in err[0]
+
+
+def test_download_on_a_node_without_internet_is_refused_before_trying(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("ddp_bench.preflight.has_internet", lambda host: False)
+    monkeypatch.setattr(data, "_open_torchvision", lambda *a, **k: pytest.fail("must not try to download"))
+    assert cli.main(["download", "--data", "mnist", "--data-dir", str(tmp_path / "d")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "cannot reach ossci-datasets.s3.amazonaws.com" in line and "login node" in line
+    assert not (tmp_path / "d").exists()

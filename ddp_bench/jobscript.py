@@ -1,0 +1,150 @@
+"""Slurm batch scripts for ddp_bench, rendered from a cluster profile.
+
+The scripts in slurm/ are this module's output (a test keeps them in sync), and `sweep` writes one per GPU
+count. They follow the Alliance conventions: modules, a virtualenv on node-local disk built with
+`pip install --no-index`, the dataset staged to node-local disk, one rank per GPU through
+`srun --kill-on-bad-exit=1`, results written to a persistent directory, and Slurm's warning signal so a run
+that reaches its time limit still writes its rows. Every value that comes from a user is shell-quoted.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ddp_bench.clusters import ClusterProfile
+
+WARNING_SIGNAL = "USR1@120"  # SIGUSR1 two minutes before the time limit: ddp_bench stops and writes its rows
+
+
+@dataclass(frozen=True)
+class JobShape:
+    nodes: int
+    tasks_per_node: int  # ranks per node (= GPUs per node used)
+    time: str = "00:30:00"
+    account: str = ""
+    cpus_per_task: int = 0  # 0: the profile's
+
+    @property
+    def ranks(self) -> int:
+        return self.nodes * self.tasks_per_node
+
+
+def _sbatch_lines(profile: ClusterProfile, shape: JobShape, job_name: str) -> list[str]:
+    lines = [
+        f"#SBATCH --job-name={job_name}",
+        f"#SBATCH --nodes={shape.nodes}",
+        f"#SBATCH --ntasks-per-node={shape.tasks_per_node}",
+    ]
+    if profile.gpus_per_node:
+        gpus = f"{profile.gpu_type}:{shape.tasks_per_node}" if profile.gpu_type else str(shape.tasks_per_node)
+        lines.append(f"#SBATCH --gpus-per-node={gpus}")
+    lines += [
+        f"#SBATCH --cpus-per-task={shape.cpus_per_task or profile.cpus_per_task}",
+        f"#SBATCH --mem-per-cpu={_mem_per_cpu(profile)}",
+        f"#SBATCH --time={shape.time}",
+        f"#SBATCH --signal={WARNING_SIGNAL}",
+        "#SBATCH --output=%x-%j.out",
+    ]
+    if shape.account:
+        lines.append(f"#SBATCH --account={shape.account}")
+    return [shlex_safe(line) for line in lines]
+
+
+def _mem_per_cpu(profile: ClusterProfile) -> str:
+    """Memory per core, so the request scales with the cores Slurm grants (sbatch rounds up)."""
+    amount, unit = int(profile.mem_per_task[:-1]), profile.mem_per_task[-1]
+    megabytes = amount * (1024 if unit == "G" else 1)
+    return f"{-(-megabytes // profile.cpus_per_task)}M"
+
+
+def shlex_safe(line: str) -> str:
+    """#SBATCH lines are read by sbatch, not bash; refuse anything that would not survive either."""
+    if any(ch in line for ch in "\n\r`$;&|<>\"'\\"):
+        raise ValueError(f"unsafe character in job script line: {line!r}")
+    return line
+
+
+def render(
+    profile: ClusterProfile,
+    shape: JobShape,
+    flags: Sequence[str] = (),
+    job_name: str = "ddp_bench",
+    script_name: str = "",
+) -> str:
+    """A complete batch script. `flags` are ddp_bench flags baked in; more can follow `sbatch SCRIPT`."""
+    baked = " ".join(shlex.quote(flag) for flag in (*profile.default_flags, *flags))
+    facts = "\n".join(f"#   {line}" for line in profile.facts)
+    if profile.modules:
+        modules = f"    module load {profile.modules}"
+    else:
+        modules = "    : # add the modules your site needs before python here, e.g. module load python/3.11"
+    submit = f"sbatch --account=def-yourpi {script_name or reference_script_name(profile)}"
+    return f"""#!/bin/bash
+# ddp_bench on {profile.title}
+{facts}
+#
+# Submit from your ddp_bench checkout; extra ddp_bench flags go after the script:
+#   {submit} --model resnet50 --steps 200
+# Optional environment:
+#   DDP_BENCH_DATA     dataset directory, copied to node-local disk on every node (fetch it on a login node:
+#                      python -m ddp_bench download --data mnist --data-dir ~/scratch/data)
+#   DDP_BENCH_RESULTS  persistent results directory (default: $SLURM_SUBMIT_DIR/results)
+#   DDP_BENCH_VENV     an existing virtualenv with ddp_bench (default: build one on node-local disk)
+#   DDP_BENCH_SRC      the ddp_bench source to install (default: $SLURM_SUBMIT_DIR)
+{chr(10).join(_sbatch_lines(profile, shape, job_name))}
+
+set -euo pipefail
+
+src=${{DDP_BENCH_SRC:-$SLURM_SUBMIT_DIR}}
+results=${{DDP_BENCH_RESULTS:-$SLURM_SUBMIT_DIR/results}}
+scratch=${{SLURM_TMPDIR:-/tmp/ddp_bench.$SLURM_JOB_ID}}  # node-local disk (SLURM_TMPDIR on Alliance clusters)
+
+if command -v module >/dev/null 2>&1; then
+{modules}
+fi
+
+# Python: a virtualenv on node-local disk of every node, from the cluster's wheelhouse (no internet needed).
+if [ -n "${{DDP_BENCH_VENV:-}}" ]; then
+    venv=$DDP_BENCH_VENV
+else
+    venv=$scratch/env
+    export venv src
+    # shellcheck disable=SC2016  # the single-quoted script expands the exported variables on each node
+    srun --ntasks="$SLURM_NNODES" --ntasks-per-node=1 bash -c '
+        python -m venv "$venv" &&
+        "$venv/bin/pip" install --no-index --quiet torch torchvision numpy pandas matplotlib rich &&
+        "$venv/bin/pip" install --no-index --no-deps --no-build-isolation --quiet "$src"'
+fi
+# shellcheck disable=SC1091
+source "$venv/bin/activate"
+
+# Data: staged to node-local disk on every node; reading a dataset from a network filesystem is slow.
+data_args=()
+if [ -n "${{DDP_BENCH_DATA:-}}" ]; then
+    export scratch
+    # shellcheck disable=SC2016  # expanded on each node, from the exported variables
+    srun --ntasks="$SLURM_NNODES" --ntasks-per-node=1 bash -c \\
+        'mkdir -p "$scratch/data" && cp -r "$DDP_BENCH_DATA"/. "$scratch/data/"'
+    data_args=(--data-dir "$scratch/data")
+fi
+
+mkdir -p "$results"
+export OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK
+# One rank per task; --kill-on-bad-exit ends the whole step as soon as one rank fails.
+srun --kill-on-bad-exit=1 python -m ddp_bench "${{data_args[@]}}" --out "$results" {baked} "$@"
+"""
+
+
+def reference_script_name(profile: ClusterProfile) -> str:
+    return f"slurm/{profile.name}.sbatch"
+
+
+def reference_shape(profile: ClusterProfile) -> JobShape:
+    """One full node: the shape of the scripts shipped in slurm/ (override with sbatch flags)."""
+    return JobShape(nodes=1, tasks_per_node=profile.gpus_per_node or 2)
+
+
+def render_reference(profile: ClusterProfile) -> str:
+    return render(profile, reference_shape(profile))

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# A real single-node Slurm cluster on this machine, for the launcher tests.
+#
+#   tests/local_slurm.sh up   BASE   install (Debian packages) if needed, configure under BASE, start munged,
+#                                    slurmctld and slurmd, wait until the node is idle; prints SLURM_CONF=...
+#   tests/local_slurm.sh down BASE   stop exactly the daemons that `up` started (by their PID files)
+#
+# Needs root and apt-get; exits 3 with a one-line reason when the machine cannot do it (tests then skip).
+# Everything Slurm writes lives under BASE, so `down` then `up` again starts from a clean state.
+set -euo pipefail
+
+command=${1:-}
+base=${2:-/tmp/ddp_bench_slurm}
+conf="$base/slurm.conf"
+
+cannot() { echo "cannot start a local Slurm: $*" >&2; exit 3; }
+
+stop_pidfile() {
+    local pidfile=$1 pid
+    [ -f "$pidfile" ] || return 0
+    pid=$(cat "$pidfile")
+    if [ -n "$pid" ] && [ -d "/proc/$pid" ]; then
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 50); do
+            # PID 1 here reaps late: a zombie counts as stopped
+            if [ ! -d "/proc/$pid" ] || [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" = Z ]; then
+                break
+            fi
+            sleep 0.1
+        done
+        [ -d "/proc/$pid" ] && [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ] && kill -9 "$pid" 2>/dev/null
+    fi
+    rm -f "$pidfile"
+}
+
+down() {
+    stop_pidfile "$base/slurmd.pid"
+    stop_pidfile "$base/slurmctld.pid"
+    stop_pidfile "$base/munged.pid"
+}
+
+up() {
+    [ "$(id -u)" = 0 ] || cannot "needs root"
+    if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v munged >/dev/null \
+        || ! command -v srun >/dev/null; then
+        command -v apt-get >/dev/null || cannot "Slurm is not installed and apt-get is not available"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq >/dev/null 2>&1 || cannot "apt-get update failed"
+        apt-get install -y -qq slurmctld slurmd slurm-client munge >/dev/null 2>&1 \
+            || cannot "apt-get install slurmctld slurmd slurm-client munge failed"
+    fi
+    down  # a previous run's daemons, if any
+    rm -rf "$base/state" "$base/spool"
+    mkdir -p "$base/state" "$base/spool" "$base/log"
+
+    # munge: the key and socket locations Slurm's auth/munge plugin expects
+    if [ ! -s /etc/munge/munge.key ]; then
+        mungekey --create --keyfile /etc/munge/munge.key >/dev/null 2>&1 || cannot "mungekey failed"
+    fi
+    chown munge:munge /etc/munge/munge.key
+    chmod 400 /etc/munge/munge.key
+    mkdir -p /run/munge /var/log/munge /var/lib/munge
+    chown munge:munge /run/munge /var/log/munge /var/lib/munge
+    runuser -u munge -- munged --force || cannot "munged did not start"
+    for _ in $(seq 50); do [ -s /run/munge/munged.pid ] && break; sleep 0.1; done
+    cp /run/munge/munged.pid "$base/munged.pid" || cannot "munged wrote no PID file"
+
+    local host hardware
+    host=$(hostname -s)
+    hardware=$(slurmd -C | head -n 1 | sed 's/^NodeName=[^ ]* //')
+    cat > "$conf" <<EOF
+ClusterName=ddpbench
+SlurmctldHost=$host(127.0.0.1)
+SlurmUser=root
+AuthType=auth/munge
+StateSaveLocation=$base/state
+SlurmdSpoolDir=$base/spool
+SlurmctldPidFile=$base/slurmctld.pid
+SlurmdPidFile=$base/slurmd.pid
+SlurmctldLogFile=$base/log/slurmctld.log
+SlurmdLogFile=$base/log/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+MpiDefault=none
+MailProg=/bin/true
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none
+ReturnToService=2
+KillWait=5
+NodeName=$host NodeAddr=127.0.0.1 $hardware State=UNKNOWN
+PartitionName=cpu Nodes=$host Default=YES MaxTime=INFINITE State=UP
+EOF
+    export SLURM_CONF="$conf"
+    slurmctld -f "$conf" || cannot "slurmctld did not start (see $base/log/slurmctld.log)"
+    slurmd -f "$conf" || cannot "slurmd did not start (see $base/log/slurmd.log)"
+    for _ in $(seq 100); do
+        state=$(sinfo -h -o %T 2>/dev/null | head -n 1 || true)
+        case "$state" in
+            idle*) echo "SLURM_CONF=$conf"; return 0 ;;
+            down*|drain*) scontrol update NodeName="$host" State=RESUME >/dev/null 2>&1 || true ;;
+        esac
+        sleep 0.2
+    done
+    cannot "the node never became idle (state: ${state:-none}; see $base/log/)"
+}
+
+case "$command" in
+    up) up ;;
+    down) down ;;
+    *) echo "usage: $0 up|down [BASE]" >&2; exit 2 ;;
+esac
