@@ -18,7 +18,7 @@ from ddp_bench.config import DEFAULT_STEPS, BenchConfig, choices
 from ddp_bench.errors import EXIT_FAILURE, EXIT_USAGE, RunFailure, UsageError
 from ddp_bench.stopping import StopRequest
 
-VERBS = ("run", "download", "report", "sweep", "check")
+VERBS = ("run", "download", "report", "sweep", "check", "allreduce")
 
 
 class Parser(argparse.ArgumentParser):
@@ -39,7 +39,7 @@ def build_run_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="python -m ddp_bench",
         description="Benchmark DistributedDataParallel CNN training; writes one CSV row per rank.",
-        epilog="Verbs: run (default), download, report, sweep, check. Launch with torchrun, srun or mpiexec for several ranks.",
+        epilog="Verbs: run (default), download, report, sweep, check, allreduce. Launch with torchrun, srun or mpiexec for several ranks.",
     )
     parser.add_argument("--version", action="version", version=f"ddp_bench {__version__}")
     add = parser.add_argument
@@ -71,6 +71,8 @@ def build_run_parser() -> argparse.ArgumentParser:
     add("--sweep-key", default="", help=argparse.SUPPRESS)  # written by `sweep` into its job scripts
     add("--init-timeout", type=float, default=180.0,
         help="seconds to wait for all ranks, at start-up and in any collective (default: 180)")
+    add("--compare-synthetic", action="store_true",
+        help="real data only: also time the same steps on synthetic data and record the ratio")
     add("--log-indices", action="store_true",
         help="also write the dataset indices each rank trained on (rank<R>.indices.txt)")
     return parser
@@ -144,6 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return download_main(argv[1:])
         if argv[:1] == ["report"]:
             return report_cli(argv[1:])
+        if argv[:1] == ["allreduce"]:
+            from ddp_bench.allreduce import allreduce_main
+
+            return allreduce_main(argv[1:])
         if argv[:1] == ["check"]:
             return check_main(argv[1:])
         if argv[:1] == ["sweep"]:

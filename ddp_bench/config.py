@@ -57,6 +57,7 @@ class BenchConfig:
     sweep_key: str = ""  # set by `sweep`: identifies one configuration of a sweep in the rows
     init_timeout: float = 180.0  # seconds any rank waits at rendezvous or in a collective
     log_indices: bool = False
+    compare_synthetic: bool = False  # also time the same run on synthetic data, to price the input pipeline
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))

@@ -62,6 +62,15 @@ class RankRecord:
     global_images_per_s: float
     step_time_median_ms: float
     step_time_p90_ms: float
+    data_wait_median_ms: float  # per step, time the loop waited for its batch (host side)
+    comm_exposed_ms: float  # per step, all-reduce time not hidden behind backward (paired no_sync control)
+    flops_per_image: float  # forward + backward, counted by torch.utils.flop_counter
+    achieved_tflops: float  # this rank: flops_per_image x images_per_s
+    peak_tflops: float  # matmul peak measured in this run, same device and dtype
+    mfu: float  # achieved / peak
+    verdict: str  # loader-bound | comm-bound | compute-bound | overhead-bound
+    synthetic_images_per_s: float  # --compare-synthetic: the job's throughput on synthetic data
+    data_pipeline_ratio: float  # global_images_per_s / synthetic_images_per_s
     final_loss: float
     test_accuracy: float  # NaN (empty cell) when the run evaluated nothing
     tag: str

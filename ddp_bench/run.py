@@ -14,16 +14,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from ddp_bench.config import BenchConfig
-from ddp_bench.console import print_summary, step_progress
+from ddp_bench.console import step_progress
 from ddp_bench.context import collect_context
 from ddp_bench.data import SPECS, Shard, build_batches, choose_loader
 from ddp_bench.distributed import (
     Job,
-    align_ranks,
     broadcast_string,
     announce_failure,
     find_lost_ranks,
@@ -32,17 +30,17 @@ from ddp_bench.distributed import (
     is_peer_failure,
     process_group,
     register_rank,
-    reduce_floats,
 )
 from ddp_bench.errors import EXIT_INTERRUPTED, EXIT_OK, RunFailure, UsageError
 from ddp_bench.faults import fault_from_env
 from ddp_bench.launch import LaunchInfo, complete_with_mpi, detect_launch
 from ddp_bench.models import build_model, build_optimizer
 from ddp_bench.preflight import data_location_note, gpu_note, require_launcher_for_allocation
-from ddp_bench.records import RankRecord, images_per_second, new_run_id, write_rank_csv
+from ddp_bench.perf import flops_per_image
+from ddp_bench.recording import RunSetup, measure_after_training, record_rank
+from ddp_bench.records import new_run_id
 from ddp_bench.stopping import StopRequest
-from ddp_bench.timing import percentile
-from ddp_bench.train import Precision, TrainResult, run_training
+from ddp_bench.train import Precision, run_training
 
 
 @dataclass(frozen=True)
@@ -149,6 +147,9 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
             if cfg.compile:
                 ddp_model = torch.compile(ddp_model)
             optimizer, scheduler = build_optimizer(cfg.model, model, cfg.lr)
+            x, y = next(iter(batches.epoch(0)))  # counted on the bare model, before any timing
+            setup = RunSetup(cfg, job, plan.backend, plan.threads, context, spec, loader, run_id, started_at,
+                             started, flops_per_image(model, x, y))
             total_steps = cfg.measured_steps or batches.batches_per_epoch * (cfg.epochs or 0)
 
             with step_progress(info.rank == 0, total_steps, f"{cfg.model} x{info.world_size}") as on_step:
@@ -168,7 +169,8 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
                     fault=fault,
                     on_step=on_step,
                 )
-            path = _record(cfg, job, plan, context, loader, batches, run_id, started_at, optimizer, result, started)
+            extras = measure_after_training(setup, ddp_model, optimizer, batches, result)
+            path = record_rank(setup, batches, optimizer, result, extras)
         except torch.OutOfMemoryError as exc:
             reason = f"ran out of memory ({first_line(exc)}); lower --batch-size"
             announce_failure(job, reason)
@@ -215,83 +217,6 @@ def _lost_peer_message(job: Job, exc: Exception) -> str:
     if not parts:
         return f"rank {rank}: a collective failed though every rank still answers ({first_line(exc)})"
     return f"rank {rank}: stopping because " + "; ".join(parts) + f" ({first_line(exc)})"
-
-
-def _record(cfg, job, plan, context, loader, batches, run_id, started_at, optimizer, result: TrainResult, started):
-    """Gather the job totals, write this rank's row, and (rank 0) print the summary once all rows exist."""
-    info = job.info
-    # The job's throughput from what every rank really did: summed samples over the slowest rank's time.
-    (total_samples,) = reduce_floats([float(result.samples)], dist.ReduceOp.SUM, plan.device)
-    (slowest_s,) = reduce_floats([result.train_time_s], dist.ReduceOp.MAX, plan.device)
-    record = RankRecord(
-        run_id=run_id,
-        status="incomplete" if result.stopped_by else "complete",
-        started_at=started_at,
-        launcher=info.launcher,
-        platform=context.platform,
-        cluster=context.cluster,
-        hostname=context.hostname,
-        job_id=info.job_id,
-        num_nodes=info.num_nodes,
-        node_rank=info.node_rank,
-        world_size=info.world_size,
-        local_world_size=info.local_world_size,
-        rank=info.rank,
-        local_rank=info.local_rank,
-        backend=plan.backend,
-        device=str(plan.device),
-        device_name=context.device_name,
-        model=cfg.model,
-        data=cfg.data,
-        loader=loader,
-        batch_size=cfg.batch_size,
-        global_batch_size=cfg.batch_size * info.world_size,
-        scaling=cfg.scaling,
-        dataset_size=batches.dataset_size,
-        amp=cfg.amp,
-        channels_last=cfg.channels_last,
-        compile=cfg.compile,
-        workers=cfg.workers,
-        threads=plan.threads,
-        lr=optimizer.defaults["lr"],
-        seed=cfg.seed,
-        warmup_steps=cfg.warmup_steps,
-        steps=result.steps,
-        epochs=cfg.epochs or 0,
-        samples=result.samples,
-        train_time_s=result.train_time_s,
-        wall_time_s=time.perf_counter() - started,
-        images_per_s=images_per_second(result.samples, result.train_time_s),
-        global_images_per_s=total_samples / slowest_s if slowest_s > 0 else float("nan"),
-        step_time_median_ms=percentile(result.step_times_ms, 50),
-        step_time_p90_ms=percentile(result.step_times_ms, 90),
-        final_loss=result.final_loss,
-        test_accuracy=result.test_accuracy,
-        tag=cfg.tag,
-        sweep_key=cfg.sweep_key,
-        torch_version=context.torch_version,
-        cuda_version=context.cuda_version,
-        python_version=context.python_version,
-        ddp_bench_version=context.ddp_bench_version,
-        git_commit=context.git_commit,
-    )
-    path = write_rank_csv(cfg.out, record)
-    if cfg.log_indices:
-        _write_indices(path, batches, result.batches_per_epoch_done)
-    align_ranks(plan.device)  # rank 0 reports only once every rank's row is on disk
-    if info.rank == 0:
-        print_summary(record, os.path.dirname(path))
-    return path
-
-
-def _write_indices(csv_path: str, batches, taken_per_epoch: list[int]) -> None:
-    """The dataset indices this rank trained on in the measured stage, one per line (for auditing shards)."""
-    size = batches.shard.batch_size
-    lines = []
-    for epoch, taken in enumerate(taken_per_epoch):
-        lines += map(str, batches.epoch_indices(epoch)[: taken * size])
-    with open(csv_path.removesuffix(".csv") + ".indices.txt", "x", encoding="utf-8") as handle:
-        handle.write("\n".join(lines) + "\n")
 
 
 def _hostname() -> str:

@@ -10,6 +10,7 @@ median says how long the model takes, and the gap to `train_time_s / steps` is t
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -17,12 +18,13 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from ddp_bench.data import BatchSource
 from ddp_bench.distributed import Job, align_ranks, any_rank, reduce_floats
 from ddp_bench.faults import Fault
 from ddp_bench.stopping import StopRequest, check_interval
-from ddp_bench.timing import StageClock, StepTimer
+from ddp_bench.timing import StageClock, StepTimer, percentile
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class TrainResult:
     test_accuracy: float  # NaN when nothing was evaluated
     batches_per_epoch_done: list[int]  # measured batches taken from each epoch, in order (for index logs)
     stopped_by: str  # the signal that stopped the run early, '' when it ran to the end
+    data_wait_ms: list[float]  # per measured step: time the loop waited for its batch
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,18 @@ def _epochs_forever(batches: BatchSource, first_epoch: int) -> Iterator[tuple[in
         for x, y in batches.epoch(epoch):
             yield epoch, x, y
         epoch += 1
+
+
+def _timed_fetch(batches: Iterator, waits: list[float]) -> Iterator:
+    """Pass batches through, recording how long each one took to arrive."""
+    while True:
+        started = time.perf_counter()
+        try:
+            item = next(batches)
+        except StopIteration:
+            return
+        waits.append((time.perf_counter() - started) * 1e3)
+        yield item
 
 
 def _train_step(model: nn.Module, optimizer, scaler, precision: Precision, x, y) -> torch.Tensor:
@@ -134,6 +149,7 @@ def run_training(
     taken_per_epoch: list[int] = [0]
     test_accuracy = float("nan")
     step = 0
+    data_wait_ms: list[float] = []
 
     def measured_step(x: torch.Tensor, y: torch.Tensor) -> bool:
         """One timed training step; False when the ranks have agreed to stop instead."""
@@ -154,7 +170,7 @@ def run_training(
     clock.start()
     stopped = False
     if epochs is None:
-        stream = _epochs_forever(batches, first_epoch=0)
+        stream = _timed_fetch(_epochs_forever(batches, first_epoch=0), data_wait_ms)
         current_epoch = 0
         for _ in range(steps or 0):
             epoch, x, y = next(stream)  # waiting for data is inside train_time_s, outside the step time
@@ -171,7 +187,7 @@ def run_training(
             if epoch > 0:
                 taken_per_epoch.append(0)
                 clock.start()
-            for x, y in batches.epoch(epoch):
+            for x, y in _timed_fetch(iter(batches.epoch(epoch)), data_wait_ms):
                 if not measured_step(x, y):
                     stopped = True
                     break
@@ -192,4 +208,34 @@ def run_training(
         batches_per_epoch_done=taken_per_epoch,
         # A rank that did not receive the signal itself stopped because a peer did.
         stopped_by=(stop.signal_name or "a signal to another rank") if stopped else "",
+        data_wait_ms=data_wait_ms,
     )
+
+
+def exposed_comm_ms(
+    ddp_model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: BatchSource,
+    precision: Precision,
+    device: torch.device,
+    steps: int = 10,
+) -> float:
+    """Median step time with DDP's gradient all-reduce minus the same without it (`no_sync`), measured in
+    a short paired control phase after the timed stage: the communication the overlap did not hide."""
+    ddp = getattr(ddp_model, "_orig_mod", ddp_model)  # the DDP module under torch.compile
+    if not isinstance(ddp, DistributedDataParallel):
+        return 0.0  # one rank: nothing to communicate
+    scaler = precision.grad_scaler()
+    stream = _epochs_forever(batches, first_epoch=1_000_000)  # any epoch: only the timing matters here
+    medians = []
+    for sync in (True, False):
+        timer = StepTimer(device)
+        context = contextlib.nullcontext() if sync else ddp.no_sync()
+        with context:
+            for _ in range(steps):
+                _epoch, x, y = next(stream)
+                timer.start()
+                _train_step(ddp, optimizer, scaler, precision, x, y)
+                timer.stop()
+        medians.append(percentile(timer.durations_ms(), 50))
+    return max(0.0, medians[0] - medians[1])

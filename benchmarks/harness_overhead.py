@@ -1,0 +1,140 @@
+"""Does the harness cost anything? ddp_bench against loops a user would write, in one process, alternating.
+
+    python benchmarks/harness_overhead.py --data-dir ../shared/data/mnist-mini [--steps 150] [--rounds 4]
+
+Per round (the order rotates from round to round), on one CPU rank, MNIST CNN, batch 64, Adadelta (the course recipe), the same warm-up excluded:
+  ddp_bench       python -m ddp_bench on synthetic data (in-process)
+  hand loop       a minimal loop over an in-memory tensor: same model, batch and optimizer
+  ddp_bench real  python -m ddp_bench on real MNIST with the device-resident loader
+  course loop     the intro course's loop: torchvision MNIST + ToTensor/Normalize + DataLoader
+Prints the median throughput of each and the ratios, against the targets
+ddp_bench / hand >= 0.98, real / synthetic >= 0.95, ddp_bench real / course >= 1.5.
+Throughputs are images/s of training steps only; warm-up, start-up and evaluation are excluded everywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+
+from ddp_bench.cli import main as ddp_bench_main
+from ddp_bench.data import SPECS, load_split
+from ddp_bench.models import MnistCNN
+
+TARGETS = {"ddp_bench / hand loop": 0.98, "real / synthetic (ddp_bench)": 0.95, "ddp_bench real / course loop": 1.5}
+
+
+def ddp_bench_images_per_s(flags: list[str]) -> float:
+    with tempfile.TemporaryDirectory() as out:
+        code = ddp_bench_main([*flags, "--launcher", "single", "--out", out])
+        if code != 0:
+            raise SystemExit(f"ddp_bench exited {code}")
+        (path,) = glob.glob(os.path.join(out, "*", "rank0.csv"))
+        with open(path, encoding="utf-8") as handle:
+            return float(next(csv.DictReader(handle))["global_images_per_s"])
+
+
+def timed_loop(model, optimizer, batches, warmup: int, steps: int) -> float:
+    """images/s of `steps` training steps after `warmup` untimed ones."""
+    model.train()
+    iterator = iter(batches)
+    seen = 0
+    for step in range(warmup + steps):
+        if step == warmup:
+            started = time.perf_counter()
+        x, y = next(iterator)
+        optimizer.zero_grad(set_to_none=True)
+        F.nll_loss(model(x), y).backward()
+        optimizer.step()
+        if step >= warmup:
+            seen += len(y)
+    return seen / (time.perf_counter() - started)
+
+
+def hand_loop(steps: int, warmup: int, batch: int) -> float:
+    torch.manual_seed(0)
+    spec = SPECS["mnist"]
+    split = load_split("synthetic", spec, "", train=True, seed=0)  # the very images ddp_bench trains on
+    data = (split.images.float() / 255 - spec.mean[0]) / spec.std[0]
+    labels = split.labels
+    order = torch.randperm(spec.train_size)
+
+    def batches():
+        for start in range(0, spec.train_size - batch + 1, batch):
+            index = order[start : start + batch]
+            yield data[index], labels[index]
+
+    model = MnistCNN()
+    return timed_loop(model, torch.optim.Adadelta(model.parameters(), lr=1.0), batches(), warmup, steps)
+
+
+def course_loop(data_dir: str, steps: int, warmup: int, batch: int) -> float:
+    import torchvision
+    from torchvision import transforms
+
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
+    dataset = torchvision.datasets.MNIST(data_dir, train=True, transform=transform)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True)
+
+    def forever():
+        while True:
+            yield from loader
+
+    torch.manual_seed(0)
+    model = MnistCNN()
+    return timed_loop(model, torch.optim.Adadelta(model.parameters(), lr=1.0), forever(), warmup, steps)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", required=True, help="directory holding MNIST/raw (torchvision layout)")
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=4)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(len(os.sched_getaffinity(0)))  # what ddp_bench gives a single rank
+    common = ["--steps", str(args.steps), "--warmup-steps", str(args.warmup), "--batch-size", "64"]
+    results: dict[str, list[float]] = {"ddp_bench": [], "hand loop": [], "ddp_bench real": [], "course loop": []}
+    measure = {
+        "ddp_bench": lambda: ddp_bench_images_per_s(common),
+        "hand loop": lambda: hand_loop(args.steps, args.warmup, 64),
+        "ddp_bench real": lambda: ddp_bench_images_per_s(
+            [*common, "--data", "mnist", "--data-dir", args.data_dir, "--loader", "device"]),
+        "course loop": lambda: course_loop(args.data_dir, args.steps, args.warmup, 64),
+    }
+    names = list(measure)
+    for round_index in range(args.rounds):
+        # Rotate the order every round, so no variant always runs first (or right after the same neighbour).
+        for name in names[round_index % 4 :] + names[: round_index % 4]:
+            results[name].append(measure[name]())
+        print(f"round {round_index + 1}: " + ", ".join(f"{name} {values[-1]:.0f}" for name, values in results.items()),
+              file=sys.stderr)
+    median = {name: statistics.median(values) for name, values in results.items()}
+    ratios = {
+        "ddp_bench / hand loop": median["ddp_bench"] / median["hand loop"],
+        "real / synthetic (ddp_bench)": median["ddp_bench real"] / median["ddp_bench"],
+        "ddp_bench real / course loop": median["ddp_bench real"] / median["course loop"],
+    }
+    print(f"MNIST CNN, batch 64, {args.steps} steps after {args.warmup} warm-up, median of {args.rounds} rounds, "
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+    for name, value in median.items():
+        print(f"  {name:<16} {value:8.1f} images/s")
+    met = True
+    for name, value in ratios.items():
+        ok = value >= TARGETS[name]
+        met &= ok
+        print(f"  {name:<30} {value:5.3f}  (target >= {TARGETS[name]}: {'met' if ok else 'MISSED'})")
+    return 0 if met else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

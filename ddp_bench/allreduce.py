@@ -1,0 +1,172 @@
+"""`python -m ddp_bench allreduce`: the network's limit, to read a scaling plot against.
+
+All-reduce of float32 tensors from KBs to hundreds of MB under any launcher, timed on every rank (device
+synchronised, slowest rank counts), reported as nccl-tests defines it:
+algbw = bytes / time, busbw = algbw x 2(n-1)/n (the bytes each link really carries in a ring).
+Rank 0 writes `allreduce.csv` and `allreduce.png` in a new directory under --out.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ddp_bench.cli import Parser
+from ddp_bench.config import BenchConfig, choices
+from ddp_bench.errors import UsageError
+
+
+def bus_bandwidth(algbw: float, world_size: int) -> float:
+    """nccl-tests' bus bandwidth for all-reduce: what each link carries, comparable across world sizes."""
+    return algbw * 2 * (world_size - 1) / world_size if world_size > 1 else algbw
+
+
+def default_sizes(max_bytes: int) -> list[int]:
+    """4 KiB, 16 KiB, ... up to max_bytes, by factors of 4."""
+    sizes, size = [], 4096
+    while size <= max_bytes:
+        sizes.append(size)
+        size *= 4
+    return sizes
+
+
+@dataclass(frozen=True)
+class AllreduceRow:
+    run_id: str
+    launcher: str
+    platform: str
+    cluster: str
+    hostname: str
+    num_nodes: int
+    world_size: int
+    backend: str
+    device: str
+    device_name: str
+    size_bytes: int
+    iterations: int
+    time_us: float  # mean per all-reduce on the slowest rank
+    algbw_gbps: float  # GB/s = 1e9 bytes/s
+    busbw_gbps: float
+    torch_version: str
+    ddp_bench_version: str
+    git_commit: str
+
+
+def _parse(argv: Sequence[str]):
+    parser = Parser(prog="python -m ddp_bench allreduce", description="All-reduce bandwidth, nccl-tests style.")
+    parser.add_argument("--max-bytes", type=int, default=256 * 2**20, help="largest message (default 256 MiB)")
+    parser.add_argument("--iters", type=int, default=20, help="timed all-reduces per size (default 20)")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed all-reduces per size (default 5)")
+    parser.add_argument("--device", choices=choices("device"), default="auto")
+    parser.add_argument("--backend", choices=choices("backend"), default="auto")
+    parser.add_argument("--launcher", choices=choices("launcher"), default="auto")
+    parser.add_argument("--out", default="results")
+    parser.add_argument("--init-timeout", type=float, default=180.0)
+    args = parser.parse_args(list(argv))
+    if args.max_bytes < 4096 or args.iters <= 0 or args.warmup < 0:
+        raise UsageError("--max-bytes must be at least 4096, --iters positive, --warmup zero or more")
+    return args
+
+
+def allreduce_main(argv: Sequence[str]) -> int:
+    args = _parse(argv)
+    cfg = BenchConfig(device=args.device, backend=args.backend, launcher=args.launcher, out=args.out,
+                      init_timeout=args.init_timeout)
+    import torch
+    import torch.distributed as dist
+
+    from ddp_bench.context import collect_context
+    from ddp_bench.distributed import align_ranks, broadcast_string, free_port, process_group, reduce_floats, synchronize
+    from ddp_bench.launch import complete_with_mpi, detect_launch
+    from ddp_bench.records import new_run_id
+    from ddp_bench.run import check_output_dir, plan_hardware
+
+    info = complete_with_mpi(detect_launch(os.environ, cfg.launcher), socket.gethostname(), free_port())
+    plan = plan_hardware(cfg, info, os.environ)
+    check_output_dir(cfg.out)
+    context = collect_context(os.environ, plan.device.type, plan.device.index or 0)
+    rows = []
+    with process_group(info, plan.backend, plan.device, cfg.init_timeout):
+        run_id = broadcast_string(new_run_id("allreduce", info.world_size), plan.device)
+        for size in default_sizes(args.max_bytes):
+            tensor = torch.ones(size // 4, dtype=torch.float32, device=plan.device)
+            for _ in range(args.warmup):
+                dist.all_reduce(tensor)
+            align_ranks(plan.device)  # every rank starts the clock together, device idle
+            started = time.perf_counter()
+            for _ in range(args.iters):
+                dist.all_reduce(tensor)
+            synchronize(plan.device)
+            (seconds,) = reduce_floats([(time.perf_counter() - started) / args.iters], dist.ReduceOp.MAX, plan.device)
+            algbw = size / seconds / 1e9
+            rows.append(AllreduceRow(
+                run_id, info.launcher, context.platform, context.cluster, context.hostname, info.num_nodes,
+                info.world_size, plan.backend, str(plan.device), context.device_name, size, args.iters,
+                seconds * 1e6, algbw, bus_bandwidth(algbw, info.world_size), context.torch_version,
+                context.ddp_bench_version, context.git_commit,
+            ))
+    if info.rank == 0:
+        directory = os.path.join(cfg.out, run_id)
+        os.makedirs(directory)
+        _write(rows, directory)
+        _print_and_plot(rows, directory)
+    return 0
+
+
+def _write(rows: list[AllreduceRow], directory: str) -> None:
+    path = os.path.join(directory, "allreduce.csv")
+    with open(path + ".tmp", "x", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(field.name for field in dataclasses.fields(AllreduceRow))
+        for row in rows:
+            writer.writerow(dataclasses.astuple(row))
+    os.replace(path + ".tmp", path)
+
+
+def _print_and_plot(rows: list[AllreduceRow], directory: str) -> None:
+    from rich.table import Table
+
+    from ddp_bench.console import wide_console
+
+    first = rows[0]
+    table = Table(title=f"all-reduce · {first.backend} · {first.world_size} ranks on {first.num_nodes} node(s) · "
+                        f"{first.device_name}", title_justify="left")
+    for column in ("size", "time (us)", "algbw (GB/s)", "busbw (GB/s)"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(_size(row.size_bytes), f"{row.time_us:,.1f}", f"{row.algbw_gbps:.3f}", f"{row.busbw_gbps:.3f}")
+    console = wide_console()
+    console.print(table)
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(8, 5))
+    axis.plot([row.size_bytes for row in rows], [row.busbw_gbps for row in rows], marker="o", label="bus bandwidth")
+    axis.plot([row.size_bytes for row in rows], [row.algbw_gbps for row in rows], marker=".", linestyle="--",
+              label="algorithm bandwidth")
+    axis.set_xscale("log", base=2)
+    axis.set_xticks([row.size_bytes for row in rows], [_size(row.size_bytes) for row in rows], rotation=45)
+    axis.set_xlabel("message size")
+    axis.set_ylabel("bandwidth (GB/s)")
+    axis.set_title(f"All-reduce, {first.world_size} ranks ({first.backend}) on {first.num_nodes} node(s): "
+                   f"peak busbw {max(row.busbw_gbps for row in rows):.2f} GB/s")
+    axis.grid(True, alpha=0.3)
+    axis.legend()
+    figure.savefig(os.path.join(directory, "allreduce.png"), dpi=150, bbox_inches="tight")
+    plt.close(figure)
+    console.print(f"wrote {directory}/allreduce.csv and allreduce.png", soft_wrap=True)
+
+
+def _size(size: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= scale:
+            return f"{size / scale:g} {unit}"
+    return f"{size} B"

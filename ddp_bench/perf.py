@@ -1,0 +1,76 @@
+"""Where the time goes: FLOPs per image, a peak measured in the same run, and a verdict per run.
+
+The peak is a matrix-multiply benchmark on the same device and dtype, run by every rank at the same moment
+(so ranks sharing a node's cores measure the share they really have). A datasheet number would let a wrong
+table produce a 500 % "MFU"; a measured one cannot.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from ddp_bench.distributed import synchronize
+
+# Thresholds for the verdict, as shares of one step's wall time.
+LOADER_BOUND_SHARE = 0.25  # waiting for data takes over a quarter of the step
+COMM_BOUND_SHARE = 0.30  # exposed all-reduce time is over 30 % of the step
+OVERHEAD_BOUND_MFU = 0.10  # a GPU below 10 % of its measured matmul peak, not waiting on data or network
+
+
+def flops_per_image(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Forward + backward FLOPs of one training image, counted once by torch.utils.flop_counter."""
+    counter = FlopCounterMode(display=False)
+    was_training = model.training
+    model.train()
+    with counter:
+        F.cross_entropy(model(x), y).backward()
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
+    return counter.get_total_flops() / len(x)
+
+
+def matmul_dtype(amp: str) -> torch.dtype:
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp, torch.float32)
+
+
+def measured_peak_flops(device: torch.device, dtype: torch.dtype, budget_s: float = 0.3) -> float:
+    """FLOP/s of square matrix products on this device and dtype, best of a few repeats."""
+    n = 4096 if device.type == "cuda" else 1024
+    if device.type == "cpu" and dtype == torch.float16:
+        dtype = torch.float32  # CPUs have no fast fp16 matmul; fp16 is refused on CPU anyway
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    torch.matmul(a, b)  # first call: kernel selection, allocation
+    synchronize(device)
+    best = float("inf")
+    deadline = time.perf_counter() + budget_s
+    repeats = 0
+    while repeats < 3 or (time.perf_counter() < deadline and repeats < 50):
+        started = time.perf_counter()
+        for _ in range(4):
+            torch.matmul(a, b)
+        synchronize(device)
+        best = min(best, (time.perf_counter() - started) / 4)
+        repeats += 1
+    return 2 * n**3 / best
+
+
+def verdict(
+    *, data_wait_ms: float, step_ms: float, comm_ms: float, mfu: float, device_type: str
+) -> tuple[str, str]:
+    """(verdict, advice) for one run from its median per-step numbers."""
+    whole = data_wait_ms + step_ms
+    if whole > 0 and data_wait_ms / whole > LOADER_BOUND_SHARE:
+        return "loader-bound", "keep the dataset on the device (--loader device) or add --workers"
+    if step_ms > 0 and comm_ms / step_ms > COMM_BOUND_SHARE:
+        return "comm-bound", "use a larger per-GPU batch, fewer nodes, or a faster interconnect"
+    if device_type == "cuda" and mfu == mfu and mfu < OVERHEAD_BOUND_MFU:
+        return "overhead-bound", (
+            "the GPU waits on Python and kernel launches: use a bigger batch, --compile, or a CPU for this model"
+        )
+    return "compute-bound", "the model's arithmetic sets the pace: AMP and channels-last help on GPUs"

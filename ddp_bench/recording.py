@@ -1,0 +1,170 @@
+"""After the timed stage: the untimed measurements (exposed communication, matmul peak, the synthetic-data
+comparison), the job totals gathered across ranks, and this rank's row on disk."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from ddp_bench.config import BenchConfig
+from ddp_bench.console import print_summary
+from ddp_bench.context import RunContext
+from ddp_bench.data import BatchSource, DatasetSpec, Shard, build_batches
+from ddp_bench.distributed import Job, align_ranks, reduce_floats
+from ddp_bench.perf import matmul_dtype, measured_peak_flops, verdict
+from ddp_bench.records import RankRecord, images_per_second, write_rank_csv
+from ddp_bench.stopping import StopRequest
+from ddp_bench.timing import percentile
+from ddp_bench.train import Precision, TrainResult, exposed_comm_ms, run_training
+
+
+@dataclass(frozen=True)
+class RunSetup:
+    """What one rank's run is, fixed before training starts."""
+
+    cfg: BenchConfig
+    job: Job
+    backend: str
+    threads: int
+    context: RunContext
+    spec: DatasetSpec
+    loader: str
+    run_id: str
+    started_at: str
+    started: float  # perf_counter at process start, for wall_time_s
+    flops_per_image: float
+
+
+@dataclass(frozen=True)
+class AfterTraining:
+    comm_ms: float
+    peak_flops: float
+    synthetic_images_per_s: float  # NaN unless --compare-synthetic
+
+
+def global_throughput(result: TrainResult, device: torch.device) -> float:
+    """The job's images/s from what every rank really did: summed samples over the slowest rank's time."""
+    (total_samples,) = reduce_floats([float(result.samples)], dist.ReduceOp.SUM, device)
+    (slowest_s,) = reduce_floats([result.train_time_s], dist.ReduceOp.MAX, device)
+    return total_samples / slowest_s if slowest_s > 0 else float("nan")
+
+
+def measure_after_training(setup: RunSetup, ddp_model, optimizer, batches: BatchSource, result: TrainResult) -> AfterTraining:
+    """Untimed extras; every rank runs them in the same order (they contain collectives)."""
+    cfg, device = setup.cfg, setup.job.device
+    precision = Precision(cfg.amp, device.type)
+    comm_ms = 0.0
+    if not result.stopped_by:
+        comm_ms = exposed_comm_ms(ddp_model, optimizer, batches, precision, device)
+    synthetic = float("nan")
+    if cfg.compare_synthetic and cfg.data != "synthetic" and not result.stopped_by:
+        # The same model, batch and steps on synthetic data of the same shape, kept on the device: the ratio
+        # of the two throughputs prices the input pipeline.
+        shard: Shard = batches.shard
+        fake = build_batches("synthetic", "", setup.spec, "device", shard, 0, train=True)
+        comparison = run_training(
+            job=setup.job, ddp_model=ddp_model, eval_model=ddp_model, optimizer=optimizer,
+            scheduler=torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0),
+            batches=fake, test_batches=None, precision=precision, warmup_steps=cfg.warmup_steps,
+            steps=result.steps, epochs=None, stop=StopRequest(), fault=None, on_step=lambda: None,
+        )
+        synthetic = global_throughput(comparison, device)
+    align_ranks(device)  # every rank measures the peak at once: ranks sharing cores see the share they have
+    peak = measured_peak_flops(device, matmul_dtype(cfg.amp))
+    return AfterTraining(comm_ms, peak, synthetic)
+
+
+def record_rank(setup: RunSetup, batches: BatchSource, optimizer, result: TrainResult, extras: AfterTraining) -> str:
+    """Write this rank's row; rank 0 prints the summary once every rank's row is on disk. Returns the path."""
+    cfg, info, device = setup.cfg, setup.job.info, setup.job.device
+    context = setup.context
+    job_images_per_s = global_throughput(result, device)
+    rank_images_per_s = images_per_second(result.samples, result.train_time_s)
+    achieved = setup.flops_per_image * rank_images_per_s
+    mfu = achieved / extras.peak_flops if extras.peak_flops > 0 else float("nan")
+    step_ms = percentile(result.step_times_ms, 50)
+    wait_ms = percentile(result.data_wait_ms, 50)
+    kind, _advice = verdict(data_wait_ms=wait_ms, step_ms=step_ms, comm_ms=extras.comm_ms, mfu=mfu,
+                            device_type=device.type)
+    record = RankRecord(
+        run_id=setup.run_id,
+        status="incomplete" if result.stopped_by else "complete",
+        started_at=setup.started_at,
+        launcher=info.launcher,
+        platform=context.platform,
+        cluster=context.cluster,
+        hostname=context.hostname,
+        job_id=info.job_id,
+        num_nodes=info.num_nodes,
+        node_rank=info.node_rank,
+        world_size=info.world_size,
+        local_world_size=info.local_world_size,
+        rank=info.rank,
+        local_rank=info.local_rank,
+        backend=setup.backend,
+        device=str(device),
+        device_name=context.device_name,
+        model=cfg.model,
+        data=cfg.data,
+        loader=setup.loader,
+        batch_size=cfg.batch_size,
+        global_batch_size=cfg.batch_size * info.world_size,
+        scaling=cfg.scaling,
+        dataset_size=batches.dataset_size,
+        amp=cfg.amp,
+        channels_last=cfg.channels_last,
+        compile=cfg.compile,
+        workers=cfg.workers,
+        threads=setup.threads,
+        lr=optimizer.defaults["lr"],
+        seed=cfg.seed,
+        warmup_steps=cfg.warmup_steps,
+        steps=result.steps,
+        epochs=cfg.epochs or 0,
+        samples=result.samples,
+        train_time_s=result.train_time_s,
+        wall_time_s=time.perf_counter() - setup.started,
+        images_per_s=rank_images_per_s,
+        global_images_per_s=job_images_per_s,
+        step_time_median_ms=step_ms,
+        step_time_p90_ms=percentile(result.step_times_ms, 90),
+        data_wait_median_ms=wait_ms,
+        comm_exposed_ms=extras.comm_ms,
+        flops_per_image=setup.flops_per_image,
+        achieved_tflops=achieved / 1e12,
+        peak_tflops=extras.peak_flops / 1e12,
+        mfu=mfu,
+        verdict=kind,
+        synthetic_images_per_s=extras.synthetic_images_per_s,
+        data_pipeline_ratio=job_images_per_s / extras.synthetic_images_per_s,
+        final_loss=result.final_loss,
+        test_accuracy=result.test_accuracy,
+        tag=cfg.tag,
+        sweep_key=cfg.sweep_key,
+        torch_version=context.torch_version,
+        cuda_version=context.cuda_version,
+        python_version=context.python_version,
+        ddp_bench_version=context.ddp_bench_version,
+        git_commit=context.git_commit,
+    )
+    path = write_rank_csv(cfg.out, record)
+    if cfg.log_indices:
+        _write_indices(path, batches, result.batches_per_epoch_done)
+    align_ranks(device)  # rank 0 reports only once every rank's row is on disk
+    if info.rank == 0:
+        print_summary(record, os.path.dirname(path))
+    return path
+
+
+def _write_indices(csv_path: str, batches: BatchSource, taken_per_epoch: list[int]) -> None:
+    """The dataset indices this rank trained on in the measured stage, one per line (for auditing shards)."""
+    size = batches.shard.batch_size
+    lines = []
+    for epoch, taken in enumerate(taken_per_epoch):
+        lines += map(str, batches.epoch_indices(epoch)[: taken * size])
+    with open(csv_path.removesuffix(".csv") + ".indices.txt", "x", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
