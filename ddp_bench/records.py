@@ -84,6 +84,14 @@ class RankRecord:
 
 
 COLUMNS: tuple[str, ...] = tuple(field.name for field in dataclasses.fields(RankRecord))
+# Columns every row has had since the first schema; newer columns missing from older files read as empty.
+REQUIRED_COLUMNS: tuple[str, ...] = (
+    "run_id", "status", "started_at", "launcher", "platform", "cluster", "hostname", "num_nodes", "node_rank",
+    "world_size", "rank", "local_rank", "backend", "device", "device_name", "model", "data", "batch_size",
+    "global_batch_size", "amp", "channels_last", "compile", "warmup_steps", "steps", "samples", "train_time_s",
+    "wall_time_s", "images_per_s", "global_images_per_s", "step_time_median_ms", "step_time_p90_ms",
+    "final_loss", "test_accuracy", "torch_version", "cuda_version", "ddp_bench_version", "git_commit",
+)
 NUMERIC_COLUMNS: tuple[str, ...] = tuple(
     field.name for field in dataclasses.fields(RankRecord) if field.type in ("int", "float")
 )
@@ -153,11 +161,12 @@ def write_rank_csv(out_dir: str, record: RankRecord) -> str:
 
 
 def read_rank_csv(path: str) -> list[dict[str, str]]:
-    """Rows of one per-rank file as strings; raises ValueError naming what is wrong with it."""
+    """Rows of one per-rank file as strings, every column of today's schema present (columns newer than the
+    file read as empty); raises ValueError naming what is wrong with it."""
     with open(path, encoding="utf-8", newline="") as handle:
         reader = csv.DictReader(handle)
         header = tuple(reader.fieldnames or ())
-        missing = [name for name in COLUMNS if name not in header]
+        missing = [name for name in REQUIRED_COLUMNS if name not in header]
         if missing:
             raise ValueError(f"missing columns: {', '.join(missing)}")
         rows = list(reader)
@@ -166,4 +175,4 @@ def read_rank_csv(path: str) -> list[dict[str, str]]:
     for row in rows:
         if None in row or any(value is None for value in row.values()):
             raise ValueError("a row has a different number of cells than the header")
-    return rows
+    return [{name: row.get(name, "") for name in COLUMNS} for row in rows]

@@ -44,8 +44,8 @@ def markdown(report: Report) -> str:
         lines += [f"## {series_title(points.iloc[0])}", ""]
         lines += [
             "| platform | nodes | GPUs | batch/GPU | global batch | images/s | images/s per GPU | speedup | "
-            "efficiency | epoch time | step median / p90 (ms) | test acc. | runs |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "efficiency | epoch time | step median / p90 (ms) | MFU | verdict | test acc. | runs |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
         ]
         for _, row in points.sort_values("world_size").iterrows():
             spread = ""
@@ -57,7 +57,8 @@ def markdown(report: Report) -> str:
                 f"{row['global_batch_size']} | {_fmt(row['global_images_per_s'])}{spread} | "
                 f"{_fmt(row['images_per_s_per_gpu'])} | {row['speedup']:.2f} | {row['efficiency'] * 100:.0f} % | "
                 f"{_fmt(row['epoch_time_s'])} s | {_fmt(row['step_time_median_ms'], 2)} / "
-                f"{_fmt(row['step_time_p90_ms'], 2)} | {accuracy} | {row['repeats']} |"
+                f"{_fmt(row['step_time_p90_ms'], 2)} | {_fmt(row['mfu'] * 100)} % | {row['verdict'] or '—'} | "
+                f"{accuracy} | {row['repeats']} |"
             )
         lines.append("")
     if report.tables.incomplete:

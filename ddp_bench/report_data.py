@@ -65,6 +65,7 @@ def load_rows(directories: list[str]) -> LoadedRows:
     rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*COLUMNS, "source"])
     for column in ("channels_last", "compile"):
         rows[column] = rows[column].astype(str)
+    rows["scaling"] = rows["scaling"].replace("", "weak")  # rows from before the scaling column were weak
     return LoadedRows(rows, problems)
 
 
@@ -123,12 +124,14 @@ def summarise_runs(rows: pd.DataFrame) -> RunTables:
                 "step_time_p90_ms": ranks["step_time_p90_ms"].max(),
                 "epoch_time_s": dataset_size / throughput if dataset_size == dataset_size else float("nan"),
                 "test_accuracy": ranks["test_accuracy"].iloc[0],
+                "mfu": ranks["mfu"].median(),
+                "verdict": ranks["verdict"].mode().iloc[0],  # what most ranks concluded
                 "started_at": first["started_at"],
             }
         )
     columns = ["run_id", *CONFIG_KEYS, "scaling", "world_size", "num_nodes", "batch_size", "global_batch_size",
                "global_images_per_s", "images_per_s_per_gpu", "step_time_median_ms", "step_time_p90_ms",
-               "epoch_time_s", "test_accuracy", "started_at"]
+               "epoch_time_s", "test_accuracy", "mfu", "verdict", "started_at"]
     return RunTables(pd.DataFrame(runs, columns=columns), incomplete)
 
 
@@ -141,7 +144,8 @@ SUMMARY_COLUMNS = [
     "label", "platform", "cluster", "device_name", "num_nodes", "world_size", "model", "data", "loader",
     "batch_size", "global_batch_size", "amp", "channels_last", "compile", "scaling", "repeats",
     "global_images_per_s", "global_images_per_s_min", "global_images_per_s_max", "images_per_s_per_gpu",
-    "speedup", "efficiency", "epoch_time_s", "step_time_median_ms", "step_time_p90_ms", "test_accuracy", "series",
+    "speedup", "efficiency", "epoch_time_s", "step_time_median_ms", "step_time_p90_ms", "test_accuracy", "mfu",
+    "verdict", "series",
 ]
 
 
@@ -171,6 +175,8 @@ def scaling_summary(runs: pd.DataFrame) -> pd.DataFrame:
                         "step_time_median_ms": repeats["step_time_median_ms"].median(),
                         "step_time_p90_ms": repeats["step_time_p90_ms"].median(),
                         "test_accuracy": repeats["test_accuracy"].median(),
+                        "mfu": repeats["mfu"].median(),
+                        "verdict": repeats["verdict"].mode().iloc[0],
                         "series": f"{scaling}-{series_index}",
                     }
                 )

@@ -8,6 +8,7 @@ import pytest
 
 from ddp_bench.records import (
     COLUMNS,
+    REQUIRED_COLUMNS,
     RankRecord,
     global_images_per_second,
     images_per_second,
@@ -38,8 +39,18 @@ def make_record(**changes) -> RankRecord:
 
 
 def test_schema_has_every_required_column_once():
-    assert set(REQUIRED) <= set(COLUMNS)
+    assert set(REQUIRED) <= set(REQUIRED_COLUMNS) <= set(COLUMNS)
     assert len(set(COLUMNS)) == len(COLUMNS)
+
+
+def test_files_from_an_older_schema_read_with_the_new_columns_empty(tmp_path):
+    old_columns = [name for name in COLUMNS if name in REQUIRED_COLUMNS]
+    record = make_record()
+    path = tmp_path / "rank0.csv"
+    path.write_text(",".join(old_columns) + "\n" + ",".join(str(getattr(record, name)) for name in old_columns) + "\n")
+    (row,) = read_rank_csv(str(path))
+    assert list(row) == list(COLUMNS)
+    assert row["verdict"] == "" and row["run_id"] == "run-a"
 
 
 def test_results_readme_documents_every_column():
