@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import sys
 from collections.abc import Callable, Iterator
 
@@ -27,9 +28,12 @@ def step_progress(enabled: bool, total: int, description: str) -> Iterator[Calla
 
 
 def wide_console() -> Console:
-    """A console for tables: the terminal's width, or 120 columns when output goes to a file or a job log."""
+    """A console for tables: the terminal's width, or 120 columns (COLUMNS if set) for files and job logs."""
     console = Console()
-    return console if console.is_terminal else Console(width=120)
+    if console.is_terminal:
+        return console
+    columns = os.environ.get("COLUMNS", "")
+    return Console(width=int(columns) if columns.isdigit() else 120)
 
 
 def _number(value: float, digits: int = 1) -> str:

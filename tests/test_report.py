@@ -157,3 +157,20 @@ def test_report_from_real_one_and_two_rank_cpu_runs(tmp_path):
                 "global_batch_size", "amp", "global_images_per_s", "images_per_s_per_gpu", "speedup", "efficiency"]
     assert set(required) <= set(on_disk.columns)
     assert "| local · " in (tmp_path / "report" / "summary.md").read_text()
+
+
+def test_analysis_script_makes_the_same_report(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import clean_env
+
+    fixture_run(tmp_path / "runs", "w1", 1, [2.0])
+    fixture_run(tmp_path / "runs", "w2", 2, [2.0, 2.5])
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "analysis", "make_report.py")
+    done = subprocess.run([sys.executable, script, str(tmp_path / "runs"), "--out", str(tmp_path / "report")],
+                          env=clean_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    summary = pd.read_csv(tmp_path / "report" / "summary.csv")
+    assert summary["speedup"].tolist() == pytest.approx([1.0, 1.6])
