@@ -2,7 +2,8 @@
 
     python benchmarks/harness_overhead.py --data-dir ../shared/data/mnist-mini [--steps 150] [--rounds 4]
 
-Per round (the order rotates from round to round), on one CPU rank, MNIST CNN, batch 64, Adadelta (the course recipe), the same warm-up excluded:
+Per round (the order rotates from round to round), on one CPU rank, MNIST CNN, batch 64, Adadelta (the
+course recipe), the same warm-up excluded:
   ddp_bench       python -m ddp_bench on synthetic data (in-process)
   hand loop       a minimal loop over an in-memory tensor: same model, batch and optimizer
   ddp_bench real  python -m ddp_bench on real MNIST with the device-resident loader
@@ -108,7 +109,8 @@ def main(argv: list[str]) -> int:
         "ddp_bench": lambda: ddp_bench_images_per_s(common),
         "hand loop": lambda: hand_loop(args.steps, args.warmup, 64),
         "ddp_bench real": lambda: ddp_bench_images_per_s(
-            [*common, "--data", "mnist", "--data-dir", args.data_dir, "--loader", "device"]),
+            [*common, "--data", "mnist", "--data-dir", args.data_dir, "--loader", "device"]
+        ),
         "course loop": lambda: course_loop(args.data_dir, args.steps, args.warmup, 64),
     }
     names = list(measure)
@@ -116,16 +118,20 @@ def main(argv: list[str]) -> int:
         # Rotate the order every round, so no variant always runs first (or right after the same neighbour).
         for name in names[round_index % 4 :] + names[: round_index % 4]:
             results[name].append(measure[name]())
-        print(f"round {round_index + 1}: " + ", ".join(f"{name} {values[-1]:.0f}" for name, values in results.items()),
-              file=sys.stderr)
+        print(
+            f"round {round_index + 1}: " + ", ".join(f"{name} {values[-1]:.0f}" for name, values in results.items()),
+            file=sys.stderr,
+        )
     median = {name: statistics.median(values) for name, values in results.items()}
     ratios = {
         "ddp_bench / hand loop": median["ddp_bench"] / median["hand loop"],
         "real / synthetic (ddp_bench)": median["ddp_bench real"] / median["ddp_bench"],
         "ddp_bench real / course loop": median["ddp_bench real"] / median["course loop"],
     }
-    print(f"MNIST CNN, batch 64, {args.steps} steps after {args.warmup} warm-up, median of {args.rounds} rounds, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(
+        f"MNIST CNN, batch 64, {args.steps} steps after {args.warmup} warm-up, median of {args.rounds} rounds, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}"
+    )
     for name, value in median.items():
         print(f"  {name:<16} {value:8.1f} images/s")
     met = True

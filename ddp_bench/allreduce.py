@@ -75,13 +75,21 @@ def _parse(argv: Sequence[str]):
 
 def allreduce_main(argv: Sequence[str]) -> int:
     args = _parse(argv)
-    cfg = BenchConfig(device=args.device, backend=args.backend, launcher=args.launcher, out=args.out,
-                      init_timeout=args.init_timeout)
+    cfg = BenchConfig(
+        device=args.device, backend=args.backend, launcher=args.launcher, out=args.out, init_timeout=args.init_timeout
+    )
     import torch
     import torch.distributed as dist
 
     from ddp_bench.context import collect_context
-    from ddp_bench.distributed import align_ranks, broadcast_string, free_port, process_group, reduce_floats, synchronize
+    from ddp_bench.distributed import (
+        align_ranks,
+        broadcast_string,
+        free_port,
+        process_group,
+        reduce_floats,
+        synchronize,
+    )
     from ddp_bench.launch import complete_with_mpi, detect_launch
     from ddp_bench.records import new_run_id
     from ddp_bench.run import check_output_dir, plan_hardware
@@ -104,12 +112,28 @@ def allreduce_main(argv: Sequence[str]) -> int:
             synchronize(plan.device)
             (seconds,) = reduce_floats([(time.perf_counter() - started) / args.iters], dist.ReduceOp.MAX, plan.device)
             algbw = size / seconds / 1e9
-            rows.append(AllreduceRow(
-                run_id, info.launcher, context.platform, context.cluster, context.hostname, info.num_nodes,
-                info.world_size, plan.backend, str(plan.device), context.device_name, size, args.iters,
-                seconds * 1e6, algbw, bus_bandwidth(algbw, info.world_size), context.torch_version,
-                context.ddp_bench_version, context.git_commit,
-            ))
+            rows.append(
+                AllreduceRow(
+                    run_id,
+                    info.launcher,
+                    context.platform,
+                    context.cluster,
+                    context.hostname,
+                    info.num_nodes,
+                    info.world_size,
+                    plan.backend,
+                    str(plan.device),
+                    context.device_name,
+                    size,
+                    args.iters,
+                    seconds * 1e6,
+                    algbw,
+                    bus_bandwidth(algbw, info.world_size),
+                    context.torch_version,
+                    context.ddp_bench_version,
+                    context.git_commit,
+                )
+            )
     if info.rank == 0:
         directory = os.path.join(cfg.out, run_id)
         os.makedirs(directory)
@@ -134,8 +158,11 @@ def _print_and_plot(rows: list[AllreduceRow], directory: str) -> None:
     from ddp_bench.console import wide_console
 
     first = rows[0]
-    table = Table(title=f"all-reduce · {first.backend} · {first.world_size} ranks on {first.num_nodes} node(s) · "
-                        f"{first.device_name}", title_justify="left")
+    table = Table(
+        title=f"all-reduce · {first.backend} · {first.world_size} ranks on {first.num_nodes} node(s) · "
+        f"{first.device_name}",
+        title_justify="left",
+    )
     for column in ("size", "time (us)", "algbw (GB/s)", "busbw (GB/s)"):
         table.add_column(column, justify="right")
     for row in rows:
@@ -150,14 +177,21 @@ def _print_and_plot(rows: list[AllreduceRow], directory: str) -> None:
 
     figure, axis = plt.subplots(figsize=(8, 5))
     axis.plot([row.size_bytes for row in rows], [row.busbw_gbps for row in rows], marker="o", label="bus bandwidth")
-    axis.plot([row.size_bytes for row in rows], [row.algbw_gbps for row in rows], marker=".", linestyle="--",
-              label="algorithm bandwidth")
+    axis.plot(
+        [row.size_bytes for row in rows],
+        [row.algbw_gbps for row in rows],
+        marker=".",
+        linestyle="--",
+        label="algorithm bandwidth",
+    )
     axis.set_xscale("log", base=2)
     axis.set_xticks([row.size_bytes for row in rows], [_size(row.size_bytes) for row in rows], rotation=45)
     axis.set_xlabel("message size")
     axis.set_ylabel("bandwidth (GB/s)")
-    axis.set_title(f"All-reduce, {first.world_size} ranks ({first.backend}) on {first.num_nodes} node(s): "
-                   f"peak busbw {max(row.busbw_gbps for row in rows):.2f} GB/s")
+    axis.set_title(
+        f"All-reduce, {first.world_size} ranks ({first.backend}) on {first.num_nodes} node(s): "
+        f"peak busbw {max(row.busbw_gbps for row in rows):.2f} GB/s"
+    )
     axis.grid(True, alpha=0.3)
     axis.legend()
     figure.savefig(os.path.join(directory, "allreduce.png"), dpi=150, bbox_inches="tight")

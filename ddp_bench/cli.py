@@ -39,14 +39,21 @@ def build_run_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="python -m ddp_bench",
         description="Benchmark DistributedDataParallel CNN training; writes one CSV row per rank.",
-        epilog="Verbs: run (default), download, report, sweep, check, allreduce. Launch with torchrun, srun or mpiexec for several ranks.",
+        epilog=(
+            "Verbs: run (default), download, report, sweep, check, allreduce. "
+            "Launch with torchrun, srun or mpiexec for several ranks."
+        ),
     )
     parser.add_argument("--version", action="version", version=f"ddp_bench {__version__}")
     add = parser.add_argument
     add("--model", choices=choices("model"), default="mnist_cnn", help="network (default: mnist_cnn)")
     add("--data", choices=choices("data"), default="synthetic", help="dataset (default: synthetic)")
-    add("--synthetic-like", choices=choices("synthetic_like"), default="auto",
-        help="real dataset whose shape synthetic data imitates (default: follows the model)")
+    add(
+        "--synthetic-like",
+        choices=choices("synthetic_like"),
+        default="auto",
+        help="real dataset whose shape synthetic data imitates (default: follows the model)",
+    )
     add("--data-dir", default="data", help="where real datasets are (default: ./data)")
     add("--batch-size", type=_integer, default=64, help="images per rank per step (default: 64)")
     length = parser.add_mutually_exclusive_group()
@@ -60,21 +67,39 @@ def build_run_parser() -> argparse.ArgumentParser:
     add("--device", choices=choices("device"), default="auto", help="default: cuda when available")
     add("--backend", choices=choices("backend"), default="auto", help="default: nccl on GPUs, gloo on CPUs")
     add("--launcher", choices=choices("launcher"), default="auto", help="default: detected")
-    add("--loader", choices=choices("loader"), default="auto",
-        help="torch: DataLoader; device: dataset resident on the device (default: device when it fits)")
+    add(
+        "--loader",
+        choices=choices("loader"),
+        default="auto",
+        help="torch: DataLoader; device: dataset resident on the device (default: device when it fits)",
+    )
     add("--workers", type=_integer, default=0, help="DataLoader workers for --loader torch (default: 0)")
     add("--seed", type=_integer, default=0)
     add("--out", default="results", help="results directory (default: ./results)")
     add("--tag", default="", help="free text stored in every row")
-    add("--scaling", choices=choices("scaling"), default="weak",
-        help="scaling series this run belongs to: weak (fixed per-rank batch) or strong (fixed global batch)")
+    add(
+        "--scaling",
+        choices=choices("scaling"),
+        default="weak",
+        help="scaling series this run belongs to: weak (fixed per-rank batch) or strong (fixed global batch)",
+    )
     add("--sweep-key", default="", help=argparse.SUPPRESS)  # written by `sweep` into its job scripts
-    add("--init-timeout", type=float, default=180.0,
-        help="seconds to wait for all ranks, at start-up and in any collective (default: 180)")
-    add("--compare-synthetic", action="store_true",
-        help="real data only: also time the same steps on synthetic data and record the ratio")
-    add("--log-indices", action="store_true",
-        help="also write the dataset indices each rank trained on (rank<R>.indices.txt)")
+    add(
+        "--init-timeout",
+        type=float,
+        default=180.0,
+        help="seconds to wait for all ranks, at start-up and in any collective (default: 180)",
+    )
+    add(
+        "--compare-synthetic",
+        action="store_true",
+        help="real data only: also time the same steps on synthetic data and record the ratio",
+    )
+    add(
+        "--log-indices",
+        action="store_true",
+        help="also write the dataset indices each rank trained on (rank<R>.indices.txt)",
+    )
     return parser
 
 
@@ -84,8 +109,10 @@ def parse_args(argv: Sequence[str]) -> BenchConfig:
 
 
 def download_main(argv: Sequence[str]) -> int:
-    parser = Parser(prog="python -m ddp_bench download",
-                     description="Fetch a dataset on a machine with internet (a cluster login node).")
+    parser = Parser(
+        prog="python -m ddp_bench download",
+        description="Fetch a dataset on a machine with internet (a cluster login node).",
+    )
     parser.add_argument("--data", choices=("mnist", "cifar10"), required=True)
     parser.add_argument("--data-dir", default="data")
     args = parser.parse_args(list(argv))
@@ -107,8 +134,10 @@ def download_main(argv: Sequence[str]) -> int:
 
 
 def report_cli(argv: Sequence[str]) -> int:
-    parser = Parser(prog="python -m ddp_bench report",
-                     description="Scaling tables and plots from per-rank CSVs (summary.csv, summary.md, PNG/SVG).")
+    parser = Parser(
+        prog="python -m ddp_bench report",
+        description="Scaling tables and plots from per-rank CSVs (summary.csv, summary.md, PNG/SVG).",
+    )
     parser.add_argument("results", nargs="+", help="results directories (searched recursively for rank*.csv)")
     parser.add_argument("--out", default="report", help="report directory (default: ./report)")
     args = parser.parse_args(list(argv))

@@ -65,8 +65,7 @@ class BenchConfig:
             allowed = _literal_choices(hints[field.name])
             if allowed and getattr(self, field.name) not in allowed:
                 raise UsageError(
-                    f"--{_flag(field.name)} must be one of {', '.join(allowed)}, "
-                    f"not {getattr(self, field.name)!r}"
+                    f"--{_flag(field.name)} must be one of {', '.join(allowed)}, not {getattr(self, field.name)!r}"
                 )
         for name in ("batch_size", "warmup_steps", "workers"):
             value = getattr(self, name)

@@ -43,9 +43,7 @@ def git_commit() -> str:
     """The commit of the ddp_bench source that ran, with -dirty for uncommitted changes; empty if unknown."""
     source = os.path.dirname(os.path.dirname(os.path.abspath(ddp_bench.__file__)))
     try:
-        commit = subprocess.run(
-            ["git", "-C", source, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
-        )
+        commit = subprocess.run(["git", "-C", source, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
         if commit.returncode != 0:
             return ""
         dirty = subprocess.run(

@@ -34,9 +34,7 @@ class DatasetSpec:
 
 SPECS = {
     "mnist": DatasetSpec("mnist", 1, 28, 10, (0.1307,), (0.3081,), 60_000, 10_000),
-    "cifar10": DatasetSpec(
-        "cifar10", 3, 32, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 50_000, 10_000
-    ),
+    "cifar10": DatasetSpec("cifar10", 3, 32, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 50_000, 10_000),
 }
 
 
@@ -56,7 +54,10 @@ DOWNLOAD_HOSTS = {"mnist": "ossci-datasets.s3.amazonaws.com", "cifar10": "www.cs
 
 
 def _fetch_hint(data: str, data_dir: str) -> str:
-    return f"on a machine with internet (a login node) run: python -m ddp_bench download --data {data} --data-dir {data_dir}"
+    return (
+        "on a machine with internet (a login node) run: "
+        f"python -m ddp_bench download --data {data} --data-dir {data_dir}"
+    )
 
 
 def _open_torchvision(data: str, data_dir: str, train: bool, transform=None, download: bool = False):

@@ -51,9 +51,7 @@ def _rendezvous_store(info: LaunchInfo, timeout: timedelta) -> dist.Store:
         # torchrun's agent hosts the store at MASTER_ADDR:MASTER_PORT; every worker is a client.
         return dist.TCPStore(info.master_addr, info.master_port, info.world_size, is_master=False, timeout=timeout)
     # Rank 0 hosts it; it waits (up to the timeout) until every other rank has connected.
-    return dist.TCPStore(
-        info.master_addr, info.master_port, info.world_size, is_master=info.rank == 0, timeout=timeout
-    )
+    return dist.TCPStore(info.master_addr, info.master_port, info.world_size, is_master=info.rank == 0, timeout=timeout)
 
 
 @contextlib.contextmanager

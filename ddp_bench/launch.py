@@ -42,8 +42,7 @@ class LaunchInfo:
             raise UsageError(f"{self.launcher}: rank {self.rank} is outside a world of {self.world_size}")
         if not 0 <= self.local_rank < max(self.local_world_size, 1):
             raise UsageError(
-                f"{self.launcher}: local rank {self.local_rank} is outside {self.local_world_size} "
-                "ranks on this node"
+                f"{self.launcher}: local rank {self.local_rank} is outside {self.local_world_size} ranks on this node"
             )
 
 

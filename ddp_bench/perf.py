@@ -60,9 +60,7 @@ def measured_peak_flops(device: torch.device, dtype: torch.dtype, budget_s: floa
     return 2 * n**3 / best
 
 
-def verdict(
-    *, data_wait_ms: float, step_ms: float, comm_ms: float, mfu: float, device_type: str
-) -> tuple[str, str]:
+def verdict(*, data_wait_ms: float, step_ms: float, comm_ms: float, mfu: float, device_type: str) -> tuple[str, str]:
     """(verdict, advice) for one run from its median per-step numbers."""
     whole = data_wait_ms + step_ms
     if whole > 0 and data_wait_ms / whole > LOADER_BOUND_SHARE:

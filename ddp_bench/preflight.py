@@ -63,7 +63,8 @@ def data_location_note(cfg: BenchConfig, env: Mapping[str, str]) -> Finding:
     kind = filesystem_type(cfg.data_dir)
     if kind in NETWORK_FILESYSTEMS:
         return Finding(
-            "data location", "note",
+            "data location",
+            "note",
             f"{cfg.data_dir} is on a network filesystem ({kind}): copy it to node-local disk "
             "($SLURM_TMPDIR) for faster start-up and loading",
         )
@@ -73,7 +74,8 @@ def data_location_note(cfg: BenchConfig, env: Mapping[str, str]) -> Finding:
 def gpu_note(local_world_size: int, visible: int) -> Finding | None:
     if visible > local_world_size:
         return Finding(
-            "GPUs", "note",
+            "GPUs",
+            "note",
             f"{visible} GPUs visible on this node but only {local_world_size} rank(s): {visible - local_world_size} "
             "GPU(s) will sit idle (set --ntasks-per-node / --nproc_per_node to the GPU count)",
         )
@@ -104,12 +106,15 @@ def run_checks(cfg: BenchConfig, env: Mapping[str, str]) -> list[Finding]:
         require_launcher_for_allocation(cfg, env, info)
     except UsageError as exc:
         return [Finding("launcher", "error", str(exc))]
-    findings.append(Finding(
-        "launcher", "ok",
-        f"{info.launcher}: rank {info.rank} of {info.world_size}, local rank {info.local_rank} of "
-        f"{info.local_world_size} on node {info.node_rank} of {info.num_nodes}"
-        + (f", rendezvous {info.master_addr}:{info.master_port}" if info.world_size > 1 else ""),
-    ))
+    findings.append(
+        Finding(
+            "launcher",
+            "ok",
+            f"{info.launcher}: rank {info.rank} of {info.world_size}, local rank {info.local_rank} of "
+            f"{info.local_world_size} on node {info.node_rank} of {info.num_nodes}"
+            + (f", rendezvous {info.master_addr}:{info.master_port}" if info.world_size > 1 else ""),
+        )
+    )
     try:
         plan = plan_hardware(cfg, info, env)
         findings.append(Finding("device", "ok", f"{plan.device} with {plan.backend}, {plan.threads} CPU thread(s)"))
@@ -134,10 +139,13 @@ def run_checks(cfg: BenchConfig, env: Mapping[str, str]) -> list[Finding]:
             findings.append(Finding("dataset", "error", f"{exc} ({online})"))
     findings.append(data_location_note(cfg, env))
     if cfg.batch_size * info.world_size > images:
-        findings.append(Finding(
-            "batch", "error",
-            f"global batch {cfg.batch_size * info.world_size} is larger than the {images} training images",
-        ))
+        findings.append(
+            Finding(
+                "batch",
+                "error",
+                f"global batch {cfg.batch_size * info.world_size} is larger than the {images} training images",
+            )
+        )
     try:
         check_output_dir(cfg.out)
         findings.append(Finding("results", "ok", f"{cfg.out} is writable"))

@@ -53,7 +53,9 @@ def global_throughput(result: TrainResult, device: torch.device) -> float:
     return total_samples / slowest_s if slowest_s > 0 else float("nan")
 
 
-def measure_after_training(setup: RunSetup, ddp_model, optimizer, batches: BatchSource, result: TrainResult) -> AfterTraining:
+def measure_after_training(
+    setup: RunSetup, ddp_model, optimizer, batches: BatchSource, result: TrainResult
+) -> AfterTraining:
     """Untimed extras; every rank runs them in the same order (they contain collectives)."""
     cfg, device = setup.cfg, setup.job.device
     precision = Precision(cfg.amp, device.type)
@@ -67,10 +69,20 @@ def measure_after_training(setup: RunSetup, ddp_model, optimizer, batches: Batch
         shard: Shard = batches.shard
         fake = build_batches("synthetic", "", setup.spec, "device", shard, 0, train=True)
         comparison = run_training(
-            job=setup.job, ddp_model=ddp_model, eval_model=ddp_model, optimizer=optimizer,
+            job=setup.job,
+            ddp_model=ddp_model,
+            eval_model=ddp_model,
+            optimizer=optimizer,
             scheduler=torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0),
-            batches=fake, test_batches=None, precision=precision, warmup_steps=cfg.warmup_steps,
-            steps=result.steps, epochs=None, stop=StopRequest(), fault=None, on_step=lambda: None,
+            batches=fake,
+            test_batches=None,
+            precision=precision,
+            warmup_steps=cfg.warmup_steps,
+            steps=result.steps,
+            epochs=None,
+            stop=StopRequest(),
+            fault=None,
+            on_step=lambda: None,
         )
         synthetic = global_throughput(comparison, device)
     align_ranks(device)  # every rank measures the peak at once: ranks sharing cores see the share they have
@@ -88,8 +100,9 @@ def record_rank(setup: RunSetup, batches: BatchSource, optimizer, result: TrainR
     mfu = achieved / extras.peak_flops if extras.peak_flops > 0 else float("nan")
     step_ms = percentile(result.step_times_ms, 50)
     wait_ms = percentile(result.data_wait_ms, 50)
-    kind, _advice = verdict(data_wait_ms=wait_ms, step_ms=step_ms, comm_ms=extras.comm_ms, mfu=mfu,
-                            device_type=device.type)
+    kind, _advice = verdict(
+        data_wait_ms=wait_ms, step_ms=step_ms, comm_ms=extras.comm_ms, mfu=mfu, device_type=device.type
+    )
     record = RankRecord(
         run_id=setup.run_id,
         status="incomplete" if result.stopped_by else "complete",

@@ -40,7 +40,7 @@ def markdown(report: Report) -> str:
         "efficiency = speedup ÷ N. Values are medians over repeats (min–max in brackets).",
         "",
     ]
-    for series, points in summary.groupby("series", sort=True):
+    for _series, points in summary.groupby("series", sort=True):
         lines += [f"## {series_title(points.iloc[0])}", ""]
         lines += [
             "| platform | nodes | GPUs | batch/GPU | global batch | images/s | images/s per GPU | speedup | "
@@ -81,9 +81,15 @@ def print_console(report: Report, console: Console) -> None:
         table.add_column(column, justify="left" if column in ("platform", "model", "scaling") else "right")
     for _, row in report.summary.sort_values(["series", "world_size"]).iterrows():
         table.add_row(
-            row["label"], f"{row['model']} {row['data']}", row["scaling"], str(row["world_size"]),
-            _fmt(row["global_images_per_s"]), _fmt(row["images_per_s_per_gpu"]), f"{row['speedup']:.2f}",
-            f"{row['efficiency'] * 100:.0f} %", f"{_fmt(row['epoch_time_s'])} s",
+            row["label"],
+            f"{row['model']} {row['data']}",
+            row["scaling"],
+            str(row["world_size"]),
+            _fmt(row["global_images_per_s"]),
+            _fmt(row["images_per_s_per_gpu"]),
+            f"{row['speedup']:.2f}",
+            f"{row['efficiency'] * 100:.0f} %",
+            f"{_fmt(row['epoch_time_s'])} s",
         )
     console.print(table)
     for run_id, why in report.tables.incomplete:
@@ -124,5 +130,7 @@ def report_main(directories: Sequence[str], out_dir: str) -> int:
     print_console(report, console)
     if report.summary.empty:
         console.print("no complete runs found: nothing to plot", style="yellow")
-    console.print(f"wrote {', '.join(sorted(os.path.basename(path) for path in report.files))} to {out_dir}", soft_wrap=True)
+    console.print(
+        f"wrote {', '.join(sorted(os.path.basename(path) for path in report.files))} to {out_dir}", soft_wrap=True
+    )
     return 0

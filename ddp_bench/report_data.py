@@ -77,7 +77,9 @@ def _short_device(name: str) -> str:
 
 def platform_label(platform: str, cluster: str, device_name: str, world_size: int) -> str:
     """`Colab · Tesla T4 ×1`, `narval · A100-SXM4-40GB ×8`, `local · Xeon Processor ×2`."""
-    where = {"colab": "Colab", "pbs": "PBS"}.get(platform) or (cluster if isinstance(cluster, str) and cluster else platform)
+    where = {"colab": "Colab", "pbs": "PBS"}.get(platform) or (
+        cluster if isinstance(cluster, str) and cluster else platform
+    )
     return f"{where} · {_short_device(device_name)} ×{int(world_size)}"
 
 
@@ -129,9 +131,24 @@ def summarise_runs(rows: pd.DataFrame) -> RunTables:
                 "started_at": first["started_at"],
             }
         )
-    columns = ["run_id", *CONFIG_KEYS, "scaling", "world_size", "num_nodes", "batch_size", "global_batch_size",
-               "global_images_per_s", "images_per_s_per_gpu", "step_time_median_ms", "step_time_p90_ms",
-               "epoch_time_s", "test_accuracy", "mfu", "verdict", "started_at"]
+    columns = [
+        "run_id",
+        *CONFIG_KEYS,
+        "scaling",
+        "world_size",
+        "num_nodes",
+        "batch_size",
+        "global_batch_size",
+        "global_images_per_s",
+        "images_per_s_per_gpu",
+        "step_time_median_ms",
+        "step_time_p90_ms",
+        "epoch_time_s",
+        "test_accuracy",
+        "mfu",
+        "verdict",
+        "started_at",
+    ]
     return RunTables(pd.DataFrame(runs, columns=columns), incomplete)
 
 
@@ -141,11 +158,35 @@ def series_keys(scaling: str) -> tuple[str, ...]:
 
 
 SUMMARY_COLUMNS = [
-    "label", "platform", "cluster", "device_name", "num_nodes", "world_size", "model", "data", "loader",
-    "batch_size", "global_batch_size", "amp", "channels_last", "compile", "scaling", "repeats",
-    "global_images_per_s", "global_images_per_s_min", "global_images_per_s_max", "images_per_s_per_gpu",
-    "speedup", "efficiency", "epoch_time_s", "step_time_median_ms", "step_time_p90_ms", "test_accuracy", "mfu",
-    "verdict", "series",
+    "label",
+    "platform",
+    "cluster",
+    "device_name",
+    "num_nodes",
+    "world_size",
+    "model",
+    "data",
+    "loader",
+    "batch_size",
+    "global_batch_size",
+    "amp",
+    "channels_last",
+    "compile",
+    "scaling",
+    "repeats",
+    "global_images_per_s",
+    "global_images_per_s_min",
+    "global_images_per_s_max",
+    "images_per_s_per_gpu",
+    "speedup",
+    "efficiency",
+    "epoch_time_s",
+    "step_time_median_ms",
+    "step_time_p90_ms",
+    "test_accuracy",
+    "mfu",
+    "verdict",
+    "series",
 ]
 
 
@@ -193,7 +234,11 @@ def series_title(row: pd.Series) -> str:
     """A legend entry for one scaling series."""
     where = {"colab": "Colab", "pbs": "PBS"}.get(row["platform"]) or (row["cluster"] or row["platform"])
     batch = f"{row['batch_size']}/GPU" if row["scaling"] == "weak" else f"global {row['global_batch_size']}"
-    extras = [flag for flag, on in (("channels-last", row["channels_last"] == "True"), ("compile", row["compile"] == "True")) if on]
+    extras = [
+        flag
+        for flag, on in (("channels-last", row["channels_last"] == "True"), ("compile", row["compile"] == "True"))
+        if on
+    ]
     amp = "" if row["amp"] == "off" else f" {row['amp']}"
     return (
         f"{where} · {_short_device(row['device_name'])} · {row['model']} {row['data']} · {batch}{amp}"

@@ -57,8 +57,10 @@ def plot_throughput(summary: pd.DataFrame, out_dir: str) -> list[str]:
         if len(x) > 1:  # ideal: the baseline's per-GPU throughput times the GPU count
             per_gpu = y[0] / x[0]
             axis.plot(x, [per_gpu * n for n in x], linestyle="--", color=colour, alpha=0.5, linewidth=1)
-        for n, value in zip(x, y):
-            axis.annotate(_number(value), (n, value), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
+        for n, value in zip(x, y, strict=True):
+            axis.annotate(
+                _number(value), (n, value), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8
+            )
     _gpu_axis(axis, summary["world_size"].tolist())
     axis.set_yscale("log")  # log-log: ideal scaling is a straight line whatever the GPU count
     axis.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
@@ -76,8 +78,10 @@ def plot_efficiency(summary: pd.DataFrame, out_dir: str) -> list[str]:
         points = points.sort_values("world_size")
         x, y = points["world_size"].tolist(), (points["efficiency"] * 100).tolist()
         axis.plot(x, y, marker="o", label=series_title(points.iloc[0]))
-        for n, value in zip(x, y):
-            axis.annotate(f"{value:.0f}%", (n, value), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
+        for n, value in zip(x, y, strict=True):
+            axis.annotate(
+                f"{value:.0f}%", (n, value), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8
+            )
     axis.axhline(100, color="grey", linestyle="--", linewidth=1, label="ideal (100 %)")
     _gpu_axis(axis, summary["world_size"].tolist())
     top = max(110.0, float((summary["efficiency"] * 100).max()) + 10)

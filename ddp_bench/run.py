@@ -8,6 +8,7 @@ every rank instead of a hang or a half-written results directory.
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import time
 from collections.abc import Mapping
@@ -22,8 +23,8 @@ from ddp_bench.context import collect_context
 from ddp_bench.data import SPECS, Shard, build_batches, choose_loader
 from ddp_bench.distributed import (
     Job,
-    broadcast_string,
     announce_failure,
+    broadcast_string,
     find_lost_ranks,
     first_line,
     free_port,
@@ -35,8 +36,8 @@ from ddp_bench.errors import EXIT_INTERRUPTED, EXIT_OK, RunFailure, UsageError
 from ddp_bench.faults import fault_from_env
 from ddp_bench.launch import LaunchInfo, complete_with_mpi, detect_launch
 from ddp_bench.models import build_model, build_optimizer
-from ddp_bench.preflight import data_location_note, gpu_note, require_launcher_for_allocation
 from ddp_bench.perf import flops_per_image
+from ddp_bench.preflight import data_location_note, gpu_note, require_launcher_for_allocation
 from ddp_bench.recording import RunSetup, measure_after_training, record_rank
 from ddp_bench.records import new_run_id
 from ddp_bench.stopping import StopRequest
@@ -107,7 +108,7 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
     env = os.environ
     fault = fault_from_env(env)
     info = detect_launch(env, cfg.launcher)
-    info = complete_with_mpi(info, _hostname(), free_port())
+    info = complete_with_mpi(info, socket.gethostname(), free_port())
     require_launcher_for_allocation(cfg, env, info)
     plan = plan_hardware(cfg, info, env)
     torch.set_num_threads(plan.threads)
@@ -139,6 +140,8 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
             if cfg.channels_last:
                 model = model.to(memory_format=torch.channels_last)
             torch.manual_seed(cfg.seed + 1 + info.rank)  # but independent dropout masks per rank
+            x, y = next(iter(batches.epoch(0)))
+            image_flops = flops_per_image(model, x, y)  # counted once on the bare model, before any timing
             # One rank trains the bare model: the single-GPU baseline pays no DDP cost it would not pay alone.
             ddp_model = model
             if info.world_size > 1:
@@ -147,9 +150,9 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
             if cfg.compile:
                 ddp_model = torch.compile(ddp_model)
             optimizer, scheduler = build_optimizer(cfg.model, model, cfg.lr)
-            x, y = next(iter(batches.epoch(0)))  # counted on the bare model, before any timing
-            setup = RunSetup(cfg, job, plan.backend, plan.threads, context, spec, loader, run_id, started_at,
-                             started, flops_per_image(model, x, y))
+            setup = RunSetup(
+                cfg, job, plan.backend, plan.threads, context, spec, loader, run_id, started_at, started, image_flops
+            )
             total_steps = cfg.measured_steps or batches.batches_per_epoch * (cfg.epochs or 0)
 
             with step_progress(info.rank == 0, total_steps, f"{cfg.model} x{info.world_size}") as on_step:
@@ -207,7 +210,9 @@ def _lost_peer_message(job: Job, exc: Exception) -> str:
     rank, world = job.info.rank, job.info.world_size
     lost = find_lost_ranks(job)
     if lost is None:
-        who = "the torchrun agent" if job.info.launcher == "torchrun" else "rank 0 (it hosts the rendezvous) or its node"
+        who = (
+            "the torchrun agent" if job.info.launcher == "torchrun" else "rank 0 (it hosts the rendezvous) or its node"
+        )
         return f"rank {rank}: lost contact with {who} during training ({first_line(exc)})"
     parts = [f"rank {r} {why}" for r, why in sorted(lost.failed.items())]
     if lost.dead:
@@ -217,9 +222,3 @@ def _lost_peer_message(job: Job, exc: Exception) -> str:
     if not parts:
         return f"rank {rank}: a collective failed though every rank still answers ({first_line(exc)})"
     return f"rank {rank}: stopping because " + "; ".join(parts) + f" ({first_line(exc)})"
-
-
-def _hostname() -> str:
-    import socket
-
-    return socket.gethostname()

@@ -82,7 +82,13 @@ def plan_sweep(
         key = sweep_key(cluster, run_flags, scaling, gpus)
         flags += ["--scaling", scaling, "--sweep-key", key]
         points.append(
-            SweepPoint(gpus, job_shape(gpus, gpus_per_node, time, account, cpus_per_task), tuple(flags), key, f"ddp_bench-{cluster}-g{gpus}.sbatch")
+            SweepPoint(
+                gpus,
+                job_shape(gpus, gpus_per_node, time, account, cpus_per_task),
+                tuple(flags),
+                key,
+                f"ddp_bench-{cluster}-g{gpus}.sbatch",
+            )
         )
     return points
 
@@ -129,8 +135,15 @@ def sweep_main(argv: Sequence[str]) -> int:
     if any(flag == "--out" or flag.startswith("--out=") for flag in run_flags):
         raise UsageError("give the results directory as sweep --results, not as a run flag --out")
     points = plan_sweep(
-        args.cluster, parse_gpu_counts(args.gpus), gpus_per_node, args.scaling, args.global_batch, run_flags,
-        args.time, args.account, args.cpus_per_task,
+        args.cluster,
+        parse_gpu_counts(args.gpus),
+        gpus_per_node,
+        args.scaling,
+        args.global_batch,
+        run_flags,
+        args.time,
+        args.account,
+        args.cpus_per_task,
     )
     done = complete_keys(args.results) if os.path.isdir(args.results) else set()
     results = os.path.abspath(args.results)
@@ -139,7 +152,9 @@ def sweep_main(argv: Sequence[str]) -> int:
         if point.key in done:
             print(f"{header}\n# skipped: complete rows for {point.key} are already in {args.results}")
             continue
-        script = render(profile, point.shape, point.flags, job_name=f"ddp_bench-g{point.gpus}", script_name=point.script_name)
+        script = render(
+            profile, point.shape, point.flags, job_name=f"ddp_bench-g{point.gpus}", script_name=point.script_name
+        )
         if args.dry_run:
             print(header)
             print(script)
@@ -152,7 +167,9 @@ def sweep_main(argv: Sequence[str]) -> int:
         try:
             submitted = subprocess.run(["sbatch", path], capture_output=True, text=True, timeout=120, env=environment)
         except OSError as exc:
-            print(f"ddp_bench: sweep could not run sbatch ({exc}); use --dry-run to only write scripts", file=sys.stderr)
+            print(
+                f"ddp_bench: sweep could not run sbatch ({exc}); use --dry-run to only write scripts", file=sys.stderr
+            )
             return EXIT_FAILURE
         if submitted.returncode != 0:
             print(f"ddp_bench: sbatch refused {path}: {submitted.stderr.strip()}", file=sys.stderr)

@@ -131,13 +131,15 @@ def run_training(
     # torch.compile, DataLoader workers starting, DDP building its buckets on the first backward.
     warmup = _epochs_forever(batches, first_epoch=0)
     warmup_clock = StageClock(device)
-    warmup_clock.start()
-    for _ in range(warmup_steps):
+    settled = warmup_steps // 2  # the later half of warm-up shows the steady step time (compilation is over)
+    for index in range(warmup_steps):
+        if index == settled:
+            warmup_clock.start()
         _epoch, x, y = next(warmup)
         _train_step(ddp_model, optimizer, scaler, precision, x, y)
     del warmup
     # The slowest rank's warm-up step time sets how often the ranks agree on stopping (about twice a second).
-    warmup_step_s = warmup_clock.stop() / warmup_steps if warmup_steps else 0.0
+    warmup_step_s = warmup_clock.stop() / (warmup_steps - settled) if warmup_steps else 0.0
     (slowest_step_s,) = reduce_floats([warmup_step_s], dist.ReduceOp.MAX, device)
     check_every = check_interval(slowest_step_s)
 

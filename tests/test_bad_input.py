@@ -6,7 +6,6 @@ import struct
 
 import pytest
 import torch
-
 from conftest import run_cli
 
 NO_CUDA = not torch.cuda.is_available()

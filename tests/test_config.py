@@ -27,9 +27,27 @@ def test_every_flag_reaches_the_config():
         "--workers 2 --seed 7 --out /o --tag hello --scaling strong --init-timeout 30 --log-indices".split()
     )
     assert cfg == BenchConfig(
-        model="resnet18", data="cifar10", data_dir="/d", batch_size=32, epochs=3, warmup_steps=2, lr=0.05,
-        amp="bf16", channels_last=True, compile=True, device="cpu", backend="gloo", launcher="single",
-        loader="torch", workers=2, seed=7, out="/o", tag="hello", scaling="strong", init_timeout=30.0, log_indices=True,
+        model="resnet18",
+        data="cifar10",
+        data_dir="/d",
+        batch_size=32,
+        epochs=3,
+        warmup_steps=2,
+        lr=0.05,
+        amp="bf16",
+        channels_last=True,
+        compile=True,
+        device="cpu",
+        backend="gloo",
+        launcher="single",
+        loader="torch",
+        workers=2,
+        seed=7,
+        out="/o",
+        tag="hello",
+        scaling="strong",
+        init_timeout=30.0,
+        log_indices=True,
     )
     assert cfg.measured_steps is None
 

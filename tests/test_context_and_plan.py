@@ -92,8 +92,11 @@ def test_output_directory_checks(tmp_path):
 def test_download_fetches_both_splits_with_download_enabled(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("ddp_bench.preflight.has_internet", lambda host: True)
     calls = []
-    monkeypatch.setattr(data, "_open_torchvision", lambda name, root, train, transform=None, download=False:
-                        calls.append((name, root, train, download)))
+    monkeypatch.setattr(
+        data,
+        "_open_torchvision",
+        lambda name, root, train, transform=None, download=False: calls.append((name, root, train, download)),
+    )
     assert cli.main(["download", "--data", "mnist", "--data-dir", str(tmp_path / "d")]) == 0
     assert calls == [("mnist", str(tmp_path / "d"), True, True), ("mnist", str(tmp_path / "d"), False, True)]
     assert "mnist is ready" in capsys.readouterr().out

@@ -1,6 +1,5 @@
 """Tier 1: shards, loaders, dataset errors and the networks, in one process on CPU."""
 
-import os
 import struct
 
 import pytest
@@ -48,7 +47,7 @@ def test_device_and_torch_loaders_shard_identically_and_normalise_alike():
     torch_path = TorchLoaderBatches(_NormalizedImages(split, MNIST), shard(1, 2), workers=0)
     assert device.batches_per_epoch == torch_path.batches_per_epoch == 50 // 8
     assert device.epoch_indices(2) == torch_path.epoch_indices(2)
-    for (x_dev, y_dev), (x_torch, y_torch) in zip(device.epoch(2), torch_path.epoch(2)):
+    for (x_dev, y_dev), (x_torch, y_torch) in zip(device.epoch(2), torch_path.epoch(2), strict=True):
         assert torch.allclose(x_dev, x_torch, atol=1e-5)
         assert torch.equal(y_dev, y_torch)
 

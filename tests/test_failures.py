@@ -13,8 +13,8 @@ import time
 import uuid
 
 import pytest
-
 from conftest import clean_env, read_rows, run_cli, run_torchrun
+
 from ddp_bench.distributed import free_port
 from ddp_bench.errors import EXIT_FAILURE, EXIT_INTERRUPTED
 
@@ -49,8 +49,13 @@ def last_lines(stderr: str) -> list[str]:
 
 def slurm_rank(rank: int, port: int) -> dict[str, str]:
     return clean_env(
-        SLURM_PROCID=str(rank), SLURM_LOCALID=str(rank), SLURM_NTASKS="2", SLURM_STEP_ID="0", SLURM_JOB_ID="7",
-        SLURM_JOB_NODELIST="localhost", MASTER_PORT=str(port),
+        SLURM_PROCID=str(rank),
+        SLURM_LOCALID=str(rank),
+        SLURM_NTASKS="2",
+        SLURM_STEP_ID="0",
+        SLURM_JOB_ID="7",
+        SLURM_JOB_NODELIST="localhost",
+        MASTER_PORT=str(port),
     )
 
 
@@ -90,8 +95,12 @@ def test_a_rank_killed_mid_run_stops_the_others_naming_it(tmp_path):
 def test_an_exception_in_one_rank_ends_all_four_with_clear_lines(tmp_path):
     env = marked_env(DDP_BENCH_FAULT="rank=2,step=2,kind=raise", OMP_NUM_THREADS="1")
     started = time.monotonic()
-    done = run_torchrun(4, ["--steps", "10000", "--warmup-steps", "1", "--batch-size", "16", "--out", str(tmp_path)],
-                        env=env, timeout=150)
+    done = run_torchrun(
+        4,
+        ["--steps", "10000", "--warmup-steps", "1", "--batch-size", "16", "--out", str(tmp_path)],
+        env=env,
+        timeout=150,
+    )
     assert time.monotonic() - started < 90
     assert done.returncode != 0
     ours = last_lines(done.stderr)
@@ -105,7 +114,10 @@ def test_out_of_memory_on_one_rank_says_so_and_what_to_do(tmp_path):
     env = marked_env(DDP_BENCH_FAULT="rank=1,step=1,kind=oom")
     done = run_torchrun(2, ["--steps", "10000", "--warmup-steps", "1", "--out", str(tmp_path)], env=env, timeout=120)
     assert done.returncode != 0
-    assert "ddp_bench: failed: rank 1 ran out of memory (injected out-of-memory on rank 1 at step 1); lower --batch-size" in done.stderr
+    assert (
+        "ddp_bench: failed: rank 1 ran out of memory (injected out-of-memory on rank 1 at step 1); lower --batch-size"
+        in done.stderr
+    )
     assert processes_with(env) == []
 
 
@@ -141,8 +153,13 @@ def wait_until_catching(process: subprocess.Popen, signum: int, timeout: float =
 @pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGTERM], ids=["SIGUSR1", "SIGTERM"])
 def test_slurm_warning_signal_or_sigterm_writes_incomplete_rows_and_exits_3(tmp_path, signum):
     env = marked_env()
-    process = subprocess.Popen([sys.executable, "-m", "ddp_bench", "--steps", "100000", "--out", str(tmp_path)],
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ddp_bench", "--steps", "100000", "--out", str(tmp_path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_until_catching(process, signum)
         time.sleep(3)  # usually mid-training by now; if not, the run stops at its first check all the same
@@ -160,10 +177,21 @@ def test_slurm_warning_signal_or_sigterm_writes_incomplete_rows_and_exits_3(tmp_
 def test_concurrent_runs_into_one_directory_lose_no_row(tmp_path):
     flags = ["--steps", "3", "--warmup-steps", "1", "--out", str(tmp_path)]
     command = [sys.executable, "-m", "ddp_bench", *flags]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "ddp_bench", *flags]
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "ddp_bench",
+        *flags,
+    ]
     env = clean_env(OMP_NUM_THREADS="1")
-    processes = [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-                 for cmd in (command, command, command, torchrun)]
+    processes = [
+        subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for cmd in (command, command, command, torchrun)
+    ]
     for process in processes:
         assert process.wait(timeout=240) == 0, process.stderr.read()
     rows = read_rows(tmp_path)

@@ -9,7 +9,6 @@ from ddp_bench.launch import (
     LaunchInfo,
     MpiEnvironment,
     SlurmEnvironment,
-    TorchrunEnvironment,
     complete_with_mpi,
     detect_launch,
     expand_nodelist,
@@ -18,13 +17,26 @@ from ddp_bench.launch import (
 )
 
 TORCHRUN = {
-    "RANK": "5", "LOCAL_RANK": "1", "WORLD_SIZE": "8", "LOCAL_WORLD_SIZE": "4", "GROUP_RANK": "1",
-    "MASTER_ADDR": "node01", "MASTER_PORT": "29400", "TORCHELASTIC_RUN_ID": "abc",
+    "RANK": "5",
+    "LOCAL_RANK": "1",
+    "WORLD_SIZE": "8",
+    "LOCAL_WORLD_SIZE": "4",
+    "GROUP_RANK": "1",
+    "MASTER_ADDR": "node01",
+    "MASTER_PORT": "29400",
+    "TORCHELASTIC_RUN_ID": "abc",
 }
 SLURM = {
-    "SLURM_PROCID": "6", "SLURM_LOCALID": "2", "SLURM_NTASKS": "8", "SLURM_NODEID": "1",
-    "SLURM_JOB_ID": "123456", "SLURM_STEP_ID": "0", "SLURM_JOB_NODELIST": "gpu[001-003,007]",
-    "SLURM_STEP_NODELIST": "gpu[003,007]", "SLURM_STEP_NUM_NODES": "2", "SLURM_STEP_TASKS_PER_NODE": "4(x2)",
+    "SLURM_PROCID": "6",
+    "SLURM_LOCALID": "2",
+    "SLURM_NTASKS": "8",
+    "SLURM_NODEID": "1",
+    "SLURM_JOB_ID": "123456",
+    "SLURM_STEP_ID": "0",
+    "SLURM_JOB_NODELIST": "gpu[001-003,007]",
+    "SLURM_STEP_NODELIST": "gpu[003,007]",
+    "SLURM_STEP_NUM_NODES": "2",
+    "SLURM_STEP_TASKS_PER_NODE": "4(x2)",
 }
 
 
@@ -102,11 +114,30 @@ def test_slurm_ports_differ_between_jobs_and_steps_and_stay_in_range():
 @pytest.mark.parametrize(
     "env, rank, size, local_rank",
     [
-        ({"OMPI_COMM_WORLD_RANK": "3", "OMPI_COMM_WORLD_SIZE": "4", "OMPI_COMM_WORLD_LOCAL_RANK": "1",
-          "OMPI_COMM_WORLD_LOCAL_SIZE": "2"}, 3, 4, 1),
+        (
+            {
+                "OMPI_COMM_WORLD_RANK": "3",
+                "OMPI_COMM_WORLD_SIZE": "4",
+                "OMPI_COMM_WORLD_LOCAL_RANK": "1",
+                "OMPI_COMM_WORLD_LOCAL_SIZE": "2",
+            },
+            3,
+            4,
+            1,
+        ),
         ({"PMI_RANK": "2", "PMI_SIZE": "4", "MPI_LOCALRANKID": "0", "MPI_LOCALNRANKS": "2"}, 2, 4, 0),
-        ({"PALS_RANKID": "7", "PMI_SIZE": "8", "PALS_LOCAL_RANKID": "3", "PALS_LOCAL_SIZE": "4",
-          "PBS_JOBID": "42.polaris"}, 7, 8, 3),
+        (
+            {
+                "PALS_RANKID": "7",
+                "PMI_SIZE": "8",
+                "PALS_LOCAL_RANKID": "3",
+                "PALS_LOCAL_SIZE": "4",
+                "PBS_JOBID": "42.polaris",
+            },
+            7,
+            8,
+            3,
+        ),
     ],
 )
 def test_mpi_flavours(env, rank, size, local_rank):
@@ -126,7 +157,9 @@ def test_single_process_when_nothing_is_set():
     assert (info.launcher, info.rank, info.world_size, info.num_nodes) == ("single", 0, 1, 1)
 
 
-@pytest.mark.parametrize("launcher, fragment", [("torchrun", "start with torchrun"), ("slurm", "srun"), ("mpi", "mpiexec")])
+@pytest.mark.parametrize(
+    "launcher, fragment", [("torchrun", "start with torchrun"), ("slurm", "srun"), ("mpi", "mpiexec")]
+)
 def test_forcing_a_launcher_that_did_not_start_us_is_a_clear_error(launcher, fragment):
     with pytest.raises(UsageError, match=fragment):
         detect_launch({}, launcher)

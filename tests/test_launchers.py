@@ -11,8 +11,8 @@ import sys
 import time
 
 import pytest
-
 from conftest import clean_env, read_rows
+
 from ddp_bench.distributed import free_port
 
 pytestmark = pytest.mark.distributed
@@ -36,13 +36,23 @@ def slurm(tmp_path_factory):
 
 
 def test_srun_two_tasks_on_one_node(slurm, tmp_path):
-    done = subprocess.run(["srun", "-n", "2", *RUN, "--steps", "3", "--warmup-steps", "1", "--out", str(tmp_path)],
-                          env=slurm, capture_output=True, text=True, timeout=180)
+    done = subprocess.run(
+        ["srun", "-n", "2", *RUN, "--steps", "3", "--warmup-steps", "1", "--out", str(tmp_path)],
+        env=slurm,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     rows = read_rows(tmp_path)
     assert [(row["rank"], row["local_rank"]) for row in rows] == [("0", "0"), ("1", "1")]
     for row in rows:
-        assert (row["launcher"], row["platform"], row["world_size"], row["local_world_size"]) == ("slurm", "slurm", "2", "2")
+        assert (row["launcher"], row["platform"], row["world_size"], row["local_world_size"]) == (
+            "slurm",
+            "slurm",
+            "2",
+            "2",
+        )
         assert row["job_id"].isdigit() and row["cluster"] == "ddpbench"
     assert rows[0]["job_id"] == rows[1]["job_id"]
 
@@ -50,9 +60,23 @@ def test_srun_two_tasks_on_one_node(slurm, tmp_path):
 def test_sbatch_runs_the_projects_cpu_script(slurm, tmp_path):
     env = {**slurm, "DDP_BENCH_VENV": sys.prefix, "DDP_BENCH_RESULTS": str(tmp_path / "results")}
     done = subprocess.run(
-        ["sbatch", "--wait", f"--chdir={tmp_path}", "--cpus-per-task=1", os.path.join(ROOT, "slurm", "cpu.sbatch"),
-         "--steps", "3", "--warmup-steps", "1", "--tag", "sbatch test"],
-        env=env, capture_output=True, text=True, timeout=300,
+        [
+            "sbatch",
+            "--wait",
+            f"--chdir={tmp_path}",
+            "--cpus-per-task=1",
+            os.path.join(ROOT, "slurm", "cpu.sbatch"),
+            "--steps",
+            "3",
+            "--warmup-steps",
+            "1",
+            "--tag",
+            "sbatch test",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     log = "".join(path.read_text() for path in tmp_path.glob("*.out"))
     assert done.returncode == 0, done.stderr + log[-2000:]
@@ -60,14 +84,32 @@ def test_sbatch_runs_the_projects_cpu_script(slurm, tmp_path):
     rows = read_rows(tmp_path / "results")
     assert [row["rank"] for row in rows] == ["0", "1"]
     assert {(row["launcher"], row["world_size"], row["job_id"], row["tag"]) for row in rows} == {
-        ("slurm", "2", job_id, "sbatch test")}
+        ("slurm", "2", job_id, "sbatch test")
+    }
 
 
 def test_srun_kill_on_bad_exit_ends_the_step_when_a_rank_dies(slurm, tmp_path):
     env = {**slurm, "DDP_BENCH_FAULT": "rank=1,step=2,kind=sigkill"}
     started = time.monotonic()
-    done = subprocess.run(["srun", "--kill-on-bad-exit=1", "-n", "2", *RUN, "--steps", "100000", "--warmup-steps", "1",
-                           "--out", str(tmp_path)], env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            "srun",
+            "--kill-on-bad-exit=1",
+            "-n",
+            "2",
+            *RUN,
+            "--steps",
+            "100000",
+            "--warmup-steps",
+            "1",
+            "--out",
+            str(tmp_path),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert time.monotonic() - started < 60
     assert done.returncode != 0
     assert read_rows(tmp_path) == []
@@ -75,9 +117,27 @@ def test_srun_kill_on_bad_exit_ends_the_step_when_a_rank_dies(slurm, tmp_path):
 
 def test_sweep_submits_one_job_per_gpu_count_and_skips_finished_ones(slurm, tmp_path):
     env = {**slurm, "DDP_BENCH_VENV": sys.prefix}
-    sweep = [*RUN, "sweep", "--cluster", "cpu", "--gpus", "1,2", "--gpus-per-node", "2", "--cpus-per-task", "1",
-             "--results", str(tmp_path / "results"), "--scripts-dir", str(tmp_path / "jobs"),
-             "--", "--steps", "3", "--warmup-steps", "1"]
+    sweep = [
+        *RUN,
+        "sweep",
+        "--cluster",
+        "cpu",
+        "--gpus",
+        "1,2",
+        "--gpus-per-node",
+        "2",
+        "--cpus-per-task",
+        "1",
+        "--results",
+        str(tmp_path / "results"),
+        "--scripts-dir",
+        str(tmp_path / "jobs"),
+        "--",
+        "--steps",
+        "3",
+        "--warmup-steps",
+        "1",
+    ]
     first = subprocess.run(sweep, env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     assert len(re.findall(r"Submitted batch job \d+", first.stdout)) == 2
@@ -99,8 +159,13 @@ def test_mpiexec_two_ranks(tmp_path):
     mpiexec = os.path.join(BIN, "mpiexec")
     if not os.path.exists(mpiexec):
         pytest.skip("no mpiexec beside this Python (pip install mpich)")
-    done = subprocess.run([mpiexec, "-n", "2", *RUN, "--steps", "3", "--warmup-steps", "1", "--out", str(tmp_path)],
-                          env=clean_env(OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=180)
+    done = subprocess.run(
+        [mpiexec, "-n", "2", *RUN, "--steps", "3", "--warmup-steps", "1", "--out", str(tmp_path)],
+        env=clean_env(OMP_NUM_THREADS="1"),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     rows = read_rows(tmp_path)
     assert [row["rank"] for row in rows] == ["0", "1"]
@@ -108,9 +173,27 @@ def test_mpiexec_two_ranks(tmp_path):
 
 
 def test_srun_with_the_pmi2_plugin_gives_mpi_one_world(slurm, tmp_path):
-    done = subprocess.run(["srun", "--mpi=pmi2", "-n", "2", *RUN, "--launcher", "mpi", "--steps", "2",
-                           "--warmup-steps", "1", "--out", str(tmp_path)],
-                          env=slurm, capture_output=True, text=True, timeout=180)
+    done = subprocess.run(
+        [
+            "srun",
+            "--mpi=pmi2",
+            "-n",
+            "2",
+            *RUN,
+            "--launcher",
+            "mpi",
+            "--steps",
+            "2",
+            "--warmup-steps",
+            "1",
+            "--out",
+            str(tmp_path),
+        ],
+        env=slurm,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert {(row["launcher"], row["world_size"]) for row in read_rows(tmp_path)} == {("mpi", "2")}
 
@@ -118,10 +201,15 @@ def test_srun_with_the_pmi2_plugin_gives_mpi_one_world(slurm, tmp_path):
 def test_ranks_that_each_started_alone_are_refused(tmp_path):
     # The launcher's variables promise a world of 2, but MPI itself sees 1: mpi4py from another MPI than the
     # mpiexec that started us. Running would report two single-rank benchmarks as one job.
-    env = clean_env(OMPI_COMM_WORLD_RANK="0", OMPI_COMM_WORLD_SIZE="2", OMPI_COMM_WORLD_LOCAL_RANK="0",
-                    OMPI_COMM_WORLD_LOCAL_SIZE="2")
-    done = subprocess.run([*RUN, "--steps", "2", "--out", str(tmp_path)], env=env, capture_output=True,
-                          text=True, timeout=120)
+    env = clean_env(
+        OMPI_COMM_WORLD_RANK="0",
+        OMPI_COMM_WORLD_SIZE="2",
+        OMPI_COMM_WORLD_LOCAL_RANK="0",
+        OMPI_COMM_WORLD_LOCAL_SIZE="2",
+    )
+    done = subprocess.run(
+        [*RUN, "--steps", "2", "--out", str(tmp_path)], env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 2
     # (mpi4py may warn first about the foreign OMPI_ variables; our verdict is the last line)
     assert done.stderr.strip().splitlines()[-1] == (
@@ -136,10 +224,29 @@ def test_two_torchrun_agents_make_a_two_node_job(tmp_path):
     port = free_port()
     agents = [
         subprocess.Popen(
-            [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node-rank={node}",
-             "--nproc-per-node=1", "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=twonode",
-             "-m", "ddp_bench", "--steps", "3", "--warmup-steps", "1", "--out", str(tmp_path)],
-            env=clean_env(OMP_NUM_THREADS="1"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes=2",
+                f"--node-rank={node}",
+                "--nproc-per-node=1",
+                "--rdzv-backend=c10d",
+                f"--rdzv-endpoint=127.0.0.1:{port}",
+                "--rdzv-id=twonode",
+                "-m",
+                "ddp_bench",
+                "--steps",
+                "3",
+                "--warmup-steps",
+                "1",
+                "--out",
+                str(tmp_path),
+            ],
+            env=clean_env(OMP_NUM_THREADS="1"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for node in (0, 1)
     ]

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 import torch
-
 from conftest import clean_env, read_rows, run_torchrun
+
 from ddp_bench.allreduce import bus_bandwidth, default_sizes
 from ddp_bench.cli import main
 from ddp_bench.models import MnistCNN
@@ -74,8 +74,21 @@ def test_two_rank_gloo_run_measures_exposed_communication(tmp_path):
 
 
 def test_compare_synthetic_prices_the_input_pipeline(tmp_path, mnist_dir):
-    flags = ["--data", "mnist", "--data-dir", mnist_dir, "--loader", "torch", "--compare-synthetic",
-             "--steps", "6", "--warmup-steps", "2", "--out", str(tmp_path)]
+    flags = [
+        "--data",
+        "mnist",
+        "--data-dir",
+        mnist_dir,
+        "--loader",
+        "torch",
+        "--compare-synthetic",
+        "--steps",
+        "6",
+        "--warmup-steps",
+        "2",
+        "--out",
+        str(tmp_path),
+    ]
     assert main(flags) == 0
     (row,) = read_rows(tmp_path)
     ratio = float(row["data_pipeline_ratio"])
@@ -85,8 +98,22 @@ def test_compare_synthetic_prices_the_input_pipeline(tmp_path, mnist_dir):
 
 @pytest.mark.distributed
 def test_allreduce_benchmark_under_torchrun(tmp_path):
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
-               "ddp_bench", "allreduce", "--max-bytes", str(2**20), "--iters", "3", "--out", str(tmp_path)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "ddp_bench",
+        "allreduce",
+        "--max-bytes",
+        str(2**20),
+        "--iters",
+        "3",
+        "--out",
+        str(tmp_path),
+    ]
     done = subprocess.run(command, env=clean_env(OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-2000:]
     (directory,) = list(tmp_path.iterdir())
@@ -115,9 +142,22 @@ def test_the_run_path_imports_neither_pandas_nor_matplotlib(tmp_path):
 
 def test_harness_overhead_script_runs(mnist_dir):
     done = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "benchmarks", "harness_overhead.py"), "--data-dir", mnist_dir,
-         "--steps", "3", "--warmup", "1", "--rounds", "1"],
-        env=clean_env(), capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            os.path.join(ROOT, "benchmarks", "harness_overhead.py"),
+            "--data-dir",
+            mnist_dir,
+            "--steps",
+            "3",
+            "--warmup",
+            "1",
+            "--rounds",
+            "1",
+        ],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode in (0, 1), done.stderr[-2000:]  # 1: a target missed, as tiny runs are noisy
     for name in ("ddp_bench / hand loop", "real / synthetic (ddp_bench)", "ddp_bench real / course loop"):

@@ -1,8 +1,8 @@
 """Pre-flight checks: each finding from plain inputs, and the `check` verb end to end."""
 
 import pytest
-
 from conftest import clean_env, run_cli
+
 from ddp_bench.config import BenchConfig
 from ddp_bench.errors import UsageError
 from ddp_bench.launch import detect_launch
@@ -52,8 +52,23 @@ def test_check_verb_reports_a_healthy_setup(tmp_path):
 
 
 def test_check_verb_lists_every_problem_and_exits_2(tmp_path):
-    done = run_cli(["check", "--data", "mnist", "--data-dir", str(tmp_path / "none"), "--batch-size", "70000",
-                    "--amp", "fp16", "--out", str(tmp_path / "r")], env=clean_env(COLUMNS="400"), timeout=120)
+    done = run_cli(
+        [
+            "check",
+            "--data",
+            "mnist",
+            "--data-dir",
+            str(tmp_path / "none"),
+            "--batch-size",
+            "70000",
+            "--amp",
+            "fp16",
+            "--out",
+            str(tmp_path / "r"),
+        ],
+        env=clean_env(COLUMNS="400"),
+        timeout=120,
+    )
     assert done.returncode == 2
     assert f"--data-dir {tmp_path / 'none'} does not exist" in done.stdout
     assert "python -m ddp_bench download --data mnist" in done.stdout

@@ -8,24 +8,43 @@ import dataclasses
 
 import pandas as pd
 import pytest
-
 from conftest import run_cli, run_torchrun
+from test_records import make_record
+
 from ddp_bench.cli import main
 from ddp_bench.records import write_rank_csv
 from ddp_bench.report import build_report
 from ddp_bench.report_data import load_rows, platform_label, scaling_summary, summarise_runs
-from test_records import make_record
 
 
 def fixture_run(out, run_id: str, world: int, seconds: list[float], steps: int = 100, batch: int = 64, **extra):
     """Write one fake run: `world` ranks, rank r took seconds[r] for `steps` steps of `batch` images."""
     for rank in range(len(seconds)):
         record = make_record(
-            run_id=run_id, rank=rank, world_size=world, local_world_size=world, num_nodes=1, status="complete",
-            platform="slurm", cluster="fixture", device_name="NVIDIA FIXTURE-GPU", model="mnist_cnn",
-            data="synthetic", loader="device", amp="off", channels_last=False, compile=False, scaling="weak",
-            batch_size=batch, global_batch_size=batch * world, steps=steps, samples=steps * batch,
-            train_time_s=seconds[rank], dataset_size=60000, hostname="TEST-FIXTURE", tag="TEST FIXTURE",
+            run_id=run_id,
+            rank=rank,
+            world_size=world,
+            local_world_size=world,
+            num_nodes=1,
+            status="complete",
+            platform="slurm",
+            cluster="fixture",
+            device_name="NVIDIA FIXTURE-GPU",
+            model="mnist_cnn",
+            data="synthetic",
+            loader="device",
+            amp="off",
+            channels_last=False,
+            compile=False,
+            scaling="weak",
+            batch_size=batch,
+            global_batch_size=batch * world,
+            steps=steps,
+            samples=steps * batch,
+            train_time_s=seconds[rank],
+            dataset_size=60000,
+            hostname="TEST-FIXTURE",
+            tag="TEST FIXTURE",
         )
         write_rank_csv(str(out), dataclasses.replace(record, **extra))
 
@@ -45,7 +64,11 @@ def test_speedup_and_efficiency_are_exact(tmp_path):
     assert summary["speedup"].tolist() == pytest.approx([1.0, 1.6, 2.0])
     assert summary["efficiency"].tolist() == pytest.approx([1.0, 0.8, 0.5])
     assert summary["epoch_time_s"].tolist() == pytest.approx([60000 / 3200, 60000 / 5120, 60000 / 6400])
-    assert summary["label"].tolist() == ["fixture · FIXTURE-GPU ×1", "fixture · FIXTURE-GPU ×2", "fixture · FIXTURE-GPU ×4"]
+    assert summary["label"].tolist() == [
+        "fixture · FIXTURE-GPU ×1",
+        "fixture · FIXTURE-GPU ×2",
+        "fixture · FIXTURE-GPU ×4",
+    ]
 
 
 def test_baseline_is_the_smallest_world_size_measured(tmp_path):
@@ -102,7 +125,7 @@ def test_incomplete_runs_and_malformed_files_are_named_and_left_out(tmp_path):
         "missing-rank": "1 of 2 rank rows missing (ranks 1)",
         "stopped": "stopped early (status incomplete)",
     }
-    (path, why), = report.loaded.problems
+    ((path, why),) = report.loaded.problems
     assert path.endswith("broken-run/rank0.csv") and "missing columns" in why
     text = (tmp_path / "report" / "summary.md").read_text()
     assert "missing-rank" in text and "broken-run/rank0.csv" in text
@@ -153,8 +176,21 @@ def test_report_from_real_one_and_two_rank_cpu_runs(tmp_path):
         for extension in ("png", "svg"):
             assert (tmp_path / "report" / f"{name}.{extension}").stat().st_size > 5000
     on_disk = pd.read_csv(tmp_path / "report" / "summary.csv")
-    required = ["platform", "device_name", "num_nodes", "world_size", "model", "data", "batch_size",
-                "global_batch_size", "amp", "global_images_per_s", "images_per_s_per_gpu", "speedup", "efficiency"]
+    required = [
+        "platform",
+        "device_name",
+        "num_nodes",
+        "world_size",
+        "model",
+        "data",
+        "batch_size",
+        "global_batch_size",
+        "amp",
+        "global_images_per_s",
+        "images_per_s_per_gpu",
+        "speedup",
+        "efficiency",
+    ]
     assert set(required) <= set(on_disk.columns)
     assert "| local · " in (tmp_path / "report" / "summary.md").read_text()
 
@@ -169,8 +205,13 @@ def test_analysis_script_makes_the_same_report(tmp_path):
     fixture_run(tmp_path / "runs", "w1", 1, [2.0])
     fixture_run(tmp_path / "runs", "w2", 2, [2.0, 2.5])
     script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "analysis", "make_report.py")
-    done = subprocess.run([sys.executable, script, str(tmp_path / "runs"), "--out", str(tmp_path / "report")],
-                          env=clean_env(), capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, script, str(tmp_path / "runs"), "--out", str(tmp_path / "report")],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     summary = pd.read_csv(tmp_path / "report" / "summary.csv")
     assert summary["speedup"].tolist() == pytest.approx([1.0, 1.6])

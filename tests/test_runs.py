@@ -3,8 +3,8 @@
 import math
 
 import pytest
-
 from conftest import read_rows, run_cli, run_torchrun
+
 from ddp_bench.cli import main
 
 
@@ -24,7 +24,12 @@ def test_single_process_run_writes_one_honest_row(tmp_path, capsys):
     (row,) = read_rows(tmp_path)
     assert (row["status"], row["launcher"], row["world_size"], row["rank"]) == ("complete", "single", "1", "0")
     assert (row["model"], row["data"], row["loader"], row["backend"], row["device"]) == (
-        "mnist_cnn", "synthetic", "device", "gloo", "cpu")
+        "mnist_cnn",
+        "synthetic",
+        "device",
+        "gloo",
+        "cpu",
+    )
     assert (row["steps"], row["warmup_steps"], row["samples"], row["tag"]) == ("6", "2", "384", "unit")
     assert float(row["global_images_per_s"]) == pytest.approx(float(row["images_per_s"]))
     assert math.isfinite(float(row["final_loss"])) and row["test_accuracy"] == ""
@@ -69,7 +74,11 @@ def test_torchrun_two_ranks_gloo(tmp_path):
     assert {row["run_id"] for row in rows} == {rows[0]["run_id"]}
     for row in rows:
         assert (row["launcher"], row["world_size"], row["backend"], row["global_batch_size"]) == (
-            "torchrun", "2", "gloo", "128")
+            "torchrun",
+            "2",
+            "gloo",
+            "128",
+        )
         assert row["local_rank"] == row["rank"] and row["num_nodes"] == "1"
         assert int(row["samples"]) == 8 * 64
         check_row_arithmetic(row)

@@ -8,20 +8,21 @@ import shutil
 import subprocess
 
 import pytest
-
 from conftest import run_cli
+from test_records import make_record
+
 from ddp_bench.clusters import PROFILES
 from ddp_bench.errors import UsageError
-from ddp_bench.jobscript import JobShape, render, render_reference, reference_script_name
+from ddp_bench.jobscript import JobShape, reference_script_name, render, render_reference
 from ddp_bench.records import write_rank_csv
 from ddp_bench.sweep import complete_keys, job_shape, plan_sweep, sweep_key
-from test_records import make_record
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHELL_SCRIPTS = sorted(
-    glob.glob(os.path.join(ROOT, "slurm", "*.sbatch")) + glob.glob(os.path.join(ROOT, "slurm", "*.pbs"))
-    + glob.glob(os.path.join(ROOT, "slurm", "*.sh")) + [os.path.join(ROOT, "tests", "local_slurm.sh"),
-                                                         os.path.join(ROOT, ".ci", "run")]
+    glob.glob(os.path.join(ROOT, "slurm", "*.sbatch"))
+    + glob.glob(os.path.join(ROOT, "slurm", "*.pbs"))
+    + glob.glob(os.path.join(ROOT, "slurm", "*.sh"))
+    + [os.path.join(ROOT, "tests", "local_slurm.sh"), os.path.join(ROOT, ".ci", "run")]
 )
 
 
@@ -48,21 +49,46 @@ def test_shipped_slurm_scripts_match_their_profiles(name):
 
 def test_scripts_follow_the_cluster_conventions():
     script = render_reference(PROFILES["narval"])
-    for needle in ("module load StdEnv/2023", "--no-index", "SLURM_TMPDIR", "srun --kill-on-bad-exit=1",
-                   "#SBATCH --signal=USR1@120", "#SBATCH --gpus-per-node=a100:4", "#SBATCH --ntasks-per-node=4",
-                   '--out "$results"', "--amp bf16 --channels-last"):
+    for needle in (
+        "module load StdEnv/2023",
+        "--no-index",
+        "SLURM_TMPDIR",
+        "srun --kill-on-bad-exit=1",
+        "#SBATCH --signal=USR1@120",
+        "#SBATCH --gpus-per-node=a100:4",
+        "#SBATCH --ntasks-per-node=4",
+        '--out "$results"',
+        "--amp bf16 --channels-last",
+    ):
         assert needle in script
     assert "--gpus-per-node" not in render_reference(PROFILES["cpu"])
 
 
 def test_sweep_dry_run_1_to_16_gpus_at_4_per_node(tmp_path):
-    done = run_cli(["sweep", "--gpus", "1,2,4,8,16", "--gpus-per-node", "4", "--cluster", "narval", "--dry-run",
-                    "--results", str(tmp_path / "r"), "--", "--model", "resnet50", "--tag", "my $HOME run"])
+    done = run_cli(
+        [
+            "sweep",
+            "--gpus",
+            "1,2,4,8,16",
+            "--gpus-per-node",
+            "4",
+            "--cluster",
+            "narval",
+            "--dry-run",
+            "--results",
+            str(tmp_path / "r"),
+            "--",
+            "--model",
+            "resnet50",
+            "--tag",
+            "my $HOME run",
+        ]
+    )
     assert done.returncode == 0, done.stderr
     parts = re.split(r"^# --- .* ---$", done.stdout, flags=re.M)[1:]
     assert len(parts) == 5
     expected = {1: (1, 1), 2: (1, 2), 4: (1, 4), 8: (2, 4), 16: (4, 4)}
-    for (gpus, (nodes, per_node)), script in zip(expected.items(), parts):
+    for (gpus, (nodes, per_node)), script in zip(expected.items(), parts, strict=True):
         assert f"#SBATCH --nodes={nodes}\n" in script
         assert f"#SBATCH --ntasks-per-node={per_node}\n" in script
         assert f"#SBATCH --gpus-per-node=a100:{per_node}\n" in script
@@ -92,15 +118,27 @@ def test_uneven_node_counts_and_bad_run_flags_are_refused():
 
 def test_sweep_keys_are_stable_and_distinct():
     assert sweep_key("narval", ["--steps", "5"], "weak", 4) == sweep_key("narval", ["--steps", "5"], "weak", 4)
-    assert len({sweep_key(c, f, s, g) for c in ("narval", "cedar") for f in ([], ["--amp", "bf16"])
-                for s in ("weak", "strong") for g in (1, 2)}) == 16
+    assert (
+        len(
+            {
+                sweep_key(c, f, s, g)
+                for c in ("narval", "cedar")
+                for f in ([], ["--amp", "bf16"])
+                for s in ("weak", "strong")
+                for g in (1, 2)
+            }
+        )
+        == 16
+    )
 
 
 def test_only_complete_runs_count_as_done(tmp_path):
     def rows(run_id, world, ranks, status="complete", key="k"):
         for rank in ranks:
-            write_rank_csv(str(tmp_path), make_record(run_id=run_id, rank=rank, world_size=world, status=status,
-                                                      sweep_key=key))
+            write_rank_csv(
+                str(tmp_path), make_record(run_id=run_id, rank=rank, world_size=world, status=status, sweep_key=key)
+            )
+
     rows("a", 2, [0, 1], key="done")
     rows("b", 2, [0], key="missing-rank")
     rows("c", 1, [0], status="incomplete", key="timed-out")
@@ -109,8 +147,21 @@ def test_only_complete_runs_count_as_done(tmp_path):
 
 
 def test_sweep_is_a_clear_error_without_sbatch(tmp_path):
-    done = run_cli(["sweep", "--gpus", "1", "--results", str(tmp_path / "r"), "--scripts-dir", str(tmp_path / "j"),
-                    "--", "--steps", "2"], env={**os.environ, "PATH": "/nonexistent"})
+    done = run_cli(
+        [
+            "sweep",
+            "--gpus",
+            "1",
+            "--results",
+            str(tmp_path / "r"),
+            "--scripts-dir",
+            str(tmp_path / "j"),
+            "--",
+            "--steps",
+            "2",
+        ],
+        env={**os.environ, "PATH": "/nonexistent"},
+    )
     assert done.returncode == 1
     assert "could not run sbatch" in done.stderr.strip().splitlines()[-1]
 
