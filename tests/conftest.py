@@ -52,15 +52,15 @@ def run_cli(args: list[str], timeout: float = 120, env: dict[str, str] | None = 
     )
 
 
-def run_torchrun(nproc: int, args: list[str], timeout: float = 240, env: dict[str, str] | None = None):
+def torchrun_command(nproc: int, args: list[str]) -> list[str]:
     """`torchrun --standalone --nproc_per_node N -m ddp_bench ARGS`; --standalone picks a free port."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    return [*launcher, "-m", "ddp_bench", *args]
+
+
+def run_torchrun(nproc: int, args: list[str], timeout: float = 240, env: dict[str, str] | None = None):
     return subprocess.run(
-        [*command, "-m", "ddp_bench", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env or clean_env(),
+        torchrun_command(nproc, args), capture_output=True, text=True, timeout=timeout, env=env or clean_env()
     )
 
 

@@ -13,7 +13,7 @@ import time
 import uuid
 
 import pytest
-from conftest import clean_env, read_rows, run_cli, run_torchrun
+from conftest import clean_env, read_rows, run_cli, run_torchrun, torchrun_command
 
 from ddp_bench.distributed import free_port
 from ddp_bench.errors import EXIT_FAILURE, EXIT_INTERRUPTED
@@ -177,16 +177,7 @@ def test_slurm_warning_signal_or_sigterm_writes_incomplete_rows_and_exits_3(tmp_
 def test_concurrent_runs_into_one_directory_lose_no_row(tmp_path):
     flags = ["--steps", "3", "--warmup-steps", "1", "--out", str(tmp_path)]
     command = [sys.executable, "-m", "ddp_bench", *flags]
-    torchrun = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        "-m",
-        "ddp_bench",
-        *flags,
-    ]
+    torchrun = torchrun_command(2, flags)
     env = clean_env(OMP_NUM_THREADS="1")
     processes = [
         subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

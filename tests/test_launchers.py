@@ -22,10 +22,14 @@ BIN = os.path.dirname(sys.executable)
 RUN = [sys.executable, "-m", "ddp_bench"]
 
 
+# A fixed place, so that a session killed before its teardown leaves PID files the next `up` stops first.
+SLURM_BASE = "/tmp/ddp_bench_slurm"
+
+
 @pytest.fixture(scope="session")
-def slurm(tmp_path_factory):
+def slurm():
     """Environment for Slurm clients talking to a local one-node cluster that lives for the session."""
-    base = str(tmp_path_factory.mktemp("slurm"))
+    base = SLURM_BASE
     script = os.path.join(ROOT, "tests", "local_slurm.sh")
     up = subprocess.run(["bash", script, "up", base], capture_output=True, text=True, timeout=600)
     if up.returncode != 0:

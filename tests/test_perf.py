@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from conftest import clean_env, read_rows, run_torchrun
+from conftest import clean_env, read_rows, run_torchrun, torchrun_command
 
 from ddp_bench.allreduce import bus_bandwidth, default_sizes
 from ddp_bench.cli import main
@@ -98,22 +98,7 @@ def test_compare_synthetic_prices_the_input_pipeline(tmp_path, mnist_dir):
 
 @pytest.mark.distributed
 def test_allreduce_benchmark_under_torchrun(tmp_path):
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        "-m",
-        "ddp_bench",
-        "allreduce",
-        "--max-bytes",
-        str(2**20),
-        "--iters",
-        "3",
-        "--out",
-        str(tmp_path),
-    ]
+    command = torchrun_command(2, ["allreduce", "--max-bytes", str(2**20), "--iters", "3", "--out", str(tmp_path)])
     done = subprocess.run(command, env=clean_env(OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-2000:]
     (directory,) = list(tmp_path.iterdir())
