@@ -94,7 +94,9 @@ def allreduce_main(argv: Sequence[str]) -> int:
     from ddp_bench.records import new_run_id
     from ddp_bench.run import check_output_dir, plan_hardware
 
-    info = complete_with_mpi(detect_launch(os.environ, cfg.launcher), socket.gethostname(), free_port())
+    info = complete_with_mpi(
+        detect_launch(os.environ, cfg.launcher), socket.gethostname(), free_port(), cfg.init_timeout
+    )
     plan = plan_hardware(cfg, info, os.environ)
     check_output_dir(cfg.out)
     context = collect_context(os.environ, plan.device.type, plan.device.index or 0)

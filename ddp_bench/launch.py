@@ -9,9 +9,13 @@ allocations, where the Slurm/MPI variables describe the allocation, not torchrun
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import select
+import signal
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 
 from ddp_bench.errors import UsageError
@@ -266,7 +270,7 @@ def detect_launch(env: Mapping[str, str], launcher: str = "auto") -> LaunchInfo:
     raise UsageError(f"unknown launcher {launcher!r}")
 
 
-def complete_with_mpi(info: LaunchInfo, hostname: str, free_port: int) -> LaunchInfo:
+def complete_with_mpi(info: LaunchInfo, hostname: str, free_port: int, timeout_s: float = 180.0) -> LaunchInfo:
     """Ask MPI what its environment could not say, and share rank 0's address and port with every rank.
 
     Refuses a job whose MPI world does not match what the launcher promised: that is the signature of ranks
@@ -275,6 +279,40 @@ def complete_with_mpi(info: LaunchInfo, hostname: str, free_port: int) -> Launch
     """
     if not isinstance(info, MpiLaunchInfo) or info.complete:
         return info
+    # MPI has no timeouts: MPI_Init waits for every rank, and so does each collective. A watchdog ends this
+    # rank, with one line, if a peer never gets here (it failed before starting MPI, or never started).
+    with _watchdog(
+        timeout_s, f"MPI rank {info.rank}: not every rank started MPI within {timeout_s:g} s (--init-timeout)"
+    ):
+        return _complete_with_mpi(info, hostname, free_port)
+
+
+@contextlib.contextmanager
+def _watchdog(timeout_s: float, message: str) -> Iterator[None]:
+    """Kill this process with a one-line message if the block has not finished within `timeout_s`.
+
+    A forked watcher, not a thread: a rank stuck in MPI_Init holds the GIL and ignores Python signal handlers,
+    so nothing inside the process could act. The watcher exits quietly as soon as the block ends.
+    """
+    read_end, write_end = os.pipe()
+    parent = os.getpid()
+    watcher = os.fork()
+    if watcher == 0:  # the watcher: wait for the pipe to close (block done) or for the deadline
+        os.close(write_end)
+        finished, _, _ = select.select([read_end], [], [], timeout_s)
+        if not finished:
+            os.write(2, f"ddp_bench: failed: {message}\n".encode())
+            os.kill(parent, signal.SIGKILL)
+        os._exit(0)
+    os.close(read_end)
+    try:
+        yield
+    finally:
+        os.close(write_end)  # end of file wakes the watcher, which exits
+        os.waitpid(watcher, 0)
+
+
+def _complete_with_mpi(info: MpiLaunchInfo, hostname: str, free_port: int) -> LaunchInfo:
     try:
         from mpi4py import MPI
     except ImportError:

@@ -102,7 +102,7 @@ def run_checks(cfg: BenchConfig, env: Mapping[str, str]) -> list[Finding]:
 
     findings = []
     try:
-        info = complete_with_mpi(detect_launch(env, cfg.launcher), socket.gethostname(), free_port())
+        info = complete_with_mpi(detect_launch(env, cfg.launcher), socket.gethostname(), free_port(), cfg.init_timeout)
         require_launcher_for_allocation(cfg, env, info)
     except UsageError as exc:
         return [Finding("launcher", "error", str(exc))]

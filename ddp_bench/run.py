@@ -108,7 +108,7 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
     env = os.environ
     fault = fault_from_env(env)
     info = detect_launch(env, cfg.launcher)
-    info = complete_with_mpi(info, socket.gethostname(), free_port())
+    info = complete_with_mpi(info, socket.gethostname(), free_port(), cfg.init_timeout)
     require_launcher_for_allocation(cfg, env, info)
     plan = plan_hardware(cfg, info, env)
     torch.set_num_threads(plan.threads)

@@ -261,3 +261,24 @@ def test_two_torchrun_agents_make_a_two_node_job(tmp_path):
     assert {row["num_nodes"] for row in rows} == {"2"}
     assert sorted(row["node_rank"] for row in rows) == ["0", "1"]
     assert {row["local_rank"] for row in rows} == {"0"}
+
+
+def test_an_mpi_rank_that_fails_before_mpi_starts_does_not_hang_the_others(tmp_path):
+    # MPI_Init waits for every rank and has no timeout; ddp_bench's watchdog ends the wait after --init-timeout.
+    mpiexec = os.path.join(BIN, "mpiexec")
+    if not os.path.exists(mpiexec):
+        pytest.skip("no mpiexec beside this Python (pip install mpich)")
+    flags = ["--init-timeout", "5", "--steps", "2", "--out", str(tmp_path)]
+    started = time.monotonic()
+    done = subprocess.run(
+        [mpiexec, "-n", "1", *RUN, *flags, ":", "-n", "1", "-env", "DDP_BENCH_FAULT", "malformed", *RUN, *flags],
+        env=clean_env(OMP_NUM_THREADS="1"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert time.monotonic() - started < 60
+    assert done.returncode != 0
+    output = done.stdout + done.stderr
+    assert "ddp_bench: error: DDP_BENCH_FAULT='malformed'" in output
+    assert "ddp_bench: failed: MPI rank 0: not every rank started MPI within 5 s (--init-timeout)" in output
