@@ -11,14 +11,12 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ddp_bench import __version__
 from ddp_bench.config import DEFAULT_STEPS, BenchConfig, choices
 from ddp_bench.errors import EXIT_FAILURE, EXIT_USAGE, RunFailure, UsageError
 from ddp_bench.stopping import StopRequest
-
-VERBS = ("run", "download", "report", "sweep", "check", "allreduce")
 
 
 class Parser(argparse.ArgumentParser):
@@ -105,7 +103,7 @@ def build_run_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: Sequence[str]) -> BenchConfig:
     args = build_run_parser().parse_args(list(argv))
-    return BenchConfig(**{key: value for key, value in vars(args).items()})
+    return BenchConfig(**vars(args))
 
 
 def download_main(argv: Sequence[str]) -> int:
@@ -167,29 +165,38 @@ def check_main(argv: Sequence[str]) -> int:
     return EXIT_USAGE if any(finding.level == "error" for finding in findings) else 0
 
 
+def allreduce_cli(argv: Sequence[str]) -> int:
+    from ddp_bench.allreduce import allreduce_main  # imports torch
+
+    return allreduce_main(argv)
+
+
+def sweep_cli(argv: Sequence[str]) -> int:
+    from ddp_bench.sweep import sweep_main
+
+    return sweep_main(argv)
+
+
+VERBS: dict[str, Callable[[Sequence[str]], int]] = {
+    "download": download_main,
+    "report": report_cli,
+    "allreduce": allreduce_cli,
+    "check": check_main,
+    "sweep": sweep_cli,
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()  # wall_time_s counts from here: torch import and start-up included
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if argv[:1] == ["download"]:
-            return download_main(argv[1:])
-        if argv[:1] == ["report"]:
-            return report_cli(argv[1:])
-        if argv[:1] == ["allreduce"]:
-            from ddp_bench.allreduce import allreduce_main
-
-            return allreduce_main(argv[1:])
-        if argv[:1] == ["check"]:
-            return check_main(argv[1:])
-        if argv[:1] == ["sweep"]:
-            from ddp_bench.sweep import sweep_main
-
-            return sweep_main(argv[1:])
+        if argv[:1] and argv[0] in VERBS:
+            return VERBS[argv[0]](argv[1:])
         if argv[:1] == ["run"]:
             argv = argv[1:]
         cfg = parse_args(argv)
-        # Signals that ask for an early stop are caught from here on; before the timed stage the run stops at
-        # its first check, after writing nothing it could not measure.
+        # From here a SIGTERM or SIGUSR1 asks for an early stop: the ranks stop together at their next check
+        # (the first comes right after warm-up) and write rows marked incomplete.
         with StopRequest().installed() as stop:
             from ddp_bench.run import run  # imports torch: only once the flags are known to be good
 
