@@ -81,6 +81,7 @@ def plan_sweep(
             flags += ["--batch-size", str(global_batch // gpus)]
         key = sweep_key(cluster, run_flags, scaling, gpus)
         flags += ["--scaling", scaling, "--sweep-key", key]
+        parse_args(flags)  # what each job will run must itself be valid (e.g. a derived batch of 0)
         points.append(
             SweepPoint(
                 gpus,

@@ -106,6 +106,8 @@ def test_strong_scaling_divides_the_global_batch():
     assert all("strong" in point.flags for point in points)
     with pytest.raises(UsageError, match="does not divide evenly"):
         plan_sweep("generic", [3], 4, "strong", 256, [], "00:10:00", "")
+    with pytest.raises(UsageError, match="--batch-size must be positive"):
+        plan_sweep("generic", [1, 2], 4, "strong", 0, [], "00:10:00", "")
 
 
 def test_uneven_node_counts_and_bad_run_flags_are_refused():
