@@ -157,8 +157,6 @@ def _to_memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
 class DeviceBatches:
     """The whole split resident on the device as uint8; a batch is one gather and one fused normalisation."""
 
-    kind = "device"
-
     def __init__(self, split: Split, spec: DatasetSpec, shard: Shard, train: bool = True) -> None:
         self.shard = shard
         self.dataset_size = len(split)
@@ -195,8 +193,6 @@ class DeviceBatches:
 
 class TorchLoaderBatches:
     """torchvision dataset + ToTensor/Normalize per image + DataLoader: the standard, course-style path."""
-
-    kind = "torch"
 
     def __init__(self, dataset: Dataset, shard: Shard, workers: int, train: bool = True) -> None:
         self.shard = shard
