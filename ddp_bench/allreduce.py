@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
-import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -82,21 +81,18 @@ def allreduce_main(argv: Sequence[str]) -> int:
     import torch.distributed as dist
 
     from ddp_bench.context import collect_context
+    from ddp_bench.discovery import discover_launch
     from ddp_bench.distributed import (
         align_ranks,
         broadcast_string,
-        free_port,
         process_group,
         reduce_floats,
         synchronize,
     )
-    from ddp_bench.launch import complete_with_mpi, detect_launch
     from ddp_bench.records import new_run_id
     from ddp_bench.run import check_output_dir, plan_hardware
 
-    info = complete_with_mpi(
-        detect_launch(os.environ, cfg.launcher), socket.gethostname(), free_port(), cfg.init_timeout
-    )
+    info = discover_launch(os.environ, cfg.launcher, cfg.init_timeout)
     plan = plan_hardware(cfg, info, os.environ)
     check_output_dir(cfg.out)
     context = collect_context(os.environ, plan.device.type, plan.device.index or 0)

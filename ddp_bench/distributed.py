@@ -27,13 +27,6 @@ _STRING_BYTES = 256  # fixed width for strings shared between ranks (run ids, ho
 _ROLL_CALL_S = 5.0  # how long survivors of a failure wait for each other to answer the roll call
 
 
-def free_port() -> int:
-    """A TCP port nobody on this host listens on right now (for launchers that do not choose one)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass(frozen=True)
 class Job:
     """This rank's handle on the running job."""

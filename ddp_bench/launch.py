@@ -2,21 +2,18 @@
 
 Each environment reads only its own variables from a plain mapping (so tests pass dicts, never patch
 `os.environ`), answers `detect(env)`, and `read(env)` returns one immutable `LaunchInfo`. None of them writes
-to the environment: only the process-group set-up in `distributed.py` turns a `LaunchInfo` into a rendezvous.
+to the environment or talks to other ranks: `discovery.py` asks MPI what its variables cannot say, and only
+the process-group set-up in `distributed.py` turns a `LaunchInfo` into a rendezvous.
 They are tried in a fixed order. torchrun comes first because it also runs inside Slurm jobs and MPI
 allocations, where the Slurm/MPI variables describe the allocation, not torchrun's workers.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import select
-import signal
 import subprocess
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from ddp_bench.errors import UsageError
 
@@ -216,7 +213,7 @@ class MpiEnvironment:
 
     @staticmethod
     def read(env: Mapping[str, str]) -> LaunchInfo:
-        """What the environment alone says; `MpiEnvironment.complete` fills the rest through mpi4py."""
+        """What the environment alone says; `ddp_bench.discovery` asks MPI itself for the rest."""
         for rank_var, size_var, local_var, local_size_var in _MPI_FLAVOURS:
             if rank_var not in env:
                 continue
@@ -225,7 +222,7 @@ class MpiEnvironment:
             return MpiLaunchInfo(
                 launcher="mpi",
                 rank=rank,
-                # Unknowns get placeholders here; complete_with_mpi replaces them with MPI's own answers.
+                # Unknowns get placeholders here; discovery replaces them with MPI's own answers.
                 local_rank=_int(env, local_var) if local_var in env else 0,
                 world_size=max(world_size, rank + 1),
                 local_world_size=_int(env, local_size_var) if local_size_var in env else 1,
@@ -268,82 +265,3 @@ def detect_launch(env: Mapping[str, str], launcher: str = "auto") -> LaunchInfo:
         if launcher == environment.name or (launcher == "auto" and environment.detect(env)):
             return environment.read(env)
     raise UsageError(f"unknown launcher {launcher!r}")
-
-
-def complete_with_mpi(info: LaunchInfo, hostname: str, free_port: int, timeout_s: float = 180.0) -> LaunchInfo:
-    """Ask MPI what its environment could not say, and share rank 0's address and port with every rank.
-
-    Refuses a job whose MPI world does not match what the launcher promised: that is the signature of ranks
-    that each started alone (for example `srun` without the right `--mpi=` plugin), which would otherwise run
-    N separate single-rank benchmarks and report them as one.
-    """
-    if not isinstance(info, MpiLaunchInfo) or info.complete:
-        return info
-    # MPI has no timeouts: MPI_Init waits for every rank, and so does each collective. A watchdog ends this
-    # rank, with one line, if a peer never gets here (it failed before starting MPI, or never started).
-    with _watchdog(
-        timeout_s, f"MPI rank {info.rank}: not every rank started MPI within {timeout_s:g} s (--init-timeout)"
-    ):
-        return _complete_with_mpi(info, hostname, free_port)
-
-
-@contextlib.contextmanager
-def _watchdog(timeout_s: float, message: str) -> Iterator[None]:
-    """Kill this process with a one-line message if the block has not finished within `timeout_s`.
-
-    A forked watcher, not a thread: a rank stuck in MPI_Init holds the GIL and ignores Python signal handlers,
-    so nothing inside the process could act. The watcher exits quietly as soon as the block ends.
-    """
-    read_end, write_end = os.pipe()
-    parent = os.getpid()
-    watcher = os.fork()
-    if watcher == 0:  # the watcher: wait for the pipe to close (block done) or for the deadline
-        os.close(write_end)
-        finished, _, _ = select.select([read_end], [], [], timeout_s)
-        if not finished:
-            os.write(2, f"ddp_bench: failed: {message}\n".encode())
-            os.kill(parent, signal.SIGKILL)
-        os._exit(0)
-    os.close(read_end)
-    try:
-        yield
-    finally:
-        os.close(write_end)  # end of file wakes the watcher, which exits
-        os.waitpid(watcher, 0)
-
-
-def _complete_with_mpi(info: MpiLaunchInfo, hostname: str, free_port: int) -> LaunchInfo:
-    try:
-        from mpi4py import MPI
-    except ImportError:
-        if info.env_world_size and info.master_addr and info.master_port:
-            return replace(info, complete=True)
-        raise UsageError(
-            "launched by MPI, but mpi4py is not installed: pip install 'ddp_bench[mpi]', "
-            "or set MASTER_ADDR and MASTER_PORT yourself"
-        ) from None
-    comm = MPI.COMM_WORLD
-    if info.env_world_size and comm.Get_size() != info.env_world_size:
-        raise UsageError(
-            f"MPI sees a world of {comm.Get_size()} but the launcher promised {info.env_world_size}: "
-            "the ranks started as separate jobs (check srun --mpi= or the MPI that mpi4py was built with)"
-        )
-    if comm.Get_rank() != info.rank:
-        raise UsageError(f"MPI rank {comm.Get_rank()} differs from the launcher's rank {info.rank}")
-    node_comm = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
-    hosts = comm.allgather(hostname)
-    node_names = list(dict.fromkeys(hosts))  # in order of first rank on each node
-    master_addr, master_port = comm.bcast((info.master_addr or hostname, info.master_port or free_port), root=0)
-    completed = replace(
-        info,
-        world_size=comm.Get_size(),
-        local_rank=node_comm.Get_rank(),
-        local_world_size=node_comm.Get_size(),
-        node_rank=node_names.index(hostname),
-        num_nodes=len(node_names),
-        master_addr=master_addr,
-        master_port=master_port,
-        complete=True,
-    )
-    node_comm.Free()
-    return completed

@@ -96,13 +96,12 @@ def run_checks(cfg: BenchConfig, env: Mapping[str, str]) -> list[Finding]:
     import torch
 
     from ddp_bench.data import SPECS, open_real_dataset
-    from ddp_bench.distributed import free_port
-    from ddp_bench.launch import complete_with_mpi, detect_launch
+    from ddp_bench.discovery import discover_launch
     from ddp_bench.run import check_output_dir, plan_hardware
 
     findings = []
     try:
-        info = complete_with_mpi(detect_launch(env, cfg.launcher), socket.gethostname(), free_port(), cfg.init_timeout)
+        info = discover_launch(env, cfg.launcher, cfg.init_timeout)
         require_launcher_for_allocation(cfg, env, info)
     except UsageError as exc:
         return [Finding("launcher", "error", str(exc))]

@@ -8,7 +8,6 @@ every rank instead of a hang or a half-written results directory.
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import time
 from collections.abc import Mapping
@@ -21,20 +20,20 @@ from ddp_bench.config import BenchConfig
 from ddp_bench.console import step_progress
 from ddp_bench.context import collect_context
 from ddp_bench.data import SPECS, Shard, build_batches, choose_loader
+from ddp_bench.discovery import discover_launch
 from ddp_bench.distributed import (
     Job,
     announce_failure,
     broadcast_string,
     find_lost_ranks,
     first_line,
-    free_port,
     is_peer_failure,
     process_group,
     register_rank,
 )
 from ddp_bench.errors import EXIT_INTERRUPTED, EXIT_OK, RunFailure, UsageError
 from ddp_bench.faults import fault_from_env
-from ddp_bench.launch import LaunchInfo, complete_with_mpi, detect_launch
+from ddp_bench.launch import LaunchInfo
 from ddp_bench.models import build_model, build_optimizer
 from ddp_bench.perf import flops_per_image
 from ddp_bench.preflight import data_location_note, gpu_note, require_launcher_for_allocation
@@ -107,8 +106,7 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
     """Run the benchmark on this rank; `started` is the perf_counter reading when the process began work."""
     env = os.environ
     fault = fault_from_env(env)
-    info = detect_launch(env, cfg.launcher)
-    info = complete_with_mpi(info, socket.gethostname(), free_port(), cfg.init_timeout)
+    info = discover_launch(env, cfg.launcher, cfg.init_timeout)
     require_launcher_for_allocation(cfg, env, info)
     plan = plan_hardware(cfg, info, env)
     torch.set_num_threads(plan.threads)

@@ -2,6 +2,7 @@
 
 import pytest
 
+from ddp_bench.discovery import complete_with_mpi
 from ddp_bench.errors import UsageError
 from ddp_bench.launch import (
     PORT_BASE,
@@ -9,7 +10,6 @@ from ddp_bench.launch import (
     LaunchInfo,
     MpiEnvironment,
     SlurmEnvironment,
-    complete_with_mpi,
     detect_launch,
     expand_nodelist,
     expand_tasks_per_node,
@@ -182,6 +182,6 @@ def test_inconsistent_launcher_variables_are_clear_errors(env, fragment):
         detect_launch(env)
 
 
-def test_complete_with_mpi_leaves_other_launchers_alone():
+def test_mpi_discovery_leaves_other_launchers_alone():
     info = detect_launch(TORCHRUN)
-    assert complete_with_mpi(info, "host", 1234) is info
+    assert complete_with_mpi(info, timeout_s=5) is info

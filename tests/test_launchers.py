@@ -13,7 +13,7 @@ import time
 import pytest
 from conftest import clean_env, read_rows
 
-from ddp_bench.distributed import free_port
+from ddp_bench.discovery import free_port
 
 pytestmark = pytest.mark.distributed
 
