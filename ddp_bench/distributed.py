@@ -197,6 +197,14 @@ def reduce_floats(values: list[float], op: dist.ReduceOp, device: torch.device) 
     return tensor.tolist()
 
 
+def gather_floats(values: list[float], device: torch.device) -> list[list[float]]:
+    """Every rank's few float64 numbers, in rank order, on every rank."""
+    mine = torch.tensor(values, dtype=torch.float64, device=device)
+    everyone = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
+    dist.all_gather(everyone, mine)
+    return [tensor.tolist() for tensor in everyone]
+
+
 def broadcast_string(text: str, device: torch.device, src: int = 0) -> str:
     """Rank `src`'s string on every rank, sent as fixed-width bytes (no pickling)."""
     buffer = torch.zeros(_STRING_BYTES, dtype=torch.uint8, device=device)

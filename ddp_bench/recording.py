@@ -8,15 +8,14 @@ import time
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
 
 from ddp_bench.config import BenchConfig
 from ddp_bench.console import print_summary
 from ddp_bench.context import RunContext
 from ddp_bench.data import BatchSource, DatasetSpec, Shard, build_batches
-from ddp_bench.distributed import Job, align_ranks, reduce_floats
+from ddp_bench.distributed import Job, align_ranks, gather_floats
 from ddp_bench.perf import matmul_dtype, measured_peak_flops, verdict
-from ddp_bench.records import RankRecord, images_per_second, write_rank_csv
+from ddp_bench.records import RankRecord, global_images_per_second, images_per_second, write_rank_csv
 from ddp_bench.stopping import StopRequest
 from ddp_bench.timing import percentile
 from ddp_bench.train import Precision, TrainResult, exposed_comm_ms, run_training
@@ -47,10 +46,9 @@ class AfterTraining:
 
 
 def global_throughput(result: TrainResult, device: torch.device) -> float:
-    """The job's images/s from what every rank really did: summed samples over the slowest rank's time."""
-    (total_samples,) = reduce_floats([float(result.samples)], dist.ReduceOp.SUM, device)
-    (slowest_s,) = reduce_floats([result.train_time_s], dist.ReduceOp.MAX, device)
-    return total_samples / slowest_s if slowest_s > 0 else float("nan")
+    """The job's images/s from what every rank really did, gathered from all of them (never rank 0 x N)."""
+    per_rank = gather_floats([float(result.samples), result.train_time_s], device)
+    return global_images_per_second([int(samples) for samples, _ in per_rank], [seconds for _, seconds in per_rank])
 
 
 def measure_after_training(

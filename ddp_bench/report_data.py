@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ddp_bench.records import COLUMNS, NUMERIC_COLUMNS, read_rank_csv
+from ddp_bench.records import COLUMNS, NUMERIC_COLUMNS, global_images_per_second, read_rank_csv
 
 # What makes two runs comparable, besides the scaling kind and the batch that the kind holds fixed.
 CONFIG_KEYS = ("platform", "cluster", "device_name", "model", "data", "loader", "amp", "channels_last", "compile")
@@ -108,8 +108,7 @@ def summarise_runs(rows: pd.DataFrame) -> RunTables:
             incomplete.append((str(run_id), reason))
             continue
         first = ranks.iloc[0]
-        slowest = ranks["train_time_s"].max()
-        throughput = ranks["samples"].sum() / slowest
+        throughput = global_images_per_second(ranks["samples"].tolist(), ranks["train_time_s"].tolist())
         dataset_size = ranks["dataset_size"].iloc[0]
         runs.append(
             {
