@@ -36,7 +36,8 @@ def wide_console() -> Console:
     return Console(width=int(columns) if columns.isdigit() else 120)
 
 
-def _number(value: float, digits: int = 1) -> str:
+def format_number(value: float, digits: int = 1) -> str:
+    """A number for people: thousands separated, NaN as a dash."""
     return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:,.{digits}f}"
 
 
@@ -52,28 +53,29 @@ def print_summary(record: RankRecord, run_dir: str) -> None:
         ("precision", f"amp {record.amp} · channels-last {record.channels_last} · compile {record.compile}"),
         ("batch", f"{record.batch_size} per rank · {record.global_batch_size} global"),
         ("measured", f"{record.steps} steps after {record.warmup_steps} warm-up"),
-        ("global images/s", _number(record.global_images_per_s)),
-        ("rank 0 images/s", _number(record.images_per_s)),
+        ("global images/s", format_number(record.global_images_per_s)),
+        ("rank 0 images/s", format_number(record.images_per_s)),
         (
             "step time median / p90",
-            f"{_number(record.step_time_median_ms, 2)} / {_number(record.step_time_p90_ms, 2)} ms",
+            f"{format_number(record.step_time_median_ms, 2)} / {format_number(record.step_time_p90_ms, 2)} ms",
         ),
         (
             "data wait / exposed comm",
-            f"{_number(record.data_wait_median_ms, 2)} / {_number(record.comm_exposed_ms, 2)} ms per step",
+            f"{format_number(record.data_wait_median_ms, 2)} / {format_number(record.comm_exposed_ms, 2)} ms per step",
         ),
         (
             "FLOP/s (rank 0)",
-            f"{_number(record.achieved_tflops * 1e3, 1)} GFLOP/s = {_number(record.mfu * 100, 1)} % of a measured "
-            f"{_number(record.peak_tflops * 1e3, 1)} GFLOP/s matmul peak",
+            f"{format_number(record.achieved_tflops * 1e3, 1)} GFLOP/s = {format_number(record.mfu * 100, 1)} % of a measured "
+            f"{format_number(record.peak_tflops * 1e3, 1)} GFLOP/s matmul peak",
         ),
         ("verdict (rank 0)", record.verdict),
-        ("train / wall time", f"{_number(record.train_time_s, 2)} s / {_number(record.wall_time_s, 2)} s"),
-        ("final loss (rank 0)", _number(record.final_loss, 4)),
-        ("real ÷ synthetic data", _number(record.data_pipeline_ratio, 3)),
+        ("train / wall time", f"{format_number(record.train_time_s, 2)} s / {format_number(record.wall_time_s, 2)} s"),
+        ("final loss (rank 0)", format_number(record.final_loss, 4)),
+        ("real ÷ synthetic data", format_number(record.data_pipeline_ratio, 3)),
         (
             "test accuracy",
-            _number(record.test_accuracy * 100, 2) + (" %" if record.test_accuracy == record.test_accuracy else ""),
+            format_number(record.test_accuracy * 100, 2)
+            + (" %" if record.test_accuracy == record.test_accuracy else ""),
         ),
     ]
     for name, value in rows:

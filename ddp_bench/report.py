@@ -13,7 +13,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from ddp_bench.console import wide_console
+from ddp_bench.console import format_number, wide_console
 from ddp_bench.errors import UsageError
 from ddp_bench.report_data import LoadedRows, RunTables, load_rows, scaling_summary, series_title, summarise_runs
 
@@ -24,10 +24,6 @@ class Report:
     tables: RunTables
     summary: pd.DataFrame
     files: list[str]
-
-
-def _fmt(value: float, digits: int = 1) -> str:
-    return "—" if value != value else f"{value:,.{digits}f}"
 
 
 def markdown(report: Report) -> str:
@@ -50,14 +46,14 @@ def markdown(report: Report) -> str:
         for _, row in points.sort_values("world_size").iterrows():
             spread = ""
             if row["repeats"] > 1:
-                spread = f" ({_fmt(row['global_images_per_s_min'], 0)}–{_fmt(row['global_images_per_s_max'], 0)})"
+                spread = f" ({format_number(row['global_images_per_s_min'], 0)}–{format_number(row['global_images_per_s_max'], 0)})"
             accuracy = "—" if row["test_accuracy"] != row["test_accuracy"] else f"{row['test_accuracy'] * 100:.2f} %"
             lines.append(
                 f"| {row['label']} | {row['num_nodes']} | {row['world_size']} | {row['batch_size']} | "
-                f"{row['global_batch_size']} | {_fmt(row['global_images_per_s'])}{spread} | "
-                f"{_fmt(row['images_per_s_per_gpu'])} | {row['speedup']:.2f} | {row['efficiency'] * 100:.0f} % | "
-                f"{_fmt(row['epoch_time_s'])} s | {_fmt(row['step_time_median_ms'], 2)} / "
-                f"{_fmt(row['step_time_p90_ms'], 2)} | {_fmt(row['mfu'] * 100)} % | {row['verdict'] or '—'} | "
+                f"{row['global_batch_size']} | {format_number(row['global_images_per_s'])}{spread} | "
+                f"{format_number(row['images_per_s_per_gpu'])} | {row['speedup']:.2f} | {row['efficiency'] * 100:.0f} % | "
+                f"{format_number(row['epoch_time_s'])} s | {format_number(row['step_time_median_ms'], 2)} / "
+                f"{format_number(row['step_time_p90_ms'], 2)} | {format_number(row['mfu'] * 100)} % | {row['verdict'] or '—'} | "
                 f"{accuracy} | {row['repeats']} |"
             )
         lines.append("")
@@ -85,11 +81,11 @@ def print_console(report: Report, console: Console) -> None:
             f"{row['model']} {row['data']}",
             row["scaling"],
             str(row["world_size"]),
-            _fmt(row["global_images_per_s"]),
-            _fmt(row["images_per_s_per_gpu"]),
+            format_number(row["global_images_per_s"]),
+            format_number(row["images_per_s_per_gpu"]),
             f"{row['speedup']:.2f}",
             f"{row['efficiency'] * 100:.0f} %",
-            f"{_fmt(row['epoch_time_s'])} s",
+            f"{format_number(row['epoch_time_s'])} s",
         )
     console.print(table)
     for run_id, why in report.tables.incomplete:

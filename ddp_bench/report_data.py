@@ -75,11 +75,15 @@ def _short_device(name: str) -> str:
     return re.sub(r"\s+", " ", name).strip()
 
 
+def _where(platform: str, cluster: str) -> str:
+    """Colab, PBS, the Slurm cluster's name, or the platform."""
+    named = {"colab": "Colab", "pbs": "PBS"}.get(platform)
+    return named or (cluster if isinstance(cluster, str) and cluster else platform)
+
+
 def platform_label(platform: str, cluster: str, device_name: str, world_size: int) -> str:
     """`Colab · Tesla T4 ×1`, `narval · A100-SXM4-40GB ×8`, `local · Xeon Processor ×2`."""
-    where = {"colab": "Colab", "pbs": "PBS"}.get(platform) or (
-        cluster if isinstance(cluster, str) and cluster else platform
-    )
+    where = _where(platform, cluster)
     return f"{where} · {_short_device(device_name)} ×{int(world_size)}"
 
 
@@ -231,7 +235,7 @@ def scaling_summary(runs: pd.DataFrame) -> pd.DataFrame:
 
 def series_title(row: pd.Series) -> str:
     """A legend entry for one scaling series."""
-    where = {"colab": "Colab", "pbs": "PBS"}.get(row["platform"]) or (row["cluster"] or row["platform"])
+    where = _where(row["platform"], row["cluster"])
     batch = f"{row['batch_size']}/GPU" if row["scaling"] == "weak" else f"global {row['global_batch_size']}"
     extras = [
         flag
