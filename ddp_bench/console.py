@@ -65,7 +65,8 @@ def print_summary(record: RankRecord, run_dir: str) -> None:
         ),
         (
             "FLOP/s (rank 0)",
-            f"{format_number(record.achieved_tflops * 1e3, 1)} GFLOP/s = {format_number(record.mfu * 100, 1)} % of a measured "
+            f"{format_number(record.achieved_tflops * 1e3, 1)} GFLOP/s = "
+            f"{format_number(record.mfu * 100, 1)} % of a measured "
             f"{format_number(record.peak_tflops * 1e3, 1)} GFLOP/s matmul peak",
         ),
         ("verdict (rank 0)", record.verdict),

@@ -46,14 +46,17 @@ def markdown(report: Report) -> str:
         for _, row in points.sort_values("world_size").iterrows():
             spread = ""
             if row["repeats"] > 1:
-                spread = f" ({format_number(row['global_images_per_s_min'], 0)}–{format_number(row['global_images_per_s_max'], 0)})"
+                low, high = row["global_images_per_s_min"], row["global_images_per_s_max"]
+                spread = f" ({format_number(low, 0)}–{format_number(high, 0)})"
             accuracy = "—" if row["test_accuracy"] != row["test_accuracy"] else f"{row['test_accuracy'] * 100:.2f} %"
             lines.append(
                 f"| {row['label']} | {row['num_nodes']} | {row['world_size']} | {row['batch_size']} | "
                 f"{row['global_batch_size']} | {format_number(row['global_images_per_s'])}{spread} | "
-                f"{format_number(row['images_per_s_per_gpu'])} | {row['speedup']:.2f} | {row['efficiency'] * 100:.0f} % | "
+                f"{format_number(row['images_per_s_per_gpu'])} | {row['speedup']:.2f} | "
+                f"{row['efficiency'] * 100:.0f} % | "
                 f"{format_number(row['epoch_time_s'])} s | {format_number(row['step_time_median_ms'], 2)} / "
-                f"{format_number(row['step_time_p90_ms'], 2)} | {format_number(row['mfu'] * 100)} % | {row['verdict'] or '—'} | "
+                f"{format_number(row['step_time_p90_ms'], 2)} | {format_number(row['mfu'] * 100)} % | "
+                f"{row['verdict'] or '—'} | "
                 f"{accuracy} | {row['repeats']} |"
             )
         lines.append("")
