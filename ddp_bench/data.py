@@ -143,23 +143,41 @@ class Shard:
     channels_last: bool
 
 
-def make_sampler(num_samples: int, shard: Shard) -> DistributedSampler:
-    """Training shards: DistributedSampler, reshuffled every epoch by `set_epoch`."""
-    return DistributedSampler(
-        range(num_samples), num_replicas=shard.world_size, rank=shard.rank, shuffle=True, seed=shard.seed
-    )
-
-
 def _to_memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
-class DeviceBatches:
+class _ShardedSplit:
+    """Which images of a split this rank takes, epoch by epoch; shared by both loaders so they shard alike.
+
+    Training: DistributedSampler, reshuffled every epoch by `set_epoch`. Evaluation: every image exactly once
+    across the ranks, no padding, so summed counts cover the test split exactly.
+    """
+
+    def __init__(self, dataset_size: int, shard: Shard, train: bool) -> None:
+        self.shard = shard
+        self.dataset_size = dataset_size
+        self.sampler: DistributedSampler | None = None
+        self.eval_indices: list[int] = []
+        if train:
+            self.sampler = DistributedSampler(
+                range(dataset_size), num_replicas=shard.world_size, rank=shard.rank, shuffle=True, seed=shard.seed
+            )
+        else:
+            self.eval_indices = list(range(shard.rank, dataset_size, shard.world_size))
+
+    def epoch_indices(self, epoch: int) -> list[int]:
+        if self.sampler is None:
+            return self.eval_indices
+        self.sampler.set_epoch(epoch)
+        return list(self.sampler)
+
+
+class DeviceBatches(_ShardedSplit):
     """The whole split resident on the device as uint8; a batch is one gather and one fused normalisation."""
 
     def __init__(self, split: Split, spec: DatasetSpec, shard: Shard, train: bool = True) -> None:
-        self.shard = shard
-        self.dataset_size = len(split)
+        super().__init__(len(split), shard, train)
         self.images = split.images.to(shard.device)
         self.labels = split.labels.to(shard.device)
         std = torch.tensor(spec.std, device=shard.device).view(1, -1, 1, 1)
@@ -167,20 +185,12 @@ class DeviceBatches:
         # (x / 255 - mean) / std as one multiply-add: x * scale + shift
         self.scale = 1.0 / (255.0 * std)
         self.shift = -mean / std
-        self.sampler = make_sampler(len(split), shard) if train else None
-        self.eval_indices = torch.arange(shard.rank, len(split), shard.world_size, device=shard.device)
 
     @property
     def batches_per_epoch(self) -> int:
         if self.sampler is None:
             return -(-len(self.eval_indices) // self.shard.batch_size)
         return len(self.sampler) // self.shard.batch_size  # the incomplete last batch is dropped
-
-    def epoch_indices(self, epoch: int) -> list[int]:
-        if self.sampler is None:
-            return self.eval_indices.tolist()
-        self.sampler.set_epoch(epoch)
-        return list(self.sampler)
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         indices = torch.tensor(self.epoch_indices(epoch), device=self.shard.device)
@@ -191,22 +201,15 @@ class DeviceBatches:
             yield _to_memory_format(x, self.shard.channels_last), self.labels[batch]
 
 
-class TorchLoaderBatches:
+class TorchLoaderBatches(_ShardedSplit):
     """torchvision dataset + ToTensor/Normalize per image + DataLoader: the standard, course-style path."""
 
     def __init__(self, dataset: Dataset, shard: Shard, workers: int, train: bool = True) -> None:
-        self.shard = shard
-        self.dataset_size = len(dataset)
-        self.sampler = make_sampler(len(dataset), shard) if train else None
-        if train:
-            sampler = self.sampler
-        else:  # evaluation: every test image exactly once across the ranks, no padding
-            sampler = list(range(shard.rank, len(dataset), shard.world_size))
-        self.eval_sampler = None if train else sampler
+        super().__init__(len(dataset), shard, train)
         self.loader = DataLoader(
             dataset,
             batch_size=shard.batch_size,
-            sampler=sampler,
+            sampler=self.sampler if train else self.eval_indices,
             num_workers=workers,
             pin_memory=shard.device.type == "cuda",
             drop_last=train,
@@ -216,12 +219,6 @@ class TorchLoaderBatches:
     @property
     def batches_per_epoch(self) -> int:
         return len(self.loader)
-
-    def epoch_indices(self, epoch: int) -> list[int]:
-        if self.sampler is None:
-            return list(self.eval_sampler)
-        self.sampler.set_epoch(epoch)
-        return list(self.sampler)
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if self.sampler is not None:
