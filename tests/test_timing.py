@@ -24,11 +24,11 @@ def test_stage_clock_accumulates_only_while_running():
     clock.start()
     time.sleep(0.05)
     clock.stop()
-    time.sleep(0.1)  # paused: not counted
+    time.sleep(0.5)  # paused: not counted (counted, the total would pass 0.6 s)
     clock.start()
     time.sleep(0.05)
     elapsed = clock.stop()
-    assert 0.09 < elapsed < 0.14
+    assert 0.09 < elapsed < 0.4  # loose above: a busy CI machine wakes sleepers late
 
 
 def test_step_timer_records_each_step_on_cpu():
@@ -38,7 +38,8 @@ def test_step_timer_records_each_step_on_cpu():
         time.sleep(pause)
         timer.stop()
     first, second = timer.durations_ms()
-    assert 9 < first < 25 and 29 < second < 45
+    assert 9 < first < 200 and 29 < second < 230  # loose above: a busy CI machine wakes sleepers late
+    assert second > first
 
 
 def test_stopping_a_timer_that_never_started_is_an_error():
