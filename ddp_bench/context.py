@@ -31,12 +31,10 @@ def cpu_name() -> str:
     """The CPU model as /proc/cpuinfo names it (platform.processor() is empty on most Linux systems)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:  # not Linux: ask Python instead
-        return _platform.processor() or _platform.machine()
-    return _platform.processor() or _platform.machine()
+            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
+    except OSError:
+        names = []  # not Linux
+    return names[0] if names else (_platform.processor() or _platform.machine())
 
 
 def git_commit() -> str:

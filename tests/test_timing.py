@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from ddp_bench.stopping import check_interval
 from ddp_bench.timing import StageClock, StepTimer, percentile
 
 
@@ -60,3 +61,11 @@ def test_cuda_event_timer_counts_queued_gpu_work():
     timer.stop()
     (ms,) = timer.durations_ms()
     assert ms > 0.5  # 20 large matmuls cannot take less; without events the host would see ~0
+
+
+@pytest.mark.parametrize(
+    "warmup_step_s, every",
+    [(0.0, 1), (2.0, 1), (0.1, 5), (0.001, 500), (1e-6, 1000)],  # no warm-up, slow, medium, fast, capped
+)
+def test_stop_checks_come_about_twice_a_second(warmup_step_s, every):
+    assert check_interval(warmup_step_s) == every
