@@ -49,7 +49,7 @@ def _sbatch_lines(profile: ClusterProfile, shape: JobShape, job_name: str) -> li
     ]
     if shape.account:
         lines.append(f"#SBATCH --account={shape.account}")
-    return [shlex_safe(line) for line in lines]
+    return [_checked_sbatch_line(line) for line in lines]
 
 
 def _mem_per_cpu(profile: ClusterProfile) -> str:
@@ -59,7 +59,7 @@ def _mem_per_cpu(profile: ClusterProfile) -> str:
     return f"{-(-megabytes // profile.cpus_per_task)}M"
 
 
-def shlex_safe(line: str) -> str:
+def _checked_sbatch_line(line: str) -> str:
     """#SBATCH lines are read by sbatch, not bash; refuse anything that would not survive either."""
     if any(ch in line for ch in "\n\r`$;&|<>\"'\\"):
         raise ValueError(f"unsafe character in job script line: {line!r}")
