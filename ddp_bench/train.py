@@ -220,24 +220,32 @@ def exposed_comm_ms(
     batches: BatchSource,
     precision: Precision,
     device: torch.device,
-    steps: int = 10,
+    pairs: int = 10,
 ) -> float:
-    """Median step time with DDP's gradient all-reduce minus the same without it (`no_sync`), measured in
-    a short paired control phase after the timed stage: the communication the overlap did not hide."""
+    """Exposed all-reduce time per step, from a short paired control phase after the timed stage: the median,
+    over pairs of adjacent steps, of (step with DDP's gradient all-reduce) minus (the same step under
+    `no_sync`): the communication the overlap with backward did not hide, plus the wait for the slowest rank.
+    Pairing adjacent steps, in alternating order, keeps drift in machine speed (other jobs, clock boost, a noisy
+    neighbour) out of the difference. Zero when the difference is below the noise."""
     ddp = getattr(ddp_model, "_orig_mod", ddp_model)  # the DDP module under torch.compile
     if not isinstance(ddp, DistributedDataParallel):
         return 0.0  # one rank: nothing to communicate
     scaler = precision.grad_scaler()
     stream = _epochs_forever(batches, first_epoch=1_000_000)  # any epoch: only the timing matters here
-    medians = []
-    for sync in (True, False):
-        timer = StepTimer(device)
-        context = contextlib.nullcontext() if sync else ddp.no_sync()
-        with context:
-            for _ in range(steps):
-                _epoch, x, y = next(stream)
-                timer.start()
+    timers = {True: StepTimer(device), False: StepTimer(device)}
+    for pair in range(pairs):
+        # Every rank runs the same order, so the synced step's collective always has all its peers.
+        for sync in (True, False) if pair % 2 == 0 else (False, True):
+            _epoch, x, y = next(stream)
+            # Start both kinds of step with the ranks aligned, as they are in steady training after each
+            # all-reduce; otherwise the drift a free-running no_sync step builds up is charged to the next one.
+            align_ranks(device)
+            with contextlib.nullcontext() if sync else ddp.no_sync():
+                timers[sync].start()
                 _train_step(ddp, optimizer, scaler, precision, x, y)
-                timer.stop()
-        medians.append(percentile(timer.durations_ms(), 50))
-    return max(0.0, medians[0] - medians[1])
+                timers[sync].stop()
+    differences = [
+        synced - unsynced
+        for synced, unsynced in zip(timers[True].durations_ms(), timers[False].durations_ms(), strict=True)
+    ]
+    return max(0.0, percentile(differences, 50))

@@ -68,8 +68,9 @@ def test_two_rank_gloo_run_measures_exposed_communication(tmp_path):
     done = run_torchrun(2, ["--steps", "6", "--warmup-steps", "2", "--out", str(tmp_path)])
     assert done.returncode == 0, done.stderr[-2000:]
     rows = read_rows(tmp_path)
-    # 4.8 MB of gradients through gloo on a 2-core machine is never free
-    assert all(float(row["comm_exposed_ms"]) > 0 for row in rows)
+    # 4.8 MB of gradients through gloo on a 2-core machine is never free (about 5 ms alone, more when it
+    # competes with backward for the cores), and it cannot take longer than the whole synced step.
+    assert all(0 < float(row["comm_exposed_ms"]) < float(row["step_time_median_ms"]) for row in rows)
     assert all(row["verdict"] in {"compute-bound", "comm-bound", "loader-bound"} for row in rows)
 
 
