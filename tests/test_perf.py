@@ -2,6 +2,7 @@
 path, and the harness-overhead script (smoke run; its targets are checked by running it, see README)."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -146,5 +147,21 @@ def test_harness_overhead_script_runs(mnist_dir):
         timeout=300,
     )
     assert done.returncode in (0, 1), done.stderr[-2000:]  # 1: a target missed, as tiny runs are noisy
-    for name in ("ddp_bench / hand loop", "real / synthetic (ddp_bench)", "ddp_bench real / course loop"):
-        assert name in done.stdout
+    throughput = {match[1]: float(match[2]) for match in re.finditer(r"^  (.+?) +([\d.]+) images/s", done.stdout, re.M)}
+    assert set(throughput) == {
+        "ddp_bench",
+        "hand loop",
+        "hand loop again",
+        "ddp_bench real",
+        "course loop",
+        "ddp_bench real bf16",
+    }
+    assert all(value > 0 for value in throughput.values())
+    ratio = {match[1]: float(match[2]) for match in re.finditer(r"^  (.+? / .+?) +([\d.]+)  \(", done.stdout, re.M)}
+    # One round: each printed ratio is the quotient of the two printed throughputs.
+    assert ratio["ddp_bench / hand loop"] == pytest.approx(throughput["ddp_bench"] / throughput["hand loop"], abs=2e-3)
+    assert ratio["ddp_bench real bf16 / course loop"] == pytest.approx(
+        throughput["ddp_bench real bf16"] / throughput["course loop"], abs=2e-3
+    )
+    # The A/A control and the bf16 line have no target: one measures noise, the other other arithmetic.
+    assert done.stdout.count("target >=") == 3 and len(ratio) == 5

@@ -34,13 +34,14 @@ def test_stage_clock_accumulates_only_while_running():
 
 def test_step_timer_records_each_step_on_cpu():
     timer = StepTimer(torch.device("cpu"))
-    for pause in (0.01, 0.03):
+    for pause in (0.01, 0.2):
         timer.start()
         time.sleep(pause)
         timer.stop()
     first, second = timer.durations_ms()
-    assert 9 < first < 200 and 29 < second < 230  # loose above: a busy CI machine wakes sleepers late
-    assert second > first
+    # Loose above, as a busy CI machine wakes sleepers late; the pauses are far enough apart that the order
+    # still shows each step was recorded separately and in order.
+    assert 9 < first < 150 and 199 < second < 500
 
 
 def test_stopping_a_timer_that_never_started_is_an_error():
