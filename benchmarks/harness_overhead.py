@@ -12,8 +12,8 @@ course recipe), the same warm-up excluded:
   course loop          the intro course's loop: torchvision MNIST + ToTensor/Normalize + DataLoader
   ddp_bench real bf16  as `ddp_bench real`, with --amp bf16 --channels-last (not the same arithmetic as the
                        others, so it has no target: it shows what the harness's fast path gives on this CPU)
-Each ratio is taken within a round, between neighbouring measurements, and the median over rounds is printed
-with its range, against the targets ddp_bench / hand >= 0.98, real / synthetic >= 0.95,
+Each ratio is taken between two measurements of the same round, and the median over rounds is printed with
+its range, against the targets ddp_bench / hand >= 0.98, real / synthetic >= 0.95,
 ddp_bench real / course >= 1.5. Throughputs are images/s of training steps only; warm-up, start-up and
 evaluation are excluded everywhere.
 """
