@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import glob
 import io
 import os
 import secrets
@@ -146,6 +147,25 @@ def global_images_per_second(samples_per_rank: list[int], train_times_s: list[fl
     return sum(samples_per_rank) / slowest if slowest > 0 else float("nan")
 
 
+def incomplete_reason(statuses: list[str], world_sizes: list[int], ranks: list[int]) -> str:
+    """Why one run's rank rows do not make a complete run, or '' when every rank reported once and all of
+    them finished. The report and the sweep both judge runs by this."""
+    if any(status != "complete" for status in statuses):
+        return "stopped early (status incomplete)"
+    if len(set(world_sizes)) != 1:
+        return "ranks disagree on the world size"
+    if len(set(ranks)) != len(ranks):
+        return "a rank reported twice"
+    world_size = world_sizes[0]
+    outside = sorted(set(ranks) - set(range(world_size)))
+    if outside:
+        return f"rank(s) {', '.join(map(str, outside[:8]))} outside a world of {world_size}"
+    missing = sorted(set(range(world_size)) - set(ranks))
+    if missing:
+        return f"{len(missing)} of {world_size} rank rows missing (ranks {', '.join(map(str, missing[:8]))})"
+    return ""
+
+
 def new_run_id(model: str, world_size: int, now: float | None = None) -> str:
     """A run id that sorts by time and cannot collide across nodes or concurrent jobs (64 random bits)."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
@@ -190,6 +210,14 @@ def write_rank_csv(out_dir: str, record: RankRecord) -> str:
     finally:
         os.unlink(temporary)
     return path
+
+
+def find_rank_files(directories: list[str]) -> list[str]:
+    """Every per-rank CSV under the directories, searched recursively, in sorted order."""
+    files: set[str] = set()
+    for directory in directories:
+        files.update(glob.glob(os.path.join(directory, "**", "rank*.csv"), recursive=True))
+    return sorted(files)
 
 
 def read_rank_csv(path: str) -> list[dict[str, str]]:

@@ -12,14 +12,20 @@ Repeated runs of one configuration and world size are summarised by their median
 
 from __future__ import annotations
 
-import glob
 import os
 import re
 from dataclasses import dataclass
 
 import pandas as pd
 
-from ddp_bench.records import COLUMNS, NUMERIC_COLUMNS, global_images_per_second, read_rank_csv
+from ddp_bench.records import (
+    COLUMNS,
+    NUMERIC_COLUMNS,
+    find_rank_files,
+    global_images_per_second,
+    incomplete_reason,
+    read_rank_csv,
+)
 
 # What makes two runs comparable, besides the scaling kind and the batch that the kind holds fixed.
 CONFIG_KEYS = ("platform", "cluster", "device_name", "model", "data", "loader", "amp", "channels_last", "compile")
@@ -30,13 +36,6 @@ _REQUIRED_NUMBERS = ("world_size", "rank", "num_nodes", "batch_size", "global_ba
 class LoadedRows:
     rows: pd.DataFrame  # one row per usable rank file, numeric columns typed
     problems: list[tuple[str, str]]  # (path, why it could not be used)
-
-
-def find_rank_files(directories: list[str]) -> list[str]:
-    files: set[str] = set()
-    for directory in directories:
-        files.update(glob.glob(os.path.join(directory, "**", "rank*.csv"), recursive=True))
-    return sorted(files)
 
 
 def load_rows(directories: list[str]) -> LoadedRows:
@@ -98,16 +97,9 @@ def summarise_runs(rows: pd.DataFrame) -> RunTables:
     runs, incomplete = [], []
     for run_id, ranks in rows.groupby("run_id", sort=True):
         world_size = int(ranks["world_size"].iloc[0])
-        reason = ""
-        if (ranks["status"] != "complete").any():
-            reason = "stopped early (status incomplete)"
-        elif ranks["world_size"].nunique() != 1:
-            reason = "ranks disagree on the world size"
-        elif ranks["rank"].duplicated().any():
-            reason = "a rank reported twice"
-        elif set(ranks["rank"].astype(int)) != set(range(world_size)):
-            missing = sorted(set(range(world_size)) - set(ranks["rank"].astype(int)))
-            reason = f"{len(missing)} of {world_size} rank rows missing (ranks {', '.join(map(str, missing[:8]))})"
+        reason = incomplete_reason(
+            ranks["status"].tolist(), ranks["world_size"].astype(int).tolist(), ranks["rank"].astype(int).tolist()
+        )
         if reason:
             incomplete.append((str(run_id), reason))
             continue

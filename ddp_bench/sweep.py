@@ -8,7 +8,6 @@ Weak scaling (default) keeps --batch-size per GPU; strong scaling keeps the glob
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import os
 import subprocess
@@ -20,7 +19,7 @@ from ddp_bench.cli import Parser, parse_args
 from ddp_bench.clusters import PROFILES, get_profile
 from ddp_bench.errors import EXIT_FAILURE, UsageError
 from ddp_bench.jobscript import JobShape, render
-from ddp_bench.records import read_rank_csv
+from ddp_bench.records import find_rank_files, incomplete_reason, read_rank_csv
 
 
 @dataclass(frozen=True)
@@ -97,7 +96,7 @@ def plan_sweep(
 def complete_keys(results_dir: str) -> set[str]:
     """Sweep keys with at least one run whose every rank wrote a complete row."""
     runs: dict[str, list[dict[str, str]]] = {}
-    for path in glob.glob(os.path.join(results_dir, "**", "rank*.csv"), recursive=True):
+    for path in find_rank_files([results_dir]):
         try:
             for row in read_rank_csv(path):
                 runs.setdefault(row["run_id"], []).append(row)
@@ -105,9 +104,15 @@ def complete_keys(results_dir: str) -> set[str]:
             continue  # the report names unusable files; here they simply do not count as done
     done = set()
     for rows in runs.values():
-        world = int(rows[0]["world_size"])
-        ranks = {int(row["rank"]) for row in rows}
-        if rows[0]["sweep_key"] and ranks == set(range(world)) and all(row["status"] == "complete" for row in rows):
+        try:
+            reason = incomplete_reason(
+                [row["status"] for row in rows],
+                [int(row["world_size"]) for row in rows],
+                [int(row["rank"]) for row in rows],
+            )
+        except ValueError:
+            continue  # a rank or world size that is not a number: not a run that can count as done
+        if rows[0]["sweep_key"] and not reason:
             done.add(rows[0]["sweep_key"])
     return done
 

@@ -12,6 +12,7 @@ from ddp_bench.records import (
     RankRecord,
     global_images_per_second,
     images_per_second,
+    incomplete_reason,
     new_run_id,
     read_rank_csv,
     render_csv,
@@ -120,3 +121,18 @@ def test_run_ids_are_unique_and_sort_by_time():
     assert len(ids) == 1000
     assert new_run_id("m", 1, now=0) < new_run_id("m", 1, now=86400)
     assert new_run_id("m", 4, now=0).startswith("19700101T000000Z-m-w4-")
+
+
+@pytest.mark.parametrize(
+    "statuses, world_sizes, ranks, reason",
+    [
+        (["complete"] * 2, [2, 2], [1, 0], ""),
+        (["complete", "incomplete"], [2, 2], [0, 1], "stopped early (status incomplete)"),
+        (["complete"] * 2, [2, 4], [0, 1], "ranks disagree on the world size"),
+        (["complete"] * 2, [2, 2], [0, 0], "a rank reported twice"),
+        (["complete"] * 2, [2, 2], [0, 2], "rank(s) 2 outside a world of 2"),
+        (["complete"], [4], [0], "3 of 4 rank rows missing (ranks 1, 2, 3)"),
+    ],
+)
+def test_a_run_is_complete_only_when_every_rank_finished_once(statuses, world_sizes, ranks, reason):
+    assert incomplete_reason(statuses, world_sizes, ranks) == reason

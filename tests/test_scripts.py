@@ -1,7 +1,9 @@
 """Tier 1: job scripts — the shipped ones are in sync with their profiles, and every shell script passes
 `bash -n` and shellcheck; sweep dry runs print correct, safely quoted scripts."""
 
+import csv
 import glob
+import io
 import os
 import re
 import shutil
@@ -14,7 +16,7 @@ from test_records import make_record
 from ddp_bench.clusters import PROFILES
 from ddp_bench.errors import UsageError
 from ddp_bench.jobscript import JobShape, reference_script_name, render, render_reference
-from ddp_bench.records import write_rank_csv
+from ddp_bench.records import render_csv, write_rank_csv
 from ddp_bench.sweep import complete_keys, job_shape, plan_sweep, sweep_key
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -145,6 +147,13 @@ def test_only_complete_runs_count_as_done(tmp_path):
     rows("b", 2, [0], key="missing-rank")
     rows("c", 1, [0], status="incomplete", key="timed-out")
     rows("d", 1, [0], key="")
+    rows("e", 2, [0, 2], key="rank-outside")
+    not_a_number = tmp_path / "f" / "rank0.csv"
+    not_a_number.parent.mkdir()
+    header, cells = csv.reader(io.StringIO(render_csv(make_record(run_id="f", sweep_key="garbled"))))
+    cells[header.index("world_size")] = "two"
+    with open(not_a_number, "w", encoding="utf-8", newline="") as handle:
+        csv.writer(handle).writerows([header, cells])
     assert complete_keys(str(tmp_path)) == {"done"}
 
 
