@@ -41,7 +41,8 @@ def format_number(value: float, digits: int = 1) -> str:
     return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:,.{digits}f}"
 
 
-def print_summary(record: RankRecord, run_dir: str) -> None:
+def print_summary(record: RankRecord, advice: str, run_dir: str) -> None:
+    """Rank 0's table of the run; `advice` says what to try about the verdict."""
     table = Table(title=f"ddp_bench · {record.run_id}", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
@@ -69,7 +70,7 @@ def print_summary(record: RankRecord, run_dir: str) -> None:
             f"{format_number(record.mfu * 100, 1)} % of a measured "
             f"{format_number(record.peak_tflops * 1e3, 1)} GFLOP/s matmul peak",
         ),
-        ("verdict (rank 0)", record.verdict),
+        ("verdict (rank 0)", f"{record.verdict} — {advice}"),
         ("train / wall time", f"{format_number(record.train_time_s, 2)} s / {format_number(record.wall_time_s, 2)} s"),
         ("final loss (rank 0)", format_number(record.final_loss, 4)),
         ("real ÷ synthetic data", format_number(record.data_pipeline_ratio, 3)),

@@ -60,15 +60,22 @@ def measured_peak_flops(device: torch.device, dtype: torch.dtype, budget_s: floa
     return 2 * n**3 / best
 
 
-def verdict(*, data_wait_ms: float, step_ms: float, comm_ms: float, mfu: float, device_type: str) -> tuple[str, str]:
-    """(verdict, advice) for one run from its median per-step numbers."""
+# What to try for each verdict; the console summary prints it under the verdict.
+ADVICE = {
+    "loader-bound": "keep the dataset on the device (--loader device) or add --workers",
+    "comm-bound": "use a larger per-GPU batch, fewer nodes, or a faster interconnect",
+    "overhead-bound": "the GPU waits on Python and kernel launches: try a bigger batch, --compile, or a CPU",
+    "compute-bound": "the model's arithmetic sets the pace: AMP and channels-last help on GPUs",
+}
+
+
+def verdict(*, data_wait_ms: float, step_ms: float, comm_ms: float, mfu: float, device_type: str) -> str:
+    """What bounds one run, from its median per-step numbers: one of the keys of ADVICE."""
     whole = data_wait_ms + step_ms
     if whole > 0 and data_wait_ms / whole > LOADER_BOUND_SHARE:
-        return "loader-bound", "keep the dataset on the device (--loader device) or add --workers"
+        return "loader-bound"
     if step_ms > 0 and comm_ms / step_ms > COMM_BOUND_SHARE:
-        return "comm-bound", "use a larger per-GPU batch, fewer nodes, or a faster interconnect"
+        return "comm-bound"
     if device_type == "cuda" and mfu == mfu and mfu < OVERHEAD_BOUND_MFU:
-        return "overhead-bound", (
-            "the GPU waits on Python and kernel launches: use a bigger batch, --compile, or a CPU for this model"
-        )
-    return "compute-bound", "the model's arithmetic sets the pace: AMP and channels-last help on GPUs"
+        return "overhead-bound"
+    return "compute-bound"

@@ -14,7 +14,7 @@ from ddp_bench.console import print_summary
 from ddp_bench.context import RunContext
 from ddp_bench.data import BatchSource, DatasetSpec, Shard, build_batches
 from ddp_bench.distributed import Job, align_ranks, gather_floats
-from ddp_bench.perf import matmul_dtype, measured_peak_flops, verdict
+from ddp_bench.perf import ADVICE, matmul_dtype, measured_peak_flops, verdict
 from ddp_bench.records import RankRecord, global_images_per_second, images_per_second, write_rank_csv
 from ddp_bench.stopping import StopRequest
 from ddp_bench.timing import percentile
@@ -98,9 +98,7 @@ def record_rank(setup: RunSetup, batches: BatchSource, optimizer, result: TrainR
     mfu = achieved / extras.peak_flops if extras.peak_flops > 0 else float("nan")
     step_ms = percentile(result.step_times_ms, 50)
     wait_ms = percentile(result.data_wait_ms, 50)
-    kind, _advice = verdict(
-        data_wait_ms=wait_ms, step_ms=step_ms, comm_ms=extras.comm_ms, mfu=mfu, device_type=device.type
-    )
+    kind = verdict(data_wait_ms=wait_ms, step_ms=step_ms, comm_ms=extras.comm_ms, mfu=mfu, device_type=device.type)
     record = RankRecord(
         run_id=setup.run_id,
         status="incomplete" if result.stopped_by else "complete",
@@ -167,7 +165,7 @@ def record_rank(setup: RunSetup, batches: BatchSource, optimizer, result: TrainR
         _write_indices(path, batches, result.batches_per_epoch_done)
     align_ranks(device)  # rank 0 reports only once every rank's row is on disk
     if info.rank == 0:
-        print_summary(record, os.path.dirname(path))
+        print_summary(record, ADVICE[kind], os.path.dirname(path))
     return path
 
 

@@ -13,7 +13,7 @@ from conftest import clean_env, read_rows, run_torchrun, torchrun_command
 from ddp_bench.allreduce import bus_bandwidth, default_sizes
 from ddp_bench.cli import main
 from ddp_bench.models import MnistCNN
-from ddp_bench.perf import flops_per_image, measured_peak_flops, verdict
+from ddp_bench.perf import ADVICE, flops_per_image, measured_peak_flops, verdict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -39,8 +39,7 @@ def test_measured_peak_is_a_real_positive_rate():
     ],
 )
 def test_verdicts(numbers, expected):
-    kind, advice = verdict(**numbers)
-    assert kind == expected and advice
+    assert verdict(**numbers) == expected and ADVICE[expected]
 
 
 def test_bus_bandwidth_is_nccl_tests_definition():
@@ -51,9 +50,11 @@ def test_bus_bandwidth_is_nccl_tests_definition():
     assert default_sizes(256 * 2**20) == [4096 * 4**k for k in range(9)]
 
 
-def test_rows_carry_the_breakdown_flops_and_verdict(tmp_path):
+def test_rows_carry_the_breakdown_flops_and_verdict(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # the summary table on one line per row
     assert main(["--steps", "4", "--warmup-steps", "2", "--out", str(tmp_path)]) == 0
     (row,) = read_rows(tmp_path)
+    assert f"{row['verdict']} — {ADVICE[row['verdict']]}" in capsys.readouterr().out  # what to try, not only a label
     assert float(row["flops_per_image"]) == pytest.approx(71.6e6, rel=0.01)
     images_per_s = float(row["images_per_s"])
     assert float(row["achieved_tflops"]) == pytest.approx(71.6e6 * images_per_s / 1e12, rel=0.01)
