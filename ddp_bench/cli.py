@@ -1,4 +1,4 @@
-"""Command line: `python -m ddp_bench [run] [flags]`, and the `download` verb.
+"""Command line: `python -m ddp_bench [run] [flags]`, and the verbs download, report, allreduce, check, sweep.
 
 `parse_args(argv)` is pure (no torch import), so tests call it directly and a bad flag is answered at once.
 Every error a user can cause ends as one line on stderr and exit code 2.
@@ -7,6 +7,7 @@ Every error a user can cause ends as one line on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import sys
 import time
@@ -146,8 +147,6 @@ def report_cli(argv: Sequence[str]) -> int:
 
 def check_main(argv: Sequence[str]) -> int:
     """Run the pre-flight checks for these run flags and print what they found; exit 2 on any error."""
-    import os
-
     from rich.table import Table
 
     from ddp_bench.console import wide_console

@@ -11,6 +11,7 @@ Real datasets are read from `--data-dir` and never downloaded during a run (comp
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -69,8 +70,6 @@ def _open_torchvision(data: str, data_dir: str, train: bool, transform=None, dow
 
 def open_real_dataset(data: str, data_dir: str, train: bool, transform=None):
     """The torchvision dataset under `data_dir`, or a one-line UsageError saying how to get it."""
-    import os
-
     if not os.path.isdir(data_dir):
         raise UsageError(f"--data-dir {data_dir} does not exist; {_fetch_hint(data, data_dir)}")
     try:
@@ -88,8 +87,6 @@ def download(data: str, data_dir: str) -> list[str]:
     """Fetch both splits into `data_dir` (torchvision checks their md5s); returns what is there."""
     if data not in SPECS:
         raise UsageError(f"--data must be one of {', '.join(SPECS)} for download, not {data!r}")
-    import os
-
     os.makedirs(data_dir, exist_ok=True)
     for train in (True, False):
         _open_torchvision(data, data_dir, train, download=True)

@@ -95,7 +95,7 @@ def run_checks(cfg: BenchConfig, env: Mapping[str, str]) -> list[Finding]:
     """Every check, as findings; never raises for what it finds."""
     import torch
 
-    from ddp_bench.data import SPECS, open_real_dataset
+    from ddp_bench.data import DOWNLOAD_HOSTS, SPECS, open_real_dataset
     from ddp_bench.discovery import discover_launch
     from ddp_bench.run import check_output_dir, plan_hardware
 
@@ -131,8 +131,6 @@ def run_checks(cfg: BenchConfig, env: Mapping[str, str]) -> list[Finding]:
             images = len(open_real_dataset(cfg.data, cfg.data_dir, train=True))
             findings.append(Finding("dataset", "ok", f"{cfg.data}: {images} training images in {cfg.data_dir}"))
         except UsageError as exc:
-            from ddp_bench.data import DOWNLOAD_HOSTS
-
             reachable = has_internet(DOWNLOAD_HOSTS[cfg.data])
             online = "this node has internet" if reachable else "this node has no internet (usual on compute nodes)"
             findings.append(Finding("dataset", "error", f"{exc} ({online})"))
