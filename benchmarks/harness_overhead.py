@@ -4,14 +4,17 @@
 
 Per round (the order rotates from round to round), on one CPU rank, MNIST CNN, batch 64, Adadelta (the
 course recipe), the same warm-up excluded:
-  ddp_bench            python -m ddp_bench on synthetic data (in-process)
+  hand loop again      the hand loop below, measured twice: hand loop again / hand loop is an A/A control
+                       that shows how far two identical measurements drift apart on this machine (no target)
   hand loop            a minimal loop over an in-memory tensor: same model, batch and optimizer
-  hand loop again      the same hand loop once more: hand loop again / hand loop is an A/A control that
-                       shows how far two identical measurements drift apart on this machine (no target)
+  ddp_bench            python -m ddp_bench on synthetic data (in-process)
   ddp_bench real       python -m ddp_bench on real MNIST with the device-resident loader
   course loop          the intro course's loop: torchvision MNIST + ToTensor/Normalize + DataLoader
   ddp_bench real bf16  as `ddp_bench real`, with --amp bf16 --channels-last (not the same arithmetic as the
                        others, so it has no target: it shows what the harness's fast path gives on this CPU)
+  ddp_bench real cl    as `ddp_bench real`, with --channels-last only: still fp32, in the memory layout
+                       oneDNN's convolutions prefer (no target: the course loop could use it too)
+The order is a cycle in which the two sides of every ratio with a target are neighbours.
 Each ratio is taken between two measurements of the same round, and the median over rounds is printed with
 its range, against the targets ddp_bench / hand >= 0.98, real / synthetic >= 0.95,
 ddp_bench real / course >= 1.5. Throughputs are images/s of training steps only; warm-up, start-up and
@@ -107,6 +110,7 @@ RATIOS = {  # name: (numerator, denominator)
     "hand loop again / hand loop (A/A)": ("hand loop again", "hand loop"),
     "real / synthetic (ddp_bench)": ("ddp_bench real", "ddp_bench"),
     "ddp_bench real / course loop": ("ddp_bench real", "course loop"),
+    "ddp_bench real cl / course loop": ("ddp_bench real cl", "course loop"),
     "ddp_bench real bf16 / course loop": ("ddp_bench real bf16", "course loop"),
 }
 
@@ -121,14 +125,14 @@ def main(argv: list[str]) -> int:
     torch.set_num_threads(len(os.sched_getaffinity(0)))  # what ddp_bench gives a single rank
     common = ["--steps", str(args.steps), "--warmup-steps", str(args.warmup), "--batch-size", "64"]
     real = [*common, "--data", "mnist", "--data-dir", args.data_dir, "--loader", "device"]
-    measure = {
-        "ddp_bench": lambda: ddp_bench_images_per_s(common),
-        "hand loop": lambda: hand_loop(args.steps, args.warmup, 64),
-        # Next to "hand loop", as "ddp_bench" is on the other side: both ratios compare neighbours.
+    measure = {  # in this order, as a cycle: both sides of every targeted ratio are neighbours
         "hand loop again": lambda: hand_loop(args.steps, args.warmup, 64),
+        "hand loop": lambda: hand_loop(args.steps, args.warmup, 64),
+        "ddp_bench": lambda: ddp_bench_images_per_s(common),
         "ddp_bench real": lambda: ddp_bench_images_per_s(real),
         "course loop": lambda: course_loop(args.data_dir, args.steps, args.warmup, 64),
         "ddp_bench real bf16": lambda: ddp_bench_images_per_s([*real, "--amp", "bf16", "--channels-last"]),
+        "ddp_bench real cl": lambda: ddp_bench_images_per_s([*real, "--channels-last"]),
     }
     names = list(measure)
     results: dict[str, list[float]] = {name: [] for name in names}

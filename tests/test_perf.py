@@ -156,6 +156,7 @@ def test_harness_overhead_script_runs(mnist_dir):
         "ddp_bench real",
         "course loop",
         "ddp_bench real bf16",
+        "ddp_bench real cl",
     }
     assert all(value > 0 for value in throughput.values())
     ratio = {match[1]: float(match[2]) for match in re.finditer(r"^  (.+? / .+?) +([\d.]+)  \(", done.stdout, re.M)}
@@ -164,5 +165,9 @@ def test_harness_overhead_script_runs(mnist_dir):
     assert ratio["ddp_bench real bf16 / course loop"] == pytest.approx(
         throughput["ddp_bench real bf16"] / throughput["course loop"], abs=2e-3
     )
-    # The A/A control and the bf16 line have no target: one measures noise, the other other arithmetic.
-    assert done.stdout.count("target >=") == 3 and len(ratio) == 5
+    assert ratio["ddp_bench real cl / course loop"] == pytest.approx(
+        throughput["ddp_bench real cl"] / throughput["course loop"], abs=2e-3
+    )
+    # The A/A control, the bf16 and the channels-last lines have no target: the first measures noise, the
+    # second is other arithmetic, the third a layout the course loop could adopt as well.
+    assert done.stdout.count("target >=") == 3 and len(ratio) == 6
