@@ -65,7 +65,7 @@ def _epochs_forever(batches: BatchSource, first_epoch: int) -> Iterator[tuple[in
         epoch += 1
 
 
-def _timed_fetch(batches: Iterator, waits: list[float]) -> Iterator:
+def timed_fetch(batches: Iterator, waits: list[float]) -> Iterator:
     """Pass batches through, recording how long each one took to arrive."""
     while True:
         started = time.perf_counter()
@@ -77,7 +77,7 @@ def _timed_fetch(batches: Iterator, waits: list[float]) -> Iterator:
         yield item
 
 
-def _train_step(model: nn.Module, optimizer, scaler, precision: Precision, x, y) -> torch.Tensor:
+def train_step(model: nn.Module, optimizer, scaler, precision: Precision, x, y) -> torch.Tensor:
     optimizer.zero_grad(set_to_none=True)
     with precision.autocast():
         loss = F.cross_entropy(model(x), y)
@@ -136,7 +136,7 @@ def run_training(
         if index == settled:
             warmup_clock.start()
         _epoch, x, y = next(warmup)
-        _train_step(ddp_model, optimizer, scaler, precision, x, y)
+        train_step(ddp_model, optimizer, scaler, precision, x, y)
     del warmup
     # The slowest rank's warm-up step time sets how often the ranks agree on stopping (about twice a second).
     warmup_step_s = warmup_clock.stop() / (warmup_steps - settled) if warmup_steps else 0.0
@@ -162,7 +162,7 @@ def run_training(
         if fault is not None:
             fault.strike(job.info.rank, step)
         step_timer.start()
-        loss = _train_step(ddp_model, optimizer, scaler, precision, x, y)
+        loss = train_step(ddp_model, optimizer, scaler, precision, x, y)
         step_timer.stop()
         taken_per_epoch[-1] += 1
         step += 1
@@ -172,7 +172,7 @@ def run_training(
     clock.start()
     stopped = False
     if epochs is None:
-        stream = _timed_fetch(_epochs_forever(batches, first_epoch=0), data_wait_ms)
+        stream = timed_fetch(_epochs_forever(batches, first_epoch=0), data_wait_ms)
         current_epoch = 0
         for _ in range(steps or 0):
             epoch, x, y = next(stream)  # waiting for data is inside train_time_s, outside the step time
@@ -189,7 +189,7 @@ def run_training(
             if epoch > 0:
                 taken_per_epoch.append(0)
                 clock.start()
-            for x, y in _timed_fetch(iter(batches.epoch(epoch)), data_wait_ms):
+            for x, y in timed_fetch(iter(batches.epoch(epoch)), data_wait_ms):
                 if not measured_step(x, y):
                     stopped = True
                     break
@@ -242,7 +242,7 @@ def exposed_comm_ms(
             align_ranks(device)
             with contextlib.nullcontext() if sync else ddp.no_sync():
                 timers[sync].start()
-                _train_step(ddp, optimizer, scaler, precision, x, y)
+                train_step(ddp, optimizer, scaler, precision, x, y)
                 timers[sync].stop()
     differences = [
         synced - unsynced

@@ -141,6 +141,8 @@ def test_harness_overhead_script_runs(mnist_dir):
             "1",
             "--rounds",
             "1",
+            "--step-rounds",
+            "10",
         ],
         env=clean_env(),
         capture_output=True,
@@ -170,4 +172,15 @@ def test_harness_overhead_script_runs(mnist_dir):
     )
     # The A/A control, the bf16 and the channels-last lines have no target: the first measures noise, the
     # second is other arithmetic, the third a layout the course loop could adopt as well.
-    assert done.stdout.count("target >=") == 3 and len(ratio) == 6
+    assert done.stdout.count("target >=") == 4 and len(ratio) == 8
+    # The interleaved ratios sit inside their bootstrap intervals; the targeted one is judged by its interval.
+    interleaved = {
+        match[1]: tuple(map(float, match.group(2, 3, 4)))
+        for match in re.finditer(r"^  (.+?) +([\d.]+)  \(95 % interval ([\d.]+)-([\d.]+)\)", done.stdout, re.M)
+    }
+    assert set(interleaved) == {"ddp_bench / hand loop (interleaved)", "hand loop again / hand loop (A/A, interleaved)"}
+    for point, low, high in interleaved.values():
+        assert 0 < low <= point <= high
+    _point, low, high = interleaved["ddp_bench / hand loop (interleaved)"]
+    verdict = "met" if low >= 0.98 else "MISSED" if high < 0.98 else "undecided"
+    assert f"target >= 0.98: {verdict}\n" in done.stdout, done.stdout
