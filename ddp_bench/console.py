@@ -22,7 +22,9 @@ def step_progress(enabled: bool, total: int, description: str) -> Iterator[Calla
         yield lambda: None
         return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+    # Redrawn once a second, not rich's default ten: each redraw takes about 0.5 ms of Python (measured on the
+    # 2-core machine), held under the GIL while the training loop waits to launch its next operation.
+    with Progress(*columns, console=Console(stderr=True), transient=True, refresh_per_second=1) as progress:
         task = progress.add_task(description, total=total)
         yield lambda: progress.advance(task)
 

@@ -2,9 +2,12 @@
 path, and the harness-overhead script (smoke run; its targets are checked by running it, see README)."""
 
 import os
+import pty
 import re
+import select
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -63,6 +66,39 @@ def test_rows_carry_the_breakdown_flops_and_verdict(tmp_path, capsys, monkeypatc
     assert float(row["data_wait_median_ms"]) >= 0 and float(row["comm_exposed_ms"]) == 0.0  # one rank
     assert row["verdict"] in {"compute-bound", "loader-bound"}
     assert row["synthetic_images_per_s"] == "" and row["data_pipeline_ratio"] == ""
+
+
+def test_progress_bar_shows_on_a_terminal_and_redraws_about_once_a_second(tmp_path):
+    # The bar's redraws hold the GIL while the training loop waits, so it must redraw rarely; and a job log
+    # (stderr not a terminal) must get no bar at all, which every other test here already runs through.
+    main_fd, terminal_fd = pty.openpty()
+    started = time.monotonic()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ddp_bench", "--launcher", "single", "--steps", "60", "--warmup-steps", "2",
+         "--out", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=terminal_fd, env=clean_env(), cwd=ROOT,
+    )  # fmt: skip
+    os.close(terminal_fd)
+    written = b""
+    while True:
+        ready, _, _ = select.select([main_fd], [], [], 1.0)
+        if ready:
+            try:
+                chunk = os.read(main_fd, 65536)
+            except OSError:  # the terminal closed: the process has exited
+                break
+            if not chunk:
+                break
+            written += chunk
+        elif process.poll() is not None or time.monotonic() - started > 240:
+            break
+    os.close(main_fd)
+    assert process.wait(timeout=60) == 0, written.decode(errors="replace")[-2000:]
+    elapsed_s = time.monotonic() - started
+    counts = re.findall(rb"(\d+)/60", written)
+    assert counts and counts[-1] == b"60"  # the bar was drawn, and finished
+    # Redraws: one a second while training, plus the first and the last (and generous slack for a slow start).
+    assert len(counts) <= elapsed_s + 4, (len(counts), elapsed_s)
 
 
 @pytest.mark.distributed
