@@ -1,6 +1,7 @@
 """Does the harness cost anything? ddp_bench against loops a user would write, in one process, alternating.
 
-    python benchmarks/harness_overhead.py --data-dir ../shared/data/mnist-mini [--steps 150] [--rounds 6]
+    python benchmarks/harness_overhead.py --data-dir ../shared/data/mnist-mini \
+        [--steps 150] [--rounds 6] [--step-rounds 300]
 
 Per round (the order rotates from round to round), on one CPU rank, MNIST CNN, batch 64, Adadelta (the
 course recipe), the same warm-up excluded:
@@ -12,8 +13,8 @@ course recipe), the same warm-up excluded:
   course loop          the intro course's loop: torchvision MNIST + ToTensor/Normalize + DataLoader
   ddp_bench real bf16  as `ddp_bench real`, with --amp bf16 --channels-last (not the same arithmetic as the
                        others, so it has no target: it shows what the harness's fast path gives on this CPU)
-  ddp_bench real cl    as `ddp_bench real`, with --channels-last only: still fp32, in the memory layout
-                       oneDNN's convolutions prefer (no target: the course loop could use it too)
+  ddp_bench real cl    as `ddp_bench real`, with --channels-last only: still fp32, in the channels-last
+                       memory layout (no target: the course loop could use it too)
 The order is a cycle in which the two sides of every ratio with a target are neighbours.
 Each ratio is taken between two measurements of the same round, and the median over rounds is printed with
 its range, against the targets ddp_bench / hand >= 0.98, real / synthetic >= 0.95,
