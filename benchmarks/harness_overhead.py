@@ -1,6 +1,6 @@
 """Does the harness cost anything? ddp_bench against loops a user would write, in one process, alternating.
 
-    python benchmarks/harness_overhead.py --data-dir ../shared/data/mnist-mini \
+    python benchmarks/harness_overhead.py --data-dir ../shared/data/mnist-mini
         [--steps 150] [--rounds 6] [--step-rounds 300]
 
 Per round (the order rotates from round to round), on one CPU rank, MNIST CNN, batch 64, Adadelta (the
