@@ -66,20 +66,28 @@ def ddp_bench_images_per_s(flags: list[str]) -> float:
             return float(next(csv.DictReader(handle))["global_images_per_s"])
 
 
-def timed_loop(model, optimizer, batches, warmup: int, steps: int) -> float:
-    """images/s of `steps` training steps after `warmup` untimed ones."""
+def user_step(model, optimizer, batches):
+    """One step of the loop a user would write (next batch, zero_grad, nll_loss, backward, optimizer step), as
+    a callable that returns how many images it trained on."""
     model.train()
     iterator = iter(batches)
-    seen = 0
-    for step in range(warmup + steps):
-        if step == warmup:
-            started = time.perf_counter()
+
+    def step() -> int:
         x, y = next(iterator)
         optimizer.zero_grad(set_to_none=True)
         F.nll_loss(model(x), y).backward()
         optimizer.step()
-        if step >= warmup:
-            seen += len(y)
+        return len(y)
+
+    return step
+
+
+def timed_loop(step, warmup: int, steps: int) -> float:
+    """images/s of `steps` calls of `step` after `warmup` untimed ones."""
+    for _ in range(warmup):
+        step()
+    started = time.perf_counter()
+    seen = sum(step() for _ in range(steps))
     return seen / (time.perf_counter() - started)
 
 
@@ -100,26 +108,11 @@ def hand_batches(batch: int):
     return batches()
 
 
-def hand_loop(steps: int, warmup: int, batch: int) -> float:
+def hand_step(batch: int):
+    """The hand loop's step, on a fresh model and optimizer, over the in-memory tensor."""
     torch.manual_seed(0)
     model = MnistCNN()
-    return timed_loop(model, torch.optim.Adadelta(model.parameters(), lr=1.0), hand_batches(batch), warmup, steps)
-
-
-def make_hand_step(batch: int):
-    """One step of the hand loop, on its own model and optimizer."""
-    torch.manual_seed(0)
-    model = MnistCNN()
-    optimizer = torch.optim.Adadelta(model.parameters(), lr=1.0)
-    batches = hand_batches(batch)
-
-    def hand_step() -> None:
-        x, y = next(batches)
-        optimizer.zero_grad(set_to_none=True)
-        F.nll_loss(model(x), y).backward()
-        optimizer.step()
-
-    return hand_step
+    return user_step(model, torch.optim.Adadelta(model.parameters(), lr=1.0), hand_batches(batch))
 
 
 def make_ddp_bench_step(batch: int, steps: int):
@@ -148,8 +141,8 @@ def make_ddp_bench_step(batch: int, steps: int):
 def interleaved_steps(rounds: int, warmup: int, batch: int) -> dict[str, list[float]]:
     """Seconds per step of each variant, taking one step of each in turn, `rounds` times."""
     steps = {
-        "hand loop": make_hand_step(batch),
-        "hand loop again": make_hand_step(batch),  # the A/A control: how far identical steps differ here
+        "hand loop": hand_step(batch),
+        "hand loop again": hand_step(batch),  # the A/A control: how far identical steps differ here
         "ddp_bench": make_ddp_bench_step(batch, warmup + rounds),
     }
     for _ in range(warmup):
@@ -195,7 +188,7 @@ def course_loop(data_dir: str, steps: int, warmup: int, batch: int) -> float:
 
     torch.manual_seed(0)
     model = MnistCNN()
-    return timed_loop(model, torch.optim.Adadelta(model.parameters(), lr=1.0), forever(), warmup, steps)
+    return timed_loop(user_step(model, torch.optim.Adadelta(model.parameters(), lr=1.0), forever()), warmup, steps)
 
 
 RATIOS = {  # name: (numerator, denominator)
@@ -220,8 +213,8 @@ def main(argv: list[str]) -> int:
     common = ["--steps", str(args.steps), "--warmup-steps", str(args.warmup), "--batch-size", "64"]
     real = [*common, "--data", "mnist", "--data-dir", args.data_dir, "--loader", "device"]
     measure = {  # in this order, as a cycle: both sides of every targeted ratio are neighbours
-        "hand loop again": lambda: hand_loop(args.steps, args.warmup, 64),
-        "hand loop": lambda: hand_loop(args.steps, args.warmup, 64),
+        "hand loop again": lambda: timed_loop(hand_step(64), args.warmup, args.steps),
+        "hand loop": lambda: timed_loop(hand_step(64), args.warmup, args.steps),
         "ddp_bench": lambda: ddp_bench_images_per_s(common),
         "ddp_bench real": lambda: ddp_bench_images_per_s(real),
         "course loop": lambda: course_loop(args.data_dir, args.steps, args.warmup, 64),
