@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ddp_bench.cli import Parser
+from ddp_bench.args import Parser
 from ddp_bench.config import BenchConfig, choices
 from ddp_bench.errors import UsageError
 
@@ -89,12 +89,14 @@ def allreduce_main(argv: Sequence[str]) -> int:
         reduce_floats,
         synchronize,
     )
+    from ddp_bench.hardware import plan_hardware
     from ddp_bench.records import new_run_id
-    from ddp_bench.run import check_output_dir, plan_hardware
+    from ddp_bench.results_dir import prove_output_dir
 
     info = discover_launch(os.environ, cfg.launcher, cfg.init_timeout)
     plan = plan_hardware(cfg, info, os.environ)
-    check_output_dir(cfg.out)
+    if info.rank == 0:  # the one rank that writes proves it can, before anything is measured
+        prove_output_dir(cfg.out)
     context = collect_context(os.environ, plan.device.type, plan.device.index or 0)
     rows = []
     with process_group(info, plan.backend, plan.device, cfg.init_timeout):
@@ -168,12 +170,10 @@ def _print_and_plot(rows: list[AllreduceRow], directory: str) -> None:
     console = wide_console()
     console.print(table)
 
-    import matplotlib
+    from matplotlib.figure import Figure  # rendered to a file: no pyplot, no display needed
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(8, 5))
+    figure = Figure(figsize=(8, 5))
+    axis = figure.subplots()
     axis.plot([row.size_bytes for row in rows], [row.busbw_gbps for row in rows], marker="o", label="bus bandwidth")
     axis.plot(
         [row.size_bytes for row in rows],
@@ -193,7 +193,6 @@ def _print_and_plot(rows: list[AllreduceRow], directory: str) -> None:
     axis.grid(True, alpha=0.3)
     axis.legend()
     figure.savefig(os.path.join(directory, "allreduce.png"), dpi=150, bbox_inches="tight")
-    plt.close(figure)
     console.print(f"wrote {directory}/allreduce.csv and allreduce.png", soft_wrap=True)
 
 

@@ -97,7 +97,8 @@ def run_checks(cfg: BenchConfig, env: Mapping[str, str]) -> list[Finding]:
 
     from ddp_bench.data import DOWNLOAD_HOSTS, SPECS, open_real_dataset
     from ddp_bench.discovery import discover_launch
-    from ddp_bench.run import check_output_dir, plan_hardware
+    from ddp_bench.hardware import plan_hardware
+    from ddp_bench.results_dir import check_output_dir
 
     findings = []
     try:

@@ -15,7 +15,14 @@ from ddp_bench.context import RunContext
 from ddp_bench.data import BatchSource, DatasetSpec, Shard, build_batches
 from ddp_bench.distributed import Job, align_ranks, gather_floats
 from ddp_bench.perf import ADVICE, matmul_dtype, measured_peak_flops, verdict
-from ddp_bench.records import RankRecord, global_images_per_second, images_per_second, write_rank_csv
+from ddp_bench.records import (
+    RankRecord,
+    global_images_per_second,
+    images_per_second,
+    rank_csv_path,
+    write_rank_csv,
+)
+from ddp_bench.results_dir import rescue_dir, rescue_row
 from ddp_bench.stopping import StopRequest
 from ddp_bench.timing import percentile
 from ddp_bench.train import Precision, TrainResult, exposed_comm_ms, run_training
@@ -88,8 +95,16 @@ def measure_after_training(
     return AfterTraining(comm_ms, peak, synthetic)
 
 
-def record_rank(setup: RunSetup, batches: BatchSource, optimizer, result: TrainResult, extras: AfterTraining) -> str:
-    """Write this rank's row; rank 0 prints the summary once every rank's row is on disk. Returns the path."""
+@dataclass(frozen=True)
+class Written:
+    path: str  # where this rank's row is
+    failure: str  # '' when the row reached --out; otherwise the one-line reason the run ends with exit 1
+
+
+def record_rank(
+    setup: RunSetup, batches: BatchSource, optimizer, result: TrainResult, extras: AfterTraining
+) -> Written:
+    """Write this rank's row (or rescue it); rank 0 prints the summary once every rank has done so."""
     cfg, info, device = setup.cfg, setup.job.info, setup.job.device
     context = setup.context
     job_images_per_s = global_throughput(result, device)
@@ -160,13 +175,20 @@ def record_rank(setup: RunSetup, batches: BatchSource, optimizer, result: TrainR
         ddp_bench_version=context.ddp_bench_version,
         git_commit=context.git_commit,
     )
-    path = write_rank_csv(cfg.out, record)
-    if cfg.log_indices:
-        _write_indices(path, batches, result.batches_per_epoch_done)
+    # A write that fails now (the disk filled during the run, a network filesystem dropped) must not lose the
+    # measurement, nor leave the peers waiting below: the row is rescued and this rank still lines up with them.
+    failure = ""
+    try:
+        path = write_rank_csv(cfg.out, record)
+        if cfg.log_indices:
+            _write_indices(path, batches, result.batches_per_epoch_done)
+    except OSError as exc:
+        failure = rescue_row(record, cfg.out, exc)
+        path = rank_csv_path(rescue_dir(), record.run_id, record.rank)
     align_ranks(device)  # rank 0 reports only once every rank's row is on disk
     if info.rank == 0:
         print_summary(record, ADVICE[kind], os.path.dirname(path))
-    return path
+    return Written(path, failure)
 
 
 def _write_indices(csv_path: str, batches: BatchSource, taken_per_epoch: list[int]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import errno
 import glob
 import io
 import os
@@ -190,25 +191,40 @@ def render_csv(record: RankRecord) -> str:
     return buffer.getvalue()
 
 
+# What link() says on filesystems that have no hard links: Colab's Google Drive mount and other FUSE mounts, SMB,
+# vfat. There the row is renamed into place instead.
+_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK, errno.EXDEV}
+
+
 def write_rank_csv(out_dir: str, record: RankRecord) -> str:
     """Write one rank's row atomically, never replacing an existing file; returns the path.
 
     The row goes to a temporary file in the same directory, is flushed to disk, and is then hard-linked to its
     final name, which fails if that name exists: a reader sees the whole file or none, and no run overwrites
-    another.
+    another. Where the filesystem has no hard links, the temporary file is renamed to the final name after
+    checking that the name is free: still atomic for readers; the check and the rename are two steps, but the
+    name holds a run id with 64 random bits and the rank, which no other writer uses.
     """
     path = rank_csv_path(out_dir, record.run_id, record.rank)
     directory = os.path.dirname(path)
     os.makedirs(directory, exist_ok=True)
     temporary = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    with open(temporary, "w", encoding="utf-8", newline="") as handle:
-        handle.write(render_csv(record))
-        handle.flush()
-        os.fsync(handle.fileno())
     try:
-        os.link(temporary, path)
+        with open(temporary, "w", encoding="utf-8", newline="") as handle:
+            handle.write(render_csv(record))
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temporary, path)
+        except OSError as exc:
+            if exc.errno not in _NO_HARD_LINKS:
+                raise
+            if os.path.lexists(path):
+                raise FileExistsError(errno.EEXIST, "a row file of that name exists", path) from None
+            os.rename(temporary, path)
     finally:
-        os.unlink(temporary)
+        if os.path.lexists(temporary):
+            os.unlink(temporary)
     return path
 
 

@@ -101,6 +101,11 @@ def build_report(directories: Sequence[str], out_dir: str) -> Report:
     from ddp_bench.report_plots import plot_efficiency, plot_platforms, plot_throughput
 
     loaded = load_rows(list(directories))
+    if not loaded.files:  # a mistyped path must not look like a successful, empty report
+        raise UsageError(
+            f"no rank*.csv files under {', '.join(directories)} (searched recursively): "
+            "give the --out directory of your runs"
+        )
     tables = summarise_runs(loaded.rows)
     summary = scaling_summary(tables.runs)
     os.makedirs(out_dir, exist_ok=True)

@@ -8,24 +8,19 @@ from __future__ import annotations
 
 import os
 
-import matplotlib
+import pandas as pd
+from matplotlib.figure import Figure  # figures as objects, rendered to files: no pyplot, no display, no global state
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocator
 
-matplotlib.use("Agg")  # files only: clusters and CI have no display
-
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocator  # noqa: E402
-
-from ddp_bench.report_data import series_title  # noqa: E402
+from ddp_bench.report_data import series_title
 
 
-def _save(figure, out_dir: str, name: str) -> list[str]:
+def _save(figure: Figure, out_dir: str, name: str) -> list[str]:
     paths = []
     for extension in ("png", "svg"):
         path = os.path.join(out_dir, f"{name}.{extension}")
         figure.savefig(path, dpi=150, bbox_inches="tight")
         paths.append(path)
-    plt.close(figure)
     return paths
 
 
@@ -44,7 +39,8 @@ def _number(value: float) -> str:
 
 
 def plot_throughput(summary: pd.DataFrame, out_dir: str) -> list[str]:
-    figure, axis = plt.subplots(figsize=(8, 5))
+    figure = Figure(figsize=(8, 5))
+    axis = figure.subplots()
     for _series, points in summary.groupby("series", sort=True):
         points = points.sort_values("world_size")
         x, y = points["world_size"].tolist(), points["global_images_per_s"].tolist()
@@ -73,7 +69,8 @@ def plot_throughput(summary: pd.DataFrame, out_dir: str) -> list[str]:
 
 
 def plot_efficiency(summary: pd.DataFrame, out_dir: str) -> list[str]:
-    figure, axis = plt.subplots(figsize=(8, 5))
+    figure = Figure(figsize=(8, 5))
+    axis = figure.subplots()
     for _series, points in summary.groupby("series", sort=True):
         points = points.sort_values("world_size")
         x, y = points["world_size"].tolist(), (points["efficiency"] * 100).tolist()
@@ -97,7 +94,8 @@ def plot_platforms(summary: pd.DataFrame, out_dir: str) -> list[str]:
     table = summary.assign(name=summary["label"] + " · " + summary["model"] + " " + summary["data"])
     table = table.sort_values(["model", "global_images_per_s"]).reset_index(drop=True)
     height = max(3.0, 0.45 * len(table) + 1.5)
-    figure, (left, right) = plt.subplots(1, 2, figsize=(13, height), sharey=True)
+    figure = Figure(figsize=(13, height))
+    left, right = figure.subplots(1, 2, sharey=True)
     positions = range(len(table))
     bars = left.barh(positions, table["global_images_per_s"], color="tab:blue")
     left.bar_label(bars, labels=[_number(v) for v in table["global_images_per_s"]], padding=3, fontsize=8)

@@ -11,7 +11,6 @@ import os
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -33,73 +32,16 @@ from ddp_bench.distributed import (
 )
 from ddp_bench.errors import EXIT_INTERRUPTED, EXIT_OK, RunFailure, UsageError
 from ddp_bench.faults import fault_from_env
+from ddp_bench.hardware import HardwarePlan, plan_hardware
 from ddp_bench.launch import LaunchInfo
 from ddp_bench.models import build_model, build_optimizer
 from ddp_bench.perf import flops_per_image
 from ddp_bench.preflight import data_location_note, gpu_note, require_launcher_for_allocation
 from ddp_bench.recording import RunSetup, measure_after_training, record_rank
 from ddp_bench.records import new_run_id
+from ddp_bench.results_dir import check_output_dir, prove_output_dir
 from ddp_bench.stopping import StopRequest
 from ddp_bench.train import Precision, run_training
-
-
-@dataclass(frozen=True)
-class HardwarePlan:
-    device: torch.device
-    backend: str
-    threads: int
-
-
-def plan_hardware(cfg: BenchConfig, info: LaunchInfo, env: Mapping[str, str]) -> HardwarePlan:
-    """Device, backend and CPU threads for this rank, or a UsageError for what the hardware cannot do."""
-    cuda_ok = torch.cuda.is_available()
-    if cfg.device == "cuda" and not cuda_ok:
-        raise UsageError(f"--device cuda, but no CUDA GPU is visible to torch {torch.__version__}")
-    kind = cfg.device if cfg.device != "auto" else ("cuda" if cuda_ok else "cpu")
-    backend = cfg.backend if cfg.backend != "auto" else ("nccl" if kind == "cuda" else "gloo")
-    if backend == "nccl" and kind != "cuda":
-        raise UsageError("--backend nccl needs CUDA GPUs; use --backend gloo (or auto) on CPU")
-    if cfg.amp == "fp16" and kind != "cuda":
-        raise UsageError("--amp fp16 needs a CUDA GPU; use --amp bf16 on CPU")
-    if kind == "cuda":
-        visible = torch.cuda.device_count()
-        bound = env.get("CUDA_VISIBLE_DEVICES", "")
-        if info.local_world_size <= visible:
-            device = torch.device("cuda", info.local_rank)
-        elif visible == 1 and bound and "," not in bound:
-            device = torch.device("cuda", 0)  # the scheduler bound one GPU to each task (--gpus-per-task=1)
-        else:
-            raise UsageError(
-                f"{info.local_world_size} ranks on this node but only {visible} GPU(s) visible: "
-                "start at most one rank per GPU (--ntasks-per-node / --nproc_per_node)"
-            )
-        if cfg.amp == "bf16" and torch.cuda.get_device_capability(device) < (8, 0):
-            name = torch.cuda.get_device_name(device)
-            raise UsageError(f"--amp bf16 needs an Ampere or newer GPU; {name} has no bf16 units, use --amp fp16")
-    else:
-        device = torch.device("cpu")
-    if "OMP_NUM_THREADS" in env:
-        threads = torch.get_num_threads()  # the launcher or the user chose
-    elif kind == "cpu":
-        # Ranks sharing a node share its cores; all of them spinning on every core only adds contention.
-        threads = max(1, len(os.sched_getaffinity(0)) // max(info.local_world_size, 1))
-    else:
-        threads = torch.get_num_threads()
-    return HardwarePlan(device, backend, threads)
-
-
-def check_output_dir(out: str) -> None:
-    """The results directory exists and is writable, or can be created; nothing is created here."""
-    path = os.path.abspath(out)
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise UsageError(f"--out {out} is a file, not a directory")
-    probe = path
-    while not os.path.exists(probe):
-        probe = os.path.dirname(probe)
-    if not os.path.isdir(probe):
-        raise UsageError(f"--out {out} cannot be created: {probe} is not a directory")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {out} is not writable")
 
 
 def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
@@ -124,6 +66,7 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
     evaluate = cfg.epochs is not None and cfg.data != "synthetic"  # random labels have no accuracy to find
     test_batches = build_batches(cfg.data, cfg.data_dir, spec, loader, shard, cfg.workers, False) if evaluate else None
     context = collect_context(env, plan.device.type, plan.device.index or 0)
+    prove_output_dir(cfg.out)  # every rank writes its own row: each proves it can, before anything trains
     if info.rank == 0:
         _print_notes(cfg, env, info, plan)
 
@@ -171,7 +114,7 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
                     on_step=on_step,
                 )
             extras = measure_after_training(setup, ddp_model, optimizer, batches, result)
-            path = record_rank(setup, batches, optimizer, result, extras)
+            written = record_rank(setup, batches, optimizer, result, extras)
         except torch.OutOfMemoryError as exc:
             reason = f"ran out of memory ({first_line(exc)}); lower --batch-size"
             announce_failure(job, reason)
@@ -183,11 +126,13 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
             reason = f"failed: {type(exc).__name__}: {first_line(exc)}"
             announce_failure(job, reason)
             raise RunFailure(f"rank {info.rank} {reason}") from exc
+    if written.failure:
+        raise RunFailure(written.failure)  # the row is on stderr and in the temp directory: exit 1, not 0 or 3
     if result.stopped_by:
         if info.rank == 0:
             print(
                 f"ddp_bench: stopped early by {result.stopped_by} after {result.steps} measured steps; "
-                f"rows written with status=incomplete to {os.path.dirname(path)}",
+                f"rows written with status=incomplete to {os.path.dirname(written.path)}",
                 file=sys.stderr,
             )
         return EXIT_INTERRUPTED

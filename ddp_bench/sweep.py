@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ddp_bench.cli import Parser, parse_args
+from ddp_bench.args import Parser, parse_args
 from ddp_bench.clusters import PROFILES, get_profile
 from ddp_bench.errors import EXIT_FAILURE, UsageError
 from ddp_bench.jobscript import JobShape, render
@@ -135,9 +135,11 @@ def sweep_main(argv: Sequence[str]) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print the scripts; write and submit nothing")
     args = parser.parse_args(own)
     profile = get_profile(args.cluster)
+    if args.gpus_per_node is not None and args.gpus_per_node <= 0:
+        raise UsageError(f"--gpus-per-node must be positive, not {args.gpus_per_node}")
+    if args.cpus_per_task < 0:
+        raise UsageError(f"--cpus-per-task must be zero (the profile's) or more, not {args.cpus_per_task}")
     gpus_per_node = args.gpus_per_node or profile.gpus_per_node or 1
-    if gpus_per_node <= 0:
-        raise UsageError("--gpus-per-node must be positive")
     if any(flag == "--out" or flag.startswith("--out=") for flag in run_flags):
         raise UsageError("give the results directory as sweep --results, not as a run flag --out")
     points = plan_sweep(

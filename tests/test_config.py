@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from ddp_bench.cli import parse_args
+from ddp_bench.args import parse_args
 from ddp_bench.config import DEFAULT_STEPS, BenchConfig
 from ddp_bench.errors import UsageError
 

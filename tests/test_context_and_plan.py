@@ -10,8 +10,9 @@ from ddp_bench import cli, data
 from ddp_bench.config import BenchConfig
 from ddp_bench.context import collect_context, cpu_name, detect_cluster, detect_platform, git_commit
 from ddp_bench.errors import UsageError
+from ddp_bench.hardware import plan_hardware
 from ddp_bench.launch import LaunchInfo
-from ddp_bench.run import check_output_dir, plan_hardware
+from ddp_bench.results_dir import check_output_dir
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 """Tier 1 (pure): the CSV schema, atomic no-clobber writing, and the throughput arithmetic."""
 
 import dataclasses
+import errno
 import math
 import os
 
@@ -73,7 +74,20 @@ def test_round_trip_keeps_values_and_writes_nan_as_empty(tmp_path):
     assert list(row) == list(COLUMNS)
 
 
-def test_a_row_is_never_overwritten_and_no_temporary_file_is_left(tmp_path):
+@pytest.fixture(params=["hard links", "no hard links"])
+def filesystem_links(request, monkeypatch):
+    """Run a test on a filesystem with hard links, and as on one without (Colab's Drive and other FUSE mounts
+    answer link() with EPERM or ENOSYS)."""
+    if request.param == "no hard links":
+
+        def refuse(source, target):
+            raise PermissionError(errno.EPERM, "Operation not permitted", source)
+
+        monkeypatch.setattr("ddp_bench.records.os.link", refuse)
+    return request.param
+
+
+def test_a_row_is_never_overwritten_and_no_temporary_file_is_left(tmp_path, filesystem_links):
     write_rank_csv(str(tmp_path), make_record(final_loss=1.0))
     with pytest.raises(FileExistsError):
         write_rank_csv(str(tmp_path), make_record(final_loss=2.0))

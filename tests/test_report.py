@@ -5,6 +5,7 @@ speedup and efficiency can be checked exactly.
 """
 
 import dataclasses
+import os
 
 import pandas as pd
 import pytest
@@ -215,3 +216,25 @@ def test_analysis_script_makes_the_same_report(tmp_path):
     assert done.returncode == 0, done.stderr
     summary = pd.read_csv(tmp_path / "report" / "summary.csv")
     assert summary["speedup"].tolist() == pytest.approx([1.0, 1.6])
+
+
+def test_every_unusable_file_is_named_once_among_many_good_ones(tmp_path):
+    for index in range(20):
+        fixture_run(tmp_path, f"good{index:02d}", 2, [2.0, 2.0])
+    fixture_run(tmp_path, "garbled-world", 1, [2.0])
+    path = tmp_path / "garbled-world" / "rank0.csv"
+    text = path.read_text().splitlines()
+    header = text[0].split(",")
+    cells = text[1].split(",")
+    cells[header.index("world_size")] = "two"
+    path.write_text(text[0] + "\n" + ",".join(cells) + "\n")
+    fixture_run(tmp_path, "odd-status", 1, [2.0], status="maybe")
+    loaded = load_rows([str(tmp_path)])
+    assert loaded.files == 42
+    assert sorted((os.path.basename(os.path.dirname(p)), why) for p, why in loaded.problems) == [
+        ("garbled-world", "not a number in world_size"),
+        ("odd-status", "unknown status 'maybe'"),
+    ]
+    assert sorted(loaded.rows["run_id"].unique()) == [f"good{index:02d}" for index in range(20)]
+    summary = summary_for(tmp_path)
+    assert summary["world_size"].tolist() == [2] and summary["repeats"].tolist() == [20]

@@ -1,0 +1,60 @@
+"""This rank's hardware plan: which device, which backend, how many CPU threads; or a one-line UsageError for a
+request the hardware cannot honour. Reads torch's view of the GPUs and the launcher's placement, writes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+from ddp_bench.config import BenchConfig
+from ddp_bench.errors import UsageError
+from ddp_bench.launch import LaunchInfo
+
+
+@dataclass(frozen=True)
+class HardwarePlan:
+    device: torch.device
+    backend: str
+    threads: int
+
+
+def plan_hardware(cfg: BenchConfig, info: LaunchInfo, env: Mapping[str, str]) -> HardwarePlan:
+    """Device, backend and CPU threads for this rank, or a UsageError for what the hardware cannot do."""
+    cuda_ok = torch.cuda.is_available()
+    if cfg.device == "cuda" and not cuda_ok:
+        raise UsageError(f"--device cuda, but no CUDA GPU is visible to torch {torch.__version__}")
+    kind = cfg.device if cfg.device != "auto" else ("cuda" if cuda_ok else "cpu")
+    backend = cfg.backend if cfg.backend != "auto" else ("nccl" if kind == "cuda" else "gloo")
+    if backend == "nccl" and kind != "cuda":
+        raise UsageError("--backend nccl needs CUDA GPUs; use --backend gloo (or auto) on CPU")
+    if cfg.amp == "fp16" and kind != "cuda":
+        raise UsageError("--amp fp16 needs a CUDA GPU; use --amp bf16 on CPU")
+    if kind == "cuda":
+        visible = torch.cuda.device_count()
+        bound = env.get("CUDA_VISIBLE_DEVICES", "")
+        if info.local_world_size <= visible:
+            device = torch.device("cuda", info.local_rank)
+        elif visible == 1 and bound and "," not in bound:
+            device = torch.device("cuda", 0)  # the scheduler bound one GPU to each task (--gpus-per-task=1)
+        else:
+            raise UsageError(
+                f"{info.local_world_size} ranks on this node but only {visible} GPU(s) visible: "
+                "start at most one rank per GPU (--ntasks-per-node / --nproc_per_node)"
+            )
+        if cfg.amp == "bf16" and torch.cuda.get_device_capability(device) < (8, 0):
+            name = torch.cuda.get_device_name(device)
+            raise UsageError(f"--amp bf16 needs an Ampere or newer GPU; {name} has no bf16 units, use --amp fp16")
+    else:
+        device = torch.device("cpu")
+    if "OMP_NUM_THREADS" in env:
+        threads = torch.get_num_threads()  # the launcher or the user chose
+    elif kind == "cpu":
+        # Ranks sharing a node share its cores; all of them spinning on every core only adds contention.
+        threads = max(1, len(os.sched_getaffinity(0)) // max(info.local_world_size, 1))
+    else:
+        threads = torch.get_num_threads()
+    return HardwarePlan(device, backend, threads)
