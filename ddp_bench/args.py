@@ -53,6 +53,12 @@ def build_run_parser() -> argparse.ArgumentParser:
     add("--warmup-steps", type=_integer, default=10, help="untimed steps first (default: 10)")
     add("--lr", type=float, help="learning rate (default: the model's recipe)")
     add("--amp", choices=choices("amp"), default="off", help="autocast precision (default: off)")
+    add(
+        "--tf32",
+        choices=choices("tf32"),
+        default="on",
+        help="fp32 on Ampere+ GPUs: TF32 tensor cores for matmuls and cuDNN convolutions (default: on)",
+    )
     add("--channels-last", action="store_true", help="NHWC memory format for model and inputs")
     add("--compile", action="store_true", help="torch.compile the model (compiled during warm-up)")
     add("--device", choices=choices("device"), default="auto", help="default: cuda when available")

@@ -19,6 +19,7 @@ ModelName = Literal["mnist_cnn", "resnet18", "resnet50"]
 DataName = Literal["synthetic", "mnist", "cifar10"]
 ShapeName = Literal["auto", "mnist", "cifar10"]
 AmpMode = Literal["off", "bf16", "fp16"]
+Tf32Mode = Literal["on", "off"]
 DeviceKind = Literal["auto", "cpu", "cuda"]
 BackendName = Literal["auto", "nccl", "gloo"]
 LauncherName = Literal["auto", "torchrun", "slurm", "mpi", "single"]
@@ -41,6 +42,8 @@ class BenchConfig:
     warmup_steps: int = 10
     lr: float | None = None  # None: the recipe's own (Adadelta 1.0 for mnist_cnn, SGD 0.1 for ResNets)
     amp: AmpMode = "off"
+    # fp32 math on Ampere and newer GPUs: TF32 tensor cores for matmuls and convolutions (on), or full fp32 (off)
+    tf32: Tf32Mode = "on"
     channels_last: bool = False
     compile: bool = False
     device: DeviceKind = "auto"

@@ -53,6 +53,11 @@ def process_group(info: LaunchInfo, backend: str, device: torch.device, timeout_
     timeout = timedelta(seconds=timeout_s)
     if device.type == "cuda":
         torch.cuda.set_device(device)  # NCCL binds a communicator to the current device
+    if backend == "nccl":
+        # NCCL's watchdog aborts the communicator and ends the process when a collective fails or outlasts the
+        # timeout (torch's default, 3, ends it without aborting). ddp_bench's own stop checks over gloo find a lost
+        # peer within about a second and say which, long before that; this bounds the case they cannot see.
+        os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
     try:
         store = _rendezvous_store(info, timeout)
         dist.init_process_group(
@@ -90,13 +95,29 @@ def _rendezvous_failure(info: LaunchInfo, timeout_s: float, exc: Exception) -> s
     )
 
 
-# How gloo reports a peer that went away (as a plain RuntimeError); NCCL raises DistBackendError instead.
-_PEER_LOST = re.compile(r"gloo|Connection (closed|reset) by peer|Broken pipe|NCCL", re.IGNORECASE)
+# What a collective says when a peer went away: gloo (a RuntimeError or DistBackendError naming the socket) and
+# NCCL (ncclRemoteError, or an aborted communicator once the watchdog has seen the failure). An NCCL error that
+# names no peer (invalid usage, a CUDA error on this rank) is this rank's own failure, not a lost peer.
+_PEER_LOST = re.compile(
+    r"Connection (closed|reset) by peer|Broken pipe|remote process exit|ncclRemoteError|communicator was aborted|"
+    r"timed out|timeout",
+    re.IGNORECASE,
+)
 
 
 def is_peer_failure(exc: BaseException) -> bool:
     """Did a collective fail because another rank is gone (rather than because of this rank)?"""
-    return isinstance(exc, dist.DistError) or (isinstance(exc, RuntimeError) and bool(_PEER_LOST.search(str(exc))))
+    if isinstance(exc, (dist.DistNetworkError, dist.DistStoreError)):
+        return True  # a broken connection, or the rendezvous store (rank 0 or torchrun's agent) gone
+    return isinstance(exc, RuntimeError) and bool(_PEER_LOST.search(str(exc)))
+
+
+def abort_collectives(backend: str) -> None:
+    """After a failure, abort NCCL's communicators so that exiting cannot block on a collective that will never
+    finish (a kernel waiting for a dead peer). gloo needs nothing: its sockets close with the process."""
+    abort = getattr(dist.distributed_c10d, "_abort_process_group", None)
+    if backend == "nccl" and abort is not None and dist.is_initialized():
+        abort()
 
 
 def first_line(exc: BaseException, limit: int = 200) -> str:

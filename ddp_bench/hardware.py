@@ -20,6 +20,19 @@ class HardwarePlan:
     device: torch.device
     backend: str
     threads: int
+    tf32: bool = False  # TF32 for fp32 matmuls and cuDNN convolutions (CUDA only)
+    cudnn_benchmark: bool = False  # cuDNN autotuning of convolution algorithms (CUDA only; shapes are fixed)
+
+
+def apply_math_mode(plan: HardwarePlan) -> None:
+    """Set the math mode the plan decided, for training and for the peak measured in the same process alike.
+
+    torch's defaults disagree with each other (TF32 off for matmuls, on for cuDNN convolutions), which would let
+    convolutions outrun a matmul peak measured in full fp32; both follow one decision here instead.
+    """
+    torch.backends.cuda.matmul.allow_tf32 = plan.tf32
+    torch.backends.cudnn.allow_tf32 = plan.tf32
+    torch.backends.cudnn.benchmark = plan.cudnn_benchmark
 
 
 def plan_hardware(cfg: BenchConfig, info: LaunchInfo, env: Mapping[str, str]) -> HardwarePlan:
@@ -57,4 +70,9 @@ def plan_hardware(cfg: BenchConfig, info: LaunchInfo, env: Mapping[str, str]) ->
         threads = max(1, len(os.sched_getaffinity(0)) // max(info.local_world_size, 1))
     else:
         threads = torch.get_num_threads()
+    if kind == "cuda":
+        # TF32 units exist from Ampere (8.0) on; a T4's or V100's row says off, as its fp32 math is. Warm-up absorbs
+        # cuDNN's autotuning, and every training batch has the same shape, so autotuning is on.
+        tf32 = cfg.tf32 == "on" and torch.cuda.get_device_capability(device) >= (8, 0)
+        return HardwarePlan(device, backend, threads, tf32=tf32, cudnn_benchmark=True)
     return HardwarePlan(device, backend, threads)

@@ -7,6 +7,7 @@ table produce a 500 % "MFU"; a measured one cannot.
 
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -38,26 +39,56 @@ def matmul_dtype(amp: str) -> torch.dtype:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp, torch.float32)
 
 
-def measured_peak_flops(device: torch.device, dtype: torch.dtype, budget_s: float = 0.3) -> float:
-    """FLOP/s of square matrix products on this device and dtype, best of a few repeats."""
-    n = 4096 if device.type == "cuda" else 1024
+def measured_peak_flops(
+    device: torch.device, dtype: torch.dtype, budget_s: float = 0.3, repeat_s: float = 0.025
+) -> float:
+    """FLOP/s of square matrix products on this device and dtype, in the math mode in force (TF32 or not), best
+    of a few repeats of at least `repeat_s` each.
+
+    On a GPU the matrices are 8192 x 8192 (one product is 1.1 TFLOP: milliseconds even on an H100, so a repeat
+    holds several and lasts tens of milliseconds, far above launch and timer overheads); halved while they do not
+    fit. Run before training, and freed after, so it can never cost the run its row.
+    """
+    n = 8192 if device.type == "cuda" else 1024
     if device.type == "cpu" and dtype == torch.float16:
         dtype = torch.float32  # CPUs have no fast fp16 matmul; fp16 is refused on CPU anyway
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
+    while True:
+        try:
+            a = torch.randn(n, n, device=device, dtype=dtype)
+            b = torch.randn(n, n, device=device, dtype=dtype)
+            break
+        except torch.OutOfMemoryError:
+            if n <= 1024:
+                raise
+            n //= 2
     torch.matmul(a, b)  # first call: kernel selection, allocation
     synchronize(device)
+    started = time.perf_counter()
+    torch.matmul(a, b)
+    synchronize(device)
+    per_repeat = max(1, math.ceil(repeat_s / max(time.perf_counter() - started, 1e-9)))
     best = float("inf")
     deadline = time.perf_counter() + budget_s
     repeats = 0
     while repeats < 3 or (time.perf_counter() < deadline and repeats < 50):
         started = time.perf_counter()
-        for _ in range(4):
+        for _ in range(per_repeat):
             torch.matmul(a, b)
         synchronize(device)
-        best = min(best, (time.perf_counter() - started) / 4)
+        best = min(best, (time.perf_counter() - started) / per_repeat)
         repeats += 1
+    del a, b
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # give the training its memory back
     return 2 * n**3 / best
+
+
+def model_flops_utilization(achieved_flops: float, peak_flops: float) -> float:
+    """achieved / peak, or NaN when there is no peak or the run outpaced it: a measured peak below what the model
+    achieved is no ceiling (a different math mode, a throttled measurement), and an MFU above 1 would be false."""
+    if not peak_flops > 0 or achieved_flops > peak_flops:
+        return float("nan")
+    return achieved_flops / peak_flops
 
 
 # What to try for each verdict; the console summary prints it under the verdict.

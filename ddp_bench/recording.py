@@ -1,5 +1,5 @@
-"""After the timed stage: the untimed measurements (exposed communication, matmul peak, the synthetic-data
-comparison), the job totals gathered across ranks, and this rank's row on disk."""
+"""After the timed stage: the untimed measurements (the synthetic-data comparison, then exposed communication),
+the job totals gathered across ranks, and this rank's row on disk."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from ddp_bench.console import print_summary
 from ddp_bench.context import RunContext
 from ddp_bench.data import BatchSource, DatasetSpec, Shard, build_batches
 from ddp_bench.distributed import Job, align_ranks, gather_floats
-from ddp_bench.perf import ADVICE, matmul_dtype, measured_peak_flops, verdict
+from ddp_bench.hardware import HardwarePlan
+from ddp_bench.perf import ADVICE, model_flops_utilization, verdict
 from ddp_bench.records import (
     RankRecord,
     global_images_per_second,
@@ -34,8 +35,7 @@ class RunSetup:
 
     cfg: BenchConfig
     job: Job
-    backend: str
-    threads: int
+    plan: HardwarePlan
     context: RunContext
     spec: DatasetSpec
     loader: str
@@ -43,12 +43,12 @@ class RunSetup:
     started_at: str
     started: float  # perf_counter at process start, for wall_time_s
     flops_per_image: float
+    peak_flops: float  # matmul peak measured before training, same device, dtype and math mode
 
 
 @dataclass(frozen=True)
 class AfterTraining:
     comm_ms: float
-    peak_flops: float
     synthetic_images_per_s: float  # NaN unless --compare-synthetic
 
 
@@ -59,14 +59,13 @@ def global_throughput(result: TrainResult, device: torch.device) -> float:
 
 
 def measure_after_training(
-    setup: RunSetup, ddp_model, optimizer, batches: BatchSource, result: TrainResult
+    setup: RunSetup, ddp_model, optimizer, scaler, batches: BatchSource, result: TrainResult
 ) -> AfterTraining:
-    """Untimed extras; every rank runs them in the same order (they contain collectives)."""
+    """Untimed extras, on the module, optimizer and loss scaler the run trained; every rank runs them in the same
+    order (they contain collectives). The exposed-comm control comes last: its no_sync steps leave the replicas
+    apart, so nothing that trains may follow it."""
     cfg, device = setup.cfg, setup.job.device
     precision = Precision(cfg.amp, device.type)
-    comm_ms = 0.0
-    if not result.stopped_by:
-        comm_ms = exposed_comm_ms(ddp_model, optimizer, batches, precision, device)
     synthetic = float("nan")
     if cfg.compare_synthetic and cfg.data != "synthetic" and not result.stopped_by:
         # The same model, batch and steps on synthetic data of the same shape, kept on the device: the ratio
@@ -78,6 +77,7 @@ def measure_after_training(
             ddp_model=ddp_model,
             eval_model=ddp_model,
             optimizer=optimizer,
+            scaler=scaler,
             scheduler=torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0),
             batches=fake,
             test_batches=None,
@@ -90,9 +90,10 @@ def measure_after_training(
             on_step=lambda: None,
         )
         synthetic = global_throughput(comparison, device)
-    align_ranks(device)  # every rank measures the peak at once: ranks sharing cores see the share they have
-    peak = measured_peak_flops(device, matmul_dtype(cfg.amp))
-    return AfterTraining(comm_ms, peak, synthetic)
+    comm_ms = 0.0
+    if not result.stopped_by:
+        comm_ms = exposed_comm_ms(ddp_model, optimizer, scaler, batches, precision, device)
+    return AfterTraining(comm_ms, synthetic)
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ def record_rank(
     job_images_per_s = global_throughput(result, device)
     rank_images_per_s = images_per_second(result.samples, result.train_time_s)
     achieved = setup.flops_per_image * rank_images_per_s
-    mfu = achieved / extras.peak_flops if extras.peak_flops > 0 else float("nan")
+    mfu = model_flops_utilization(achieved, setup.peak_flops)
     step_ms = percentile(result.step_times_ms, 50)
     wait_ms = percentile(result.data_wait_ms, 50)
     kind = verdict(data_wait_ms=wait_ms, step_ms=step_ms, comm_ms=extras.comm_ms, mfu=mfu, device_type=device.type)
@@ -129,7 +130,7 @@ def record_rank(
         local_world_size=info.local_world_size,
         rank=info.rank,
         local_rank=info.local_rank,
-        backend=setup.backend,
+        backend=setup.plan.backend,
         device=str(device),
         device_name=context.device_name,
         model=cfg.model,
@@ -140,10 +141,13 @@ def record_rank(
         scaling=cfg.scaling,
         dataset_size=batches.dataset_size,
         amp=cfg.amp,
+        tf32_matmul=setup.plan.tf32,
+        tf32_cudnn=setup.plan.tf32,
+        cudnn_benchmark=setup.plan.cudnn_benchmark,
         channels_last=cfg.channels_last,
         compile=cfg.compile,
         workers=cfg.workers,
-        threads=setup.threads,
+        threads=setup.plan.threads,
         lr=optimizer.defaults["lr"],
         seed=cfg.seed,
         warmup_steps=cfg.warmup_steps,
@@ -160,7 +164,7 @@ def record_rank(
         comm_exposed_ms=extras.comm_ms,
         flops_per_image=setup.flops_per_image,
         achieved_tflops=achieved / 1e12,
-        peak_tflops=extras.peak_flops / 1e12,
+        peak_tflops=setup.peak_flops / 1e12,
         mfu=mfu,
         verdict=kind,
         synthetic_images_per_s=extras.synthetic_images_per_s,

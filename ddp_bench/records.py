@@ -48,6 +48,9 @@ class RankRecord:
     scaling: str  # weak | strong: which scaling series the run belongs to
     dataset_size: int  # training images in one epoch of the dataset (or of the one synthetic data imitates)
     amp: str
+    tf32_matmul: bool  # fp32 matmuls on TF32 tensor cores (CUDA, Ampere and newer)
+    tf32_cudnn: bool  # fp32 cuDNN convolutions on TF32 tensor cores (CUDA, Ampere and newer)
+    cudnn_benchmark: bool  # cuDNN autotuning on (CUDA)
     channels_last: bool
     compile: bool
     workers: int
@@ -68,8 +71,8 @@ class RankRecord:
     comm_exposed_ms: float  # per step, all-reduce time not hidden behind backward (paired no_sync control)
     flops_per_image: float  # forward + backward, counted by torch.utils.flop_counter
     achieved_tflops: float  # this rank: flops_per_image x images_per_s
-    peak_tflops: float  # matmul peak measured in this run, same device and dtype
-    mfu: float  # achieved / peak
+    peak_tflops: float  # matmul peak measured in this run before training, same device, dtype and math mode
+    mfu: float  # achieved / peak; empty when the run outpaced the measured peak
     verdict: str  # loader-bound | comm-bound | compute-bound | overhead-bound
     synthetic_images_per_s: float  # --compare-synthetic: the job's throughput on synthetic data
     data_pipeline_ratio: float  # global_images_per_s / synthetic_images_per_s

@@ -22,6 +22,8 @@ from ddp_bench.data import SPECS, Shard, build_batches, choose_loader
 from ddp_bench.discovery import discover_launch
 from ddp_bench.distributed import (
     Job,
+    abort_collectives,
+    align_ranks,
     announce_failure,
     broadcast_string,
     find_lost_ranks,
@@ -32,10 +34,10 @@ from ddp_bench.distributed import (
 )
 from ddp_bench.errors import EXIT_INTERRUPTED, EXIT_OK, RunFailure, UsageError
 from ddp_bench.faults import fault_from_env
-from ddp_bench.hardware import HardwarePlan, plan_hardware
+from ddp_bench.hardware import HardwarePlan, apply_math_mode, plan_hardware
 from ddp_bench.launch import LaunchInfo
 from ddp_bench.models import build_model, build_optimizer
-from ddp_bench.perf import flops_per_image
+from ddp_bench.perf import flops_per_image, matmul_dtype, measured_peak_flops
 from ddp_bench.preflight import data_location_note, gpu_note, require_launcher_for_allocation
 from ddp_bench.recording import RunSetup, measure_after_training, record_rank
 from ddp_bench.records import new_run_id
@@ -52,6 +54,7 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
     require_launcher_for_allocation(cfg, env, info)
     plan = plan_hardware(cfg, info, env)
     torch.set_num_threads(plan.threads)
+    apply_math_mode(plan)
     check_output_dir(cfg.out)
 
     spec = SPECS[cfg.image_shape_name]
@@ -75,6 +78,11 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
             register_rank(job)
             run_id = broadcast_string(new_run_id(cfg.model, info.world_size), plan.device)
             started_at = broadcast_string(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), plan.device)
+            # The matmul peak, before training: its matrices are freed before the model's memory grows, so a batch
+            # that fills the device cannot turn it into an OOM after training. Every rank measures at once, so
+            # ranks sharing a node's cores measure the share they have.
+            align_ranks(plan.device)
+            peak_flops = measured_peak_flops(plan.device, matmul_dtype(cfg.amp))
 
             torch.manual_seed(cfg.seed)  # identical initial weights everywhere (DDP also broadcasts rank 0's)
             model = build_model(cfg.model, spec.channels, spec.num_classes, spec.image_size).to(plan.device)
@@ -91,8 +99,10 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
             if cfg.compile:
                 ddp_model = torch.compile(ddp_model)
             optimizer, scheduler = build_optimizer(cfg.model, model, cfg.lr)
+            precision = Precision(cfg.amp, plan.device.type)
+            scaler = precision.grad_scaler()  # one loss scaler for everything this run trains
             setup = RunSetup(
-                cfg, job, plan.backend, plan.threads, context, spec, loader, run_id, started_at, started, image_flops
+                cfg, job, plan, context, spec, loader, run_id, started_at, started, image_flops, peak_flops
             )
             total_steps = cfg.measured_steps or batches.batches_per_epoch * (cfg.epochs or 0)
 
@@ -102,10 +112,11 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
                     ddp_model=ddp_model,
                     eval_model=model,
                     optimizer=optimizer,
+                    scaler=scaler,
                     scheduler=scheduler,
                     batches=batches,
                     test_batches=test_batches,
-                    precision=Precision(cfg.amp, plan.device.type),
+                    precision=precision,
                     warmup_steps=cfg.warmup_steps,
                     steps=cfg.measured_steps,
                     epochs=cfg.epochs,
@@ -113,18 +124,22 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
                     fault=fault,
                     on_step=on_step,
                 )
-            extras = measure_after_training(setup, ddp_model, optimizer, batches, result)
+            extras = measure_after_training(setup, ddp_model, optimizer, scaler, batches, result)
             written = record_rank(setup, batches, optimizer, result, extras)
         except torch.OutOfMemoryError as exc:
             reason = f"ran out of memory ({first_line(exc)}); lower --batch-size"
             announce_failure(job, reason)
+            abort_collectives(plan.backend)
             raise RunFailure(f"rank {info.rank} {reason}") from None
         except Exception as exc:
             if is_peer_failure(exc):  # a collective failed because a peer died or left: name it if we can
-                raise RunFailure(_lost_peer_message(job, exc)) from None
+                message = _lost_peer_message(job, exc)
+                abort_collectives(plan.backend)
+                raise RunFailure(message) from None
             # Anything else happened on this rank: its peers will see it as a lost rank; this rank says what.
             reason = f"failed: {type(exc).__name__}: {first_line(exc)}"
             announce_failure(job, reason)
+            abort_collectives(plan.backend)
             raise RunFailure(f"rank {info.rank} {reason}") from exc
     if written.failure:
         raise RunFailure(written.failure)  # the row is on stderr and in the temp directory: exit 1, not 0 or 3

@@ -111,6 +111,7 @@ def run_training(
     ddp_model: nn.Module,
     eval_model: nn.Module,
     optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     batches: BatchSource,
     test_batches: BatchSource | None,
@@ -124,7 +125,6 @@ def run_training(
 ) -> TrainResult:
     """Warm up, then train for `steps` measured steps or `epochs` whole epochs (evaluating after each)."""
     device = job.device
-    scaler = precision.grad_scaler()
     ddp_model.train()
 
     # Stage 1, warm-up (not timed): first-call costs land here — allocator growth, cuDNN autotuning,
@@ -217,6 +217,7 @@ def run_training(
 def exposed_comm_ms(
     ddp_model: nn.Module,
     optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
     batches: BatchSource,
     precision: Precision,
     device: torch.device,
@@ -226,14 +227,18 @@ def exposed_comm_ms(
     over pairs of adjacent steps, of (step with DDP's gradient all-reduce) minus (the same step under
     `no_sync`): the communication the overlap with backward did not hide, plus the wait for the slowest rank.
     Pairing adjacent steps, in alternating order, keeps drift in machine speed (other jobs, clock boost, a noisy
-    neighbour) out of the difference. Zero when the difference is below the noise."""
+    neighbour) out of the difference. Zero when the difference is below the noise.
+
+    The steps run what the run trained: the compiled module under --compile (no_sync is DDP's switch, reached
+    through the compiled wrapper), and the run's own loss scaler. One untimed pair first absorbs what switching
+    to no_sync costs once (a recompilation under --compile). The no_sync steps leave the replicas apart, so
+    the caller runs nothing that trains after this."""
     ddp = getattr(ddp_model, "_orig_mod", ddp_model)  # the DDP module under torch.compile
     if not isinstance(ddp, DistributedDataParallel):
         return 0.0  # one rank: nothing to communicate
-    scaler = precision.grad_scaler()
     stream = _epochs_forever(batches, first_epoch=1_000_000)  # any epoch: only the timing matters here
     timers = {True: StepTimer(device), False: StepTimer(device)}
-    for pair in range(pairs):
+    for pair in range(-1, pairs):
         # Every rank runs the same order, so the synced step's collective always has all its peers.
         for sync in (True, False) if pair % 2 == 0 else (False, True):
             _epoch, x, y = next(stream)
@@ -241,8 +246,11 @@ def exposed_comm_ms(
             # all-reduce; otherwise the drift a free-running no_sync step builds up is charged to the next one.
             align_ranks(device)
             with contextlib.nullcontext() if sync else ddp.no_sync():
+                if pair < 0:  # the untimed first pair
+                    train_step(ddp_model, optimizer, scaler, precision, x, y)
+                    continue
                 timers[sync].start()
-                train_step(ddp, optimizer, scaler, precision, x, y)
+                train_step(ddp_model, optimizer, scaler, precision, x, y)
                 timers[sync].stop()
     differences = [
         synced - unsynced
