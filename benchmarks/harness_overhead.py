@@ -58,7 +58,7 @@ TARGETS = {"ddp_bench / hand loop": 0.98, "real / synthetic (ddp_bench)": 0.95, 
 
 def ddp_bench_images_per_s(flags: list[str]) -> float:
     with tempfile.TemporaryDirectory() as out, contextlib.redirect_stdout(io.StringIO()):  # its summary table
-        code = ddp_bench_main([*flags, "--launcher", "single", "--out", out])
+        code = ddp_bench_main([*flags, "--launcher", "single", "--device", "cpu", "--out", out])
         if code != 0:
             raise SystemExit(f"ddp_bench exited {code}")
         (path,) = glob.glob(os.path.join(out, "*", "rank0.csv"))

@@ -55,12 +55,28 @@ def git_commit() -> str:
     return commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
+def cpu_ranges(cpus: set[int]) -> str:
+    """CPU numbers as compact ranges, the way taskset and Slurm print them: {0, 1, 2, 5} -> '0-2,5'."""
+    parts: list[str] = []
+    ordered = sorted(cpus)
+    start = previous = ordered[0] if ordered else 0
+    for cpu in ordered[1:] + [None]:
+        if cpu is not None and cpu == previous + 1:
+            previous = cpu
+            continue
+        parts.append(str(start) if start == previous else f"{start}-{previous}")
+        if cpu is not None:
+            start = previous = cpu
+    return ",".join(parts) if ordered else ""
+
+
 @dataclass(frozen=True)
 class RunContext:
     platform: str
     cluster: str
     hostname: str
     device_name: str
+    cpu_affinity: str  # the CPUs this rank may run on, as ranges ('0-11'): what the launcher bound it to
     torch_version: str
     cuda_version: str
     python_version: str
@@ -80,6 +96,7 @@ def collect_context(env: Mapping[str, str], device_type: str, device_index: int)
         cluster=detect_cluster(env),
         hostname=socket.gethostname(),
         device_name=device_name,
+        cpu_affinity=cpu_ranges(os.sched_getaffinity(0)),
         torch_version=torch.__version__,
         cuda_version=torch.version.cuda or "",
         python_version=_platform.python_version(),

@@ -91,8 +91,8 @@ def render(
 #   DDP_BENCH_DATA     dataset directory, copied to node-local disk on every node (fetch it on a login node:
 #                      python -m ddp_bench download --data mnist --data-dir ~/scratch/data)
 #   DDP_BENCH_RESULTS  persistent results directory (default: $SLURM_SUBMIT_DIR/results)
-#   DDP_BENCH_VENV     an existing virtualenv with ddp_bench (default: build one on node-local disk)
-#   DDP_BENCH_SRC      the ddp_bench source to install (default: $SLURM_SUBMIT_DIR)
+#   DDP_BENCH_VENV     an existing virtualenv with torch and torchvision (default: build one on node-local disk)
+#   DDP_BENCH_SRC      the ddp_bench checkout to run (default: $SLURM_SUBMIT_DIR)
 {chr(10).join(_sbatch_lines(profile, shape, job_name))}
 
 set -euo pipefail
@@ -106,19 +106,24 @@ if command -v module >/dev/null 2>&1; then
 fi
 
 # Python: a virtualenv on node-local disk of every node, from the cluster's wheelhouse (no internet needed).
+# ddp_bench itself is pure Python and runs from the checkout through PYTHONPATH: nothing is built, so the venv
+# needs neither setuptools nor wheel (Python 3.12+ venvs have neither).
 if [ -n "${{DDP_BENCH_VENV:-}}" ]; then
     venv=$DDP_BENCH_VENV
 else
     venv=$scratch/env
-    export venv src
+    if [ -z "${{SLURM_TMPDIR:-}}" ]; then
+        trap 'rm -rf "$scratch"' EXIT  # our own /tmp directory: nothing else cleans it
+    fi
+    export venv
     # shellcheck disable=SC2016  # the single-quoted script expands the exported variables on each node
     srun --ntasks="$SLURM_NNODES" --ntasks-per-node=1 bash -c '
         python -m venv "$venv" &&
-        "$venv/bin/pip" install --no-index --quiet torch torchvision numpy pandas matplotlib rich &&
-        "$venv/bin/pip" install --no-index --no-deps --no-build-isolation --quiet "$src"'
+        "$venv/bin/pip" install --no-index --quiet torch torchvision numpy pandas matplotlib rich'
 fi
 # shellcheck disable=SC1091
 source "$venv/bin/activate"
+export PYTHONPATH="$src${{PYTHONPATH:+:$PYTHONPATH}}"
 
 # Data: staged to node-local disk on every node; reading a dataset from a network filesystem is slow.
 data_args=()
@@ -132,9 +137,12 @@ fi
 
 mkdir -p "$results"
 export OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK
-# One rank per task; --kill-on-bad-exit ends the whole step as soon as one rank fails.
+# One rank per task, with the job's cores per task: srun from Slurm 22.05 to 23.02 does not read
+# SLURM_CPUS_PER_TASK, and would give each rank one core. --kill-on-bad-exit ends the whole step as soon as one
+# rank fails.
 # shellcheck disable=SC2016  # flags in single quotes reach ddp_bench literally, on purpose
-srun --kill-on-bad-exit=1 python -m ddp_bench "${{data_args[@]}}" --out "$results" {baked} "$@"
+srun --kill-on-bad-exit=1 --cpus-per-task="$SLURM_CPUS_PER_TASK" python -m ddp_bench "${{data_args[@]}}" \\
+    --out "$results" {baked} "$@"
 """
 
 

@@ -148,6 +148,7 @@ def record_rank(
         compile=cfg.compile,
         workers=cfg.workers,
         threads=setup.plan.threads,
+        cpu_affinity=context.cpu_affinity,
         lr=optimizer.defaults["lr"],
         seed=cfg.seed,
         warmup_steps=cfg.warmup_steps,

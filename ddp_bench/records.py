@@ -55,6 +55,7 @@ class RankRecord:
     compile: bool
     workers: int
     threads: int
+    cpu_affinity: str  # CPUs this rank was bound to, as ranges ('0-11'): what the launcher gave it
     lr: float
     seed: int
     warmup_steps: int

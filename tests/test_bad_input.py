@@ -45,12 +45,12 @@ CASES = [
     (["--out", "{file}"], "is a file, not a directory"),
     (["--out", "{file}/sub"], "cannot be created"),
 ]
-if NO_CUDA:  # on a GPU machine these requests are valid
-    CASES += [
-        (["--amp", "fp16"], "--amp fp16 needs a CUDA GPU"),
-        (["--backend", "nccl"], "--backend nccl needs CUDA"),
-        (["--device", "cuda"], "no CUDA GPU is visible"),
-    ]
+CASES += [  # CPU requests the CPU cannot honour, refused on any machine
+    (["--amp", "fp16"], "--amp fp16 needs a CUDA GPU"),
+    (["--backend", "nccl"], "--backend nccl needs CUDA"),
+]
+if NO_CUDA:  # on a GPU machine this request is valid
+    CASES += [(["--device", "cuda"], "no CUDA GPU is visible")]
 
 
 @pytest.mark.parametrize("flags, fragment", CASES, ids=[" ".join(flags) for flags, _ in CASES])
@@ -64,6 +64,8 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, flags, fragme
     out = tmp_path / "results"
     if "--out" not in argv:
         argv += ["--out", str(out)]
+    if "--device" not in argv:
+        argv += ["--device", "cpu"]  # these cases mean CPU, on a GPU node too
     before = sorted(os.listdir(tmp_path))
 
     done = run_cli(argv, timeout=120)

@@ -69,7 +69,10 @@ def slurm_rank(rank: int, port: int) -> dict[str, str]:
 )
 def test_a_rank_left_alone_stops_after_init_timeout_saying_what_is_missing(tmp_path, rank, expected):
     started = time.monotonic()
-    done = run_cli(["--init-timeout", "3", "--steps", "1", "--out", str(tmp_path)], env=slurm_rank(rank, free_port()))
+    done = run_cli(
+        ["--device", "cpu", "--init-timeout", "3", "--steps", "1", "--out", str(tmp_path)],
+        env=slurm_rank(rank, free_port()),
+    )
     assert time.monotonic() - started < 60
     assert done.returncode == EXIT_FAILURE
     (line,) = last_lines(done.stderr)
@@ -81,7 +84,9 @@ def test_a_rank_left_alone_stops_after_init_timeout_saying_what_is_missing(tmp_p
 def test_a_rank_killed_mid_run_stops_the_others_naming_it(tmp_path):
     env = marked_env(DDP_BENCH_FAULT="rank=1,step=3,kind=sigkill")
     started = time.monotonic()
-    done = run_torchrun(2, ["--steps", "10000", "--warmup-steps", "1", "--out", str(tmp_path)], env=env, timeout=120)
+    done = run_torchrun(
+        2, ["--device", "cpu", "--steps", "10000", "--warmup-steps", "1", "--out", str(tmp_path)], env=env, timeout=120
+    )
     assert time.monotonic() - started < 60
     assert done.returncode != 0
     assert "ddp_bench: failed: rank 0: stopping because lost rank 1 of 2 (process gone)" in done.stderr
@@ -95,7 +100,7 @@ def test_an_exception_in_one_rank_ends_all_four_with_clear_lines(tmp_path):
     started = time.monotonic()
     done = run_torchrun(
         4,
-        ["--steps", "10000", "--warmup-steps", "1", "--batch-size", "16", "--out", str(tmp_path)],
+        ["--device", "cpu", "--steps", "10000", "--warmup-steps", "1", "--batch-size", "16", "--out", str(tmp_path)],
         env=env,
         timeout=150,
     )
@@ -110,7 +115,9 @@ def test_an_exception_in_one_rank_ends_all_four_with_clear_lines(tmp_path):
 
 def test_out_of_memory_on_one_rank_says_so_and_what_to_do(tmp_path):
     env = marked_env(DDP_BENCH_FAULT="rank=1,step=1,kind=oom")
-    done = run_torchrun(2, ["--steps", "10000", "--warmup-steps", "1", "--out", str(tmp_path)], env=env, timeout=120)
+    done = run_torchrun(
+        2, ["--device", "cpu", "--steps", "10000", "--warmup-steps", "1", "--out", str(tmp_path)], env=env, timeout=120
+    )
     assert done.returncode != 0
     assert (
         "ddp_bench: failed: rank 1 ran out of memory (injected out-of-memory on rank 1 at step 1); lower --batch-size"
@@ -121,7 +128,9 @@ def test_out_of_memory_on_one_rank_says_so_and_what_to_do(tmp_path):
 
 def test_sigterm_to_one_rank_stops_all_at_the_same_step_with_incomplete_rows(tmp_path):
     env = marked_env(DDP_BENCH_FAULT="rank=1,step=4,kind=sigterm")
-    done = run_torchrun(2, ["--steps", "10000", "--warmup-steps", "2", "--out", str(tmp_path)], env=env, timeout=120)
+    done = run_torchrun(
+        2, ["--device", "cpu", "--steps", "10000", "--warmup-steps", "2", "--out", str(tmp_path)], env=env, timeout=120
+    )
     assert done.returncode != 0  # torchrun reports a worker's exit code 3 as a failure
     assert f"exitcode  : {EXIT_INTERRUPTED}" in done.stderr
     rows = read_rows(tmp_path)
@@ -152,7 +161,7 @@ def wait_until_catching(process: subprocess.Popen, signum: int, timeout: float =
 def test_slurm_warning_signal_or_sigterm_writes_incomplete_rows_and_exits_3(tmp_path, signum):
     env = marked_env()
     process = subprocess.Popen(
-        [sys.executable, "-m", "ddp_bench", "--steps", "100000", "--out", str(tmp_path)],
+        [sys.executable, "-m", "ddp_bench", "--device", "cpu", "--steps", "100000", "--out", str(tmp_path)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -173,7 +182,7 @@ def test_slurm_warning_signal_or_sigterm_writes_incomplete_rows_and_exits_3(tmp_
 
 
 def test_concurrent_runs_into_one_directory_lose_no_row(tmp_path):
-    flags = ["--steps", "3", "--warmup-steps", "1", "--out", str(tmp_path)]
+    flags = ["--device", "cpu", "--steps", "3", "--warmup-steps", "1", "--out", str(tmp_path)]
     command = [sys.executable, "-m", "ddp_bench", *flags]
     torchrun = torchrun_command(2, flags)
     env = clean_env(OMP_NUM_THREADS="1")

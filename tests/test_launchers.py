@@ -6,6 +6,7 @@ skip and say why) and stops exactly the daemons it started.
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -41,7 +42,7 @@ def slurm():
 
 def test_srun_two_tasks_on_one_node(slurm, tmp_path):
     done = subprocess.run(
-        ["srun", "-n", "2", *RUN, "--steps", "3", "--warmup-steps", "1", "--out", str(tmp_path)],
+        ["srun", "-n", "2", *RUN, "--device", "cpu", "--steps", "3", "--warmup-steps", "1", "--out", str(tmp_path)],
         env=slurm,
         capture_output=True,
         text=True,
@@ -70,6 +71,8 @@ def test_sbatch_runs_the_projects_cpu_script(slurm, tmp_path):
             f"--chdir={tmp_path}",
             "--cpus-per-task=1",
             os.path.join(ROOT, "slurm", "cpu.sbatch"),
+            "--device",
+            "cpu",
             "--steps",
             "3",
             "--warmup-steps",
@@ -92,6 +95,66 @@ def test_sbatch_runs_the_projects_cpu_script(slurm, tmp_path):
     }
 
 
+WHEELHOUSE = os.environ.get("DDP_BENCH_WHEELHOUSE", os.path.expanduser("~/.cache/ddp_bench/wheelhouse"))
+
+
+@pytest.fixture(scope="session")
+def wheelhouse():
+    """A local directory of wheels, as a cluster's wheelhouse is: what the job scripts install, at the versions
+    this suite runs (pip download, once; later sessions find it cached outside the checkout)."""
+    import torch
+    import torchvision
+
+    pins = [f"torch=={torch.__version__.split('+')[0]}", f"torchvision=={torchvision.__version__.split('+')[0]}"]
+    os.makedirs(WHEELHOUSE, exist_ok=True)
+    fetched = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "-q", "--dest", WHEELHOUSE, *pins, "numpy", "pandas", "matplotlib",
+         "rich"],
+        capture_output=True, text=True, timeout=1500,
+    )  # fmt: skip
+    if fetched.returncode != 0:
+        lines = fetched.stderr.strip().splitlines()
+        pytest.skip(f"cannot make the wheelhouse ({lines[-1] if lines else 'pip download failed'})")
+    return WHEELHOUSE
+
+
+def test_sbatch_builds_its_venv_offline_from_a_wheelhouse_and_gives_each_rank_its_cores(slurm, wheelhouse, tmp_path):
+    # No DDP_BENCH_VENV: the job builds a venv on node-local disk with pip --no-index and the wheelhouse as
+    # find-links, as on an Alliance cluster, and runs ddp_bench from the checkout (nothing is built, so no
+    # setuptools or wheel is needed). One rank with two cores: both cores must reach the training step.
+    node_local = tmp_path / "node-local"
+    node_local.mkdir()
+    env = {
+        **slurm,
+        "PIP_FIND_LINKS": wheelhouse,
+        "SLURM_TMPDIR": str(node_local),
+        "DDP_BENCH_SRC": ROOT,
+        "DDP_BENCH_RESULTS": str(tmp_path / "results"),
+    }
+    try:
+        done = subprocess.run(
+            ["sbatch", "--wait", f"--chdir={tmp_path}", "--ntasks-per-node=1", "--cpus-per-task=2",
+             os.path.join(ROOT, "slurm", "cpu.sbatch"), "--device", "cpu", "--steps", "3", "--warmup-steps", "1"],
+            env=env, capture_output=True, text=True, timeout=900,
+        )  # fmt: skip
+        log = "".join(path.read_text() for path in tmp_path.glob("*.out"))
+        assert done.returncode == 0, done.stderr + log[-3000:]
+        job_id = re.search(r"Submitted batch job (\d+)", done.stdout).group(1)
+        job = subprocess.run(["scontrol", "show", "job", job_id], env=env, capture_output=True, text=True).stdout
+        assert "JobState=COMPLETED" in job and "ExitCode=0:0" in job, job
+        (row,) = read_rows(tmp_path / "results")
+        assert (row["status"], row["launcher"], row["job_id"], row["world_size"]) == ("complete", "slurm", job_id, "1")
+        assert (row["cpu_affinity"], row["threads"]) == ("0-1", "2")  # srun got --cpus-per-task
+        venv_python = node_local / "env" / "bin" / "python"
+        installed = subprocess.run(
+            [str(venv_python), "-c", "import importlib.util; print(importlib.util.find_spec('ddp_bench'))"],
+            capture_output=True, text=True, cwd=str(node_local), env={"PATH": os.environ["PATH"]}, timeout=60,
+        )  # fmt: skip
+        assert installed.stdout.strip() == "None"  # the venv holds the dependencies only; ddp_bench ran from src
+    finally:
+        shutil.rmtree(node_local, ignore_errors=True)  # a CUDA torch venv: gigabytes
+
+
 def test_srun_kill_on_bad_exit_ends_the_step_when_a_rank_dies(slurm, tmp_path):
     env = {**slurm, "DDP_BENCH_FAULT": "rank=1,step=2,kind=sigkill"}
     started = time.monotonic()
@@ -102,6 +165,8 @@ def test_srun_kill_on_bad_exit_ends_the_step_when_a_rank_dies(slurm, tmp_path):
             "-n",
             "2",
             *RUN,
+            "--device",
+            "cpu",
             "--steps",
             "100000",
             "--warmup-steps",
@@ -137,6 +202,8 @@ def test_sweep_submits_one_job_per_gpu_count_and_skips_finished_ones(slurm, tmp_
         "--scripts-dir",
         str(tmp_path / "jobs"),
         "--",
+        "--device",
+        "cpu",
         "--steps",
         "3",
         "--warmup-steps",
@@ -164,7 +231,7 @@ def test_mpiexec_two_ranks(tmp_path):
     if not os.path.exists(mpiexec):
         pytest.skip("no mpiexec beside this Python (pip install mpich)")
     done = subprocess.run(
-        [mpiexec, "-n", "2", *RUN, "--steps", "3", "--warmup-steps", "1", "--out", str(tmp_path)],
+        [mpiexec, "-n", "2", *RUN, "--device", "cpu", "--steps", "3", "--warmup-steps", "1", "--out", str(tmp_path)],
         env=clean_env(OMP_NUM_THREADS="1"),
         capture_output=True,
         text=True,
@@ -186,6 +253,8 @@ def test_srun_with_the_pmi2_plugin_gives_mpi_one_world(slurm, tmp_path):
             *RUN,
             "--launcher",
             "mpi",
+            "--device",
+            "cpu",
             "--steps",
             "2",
             "--warmup-steps",
@@ -212,7 +281,11 @@ def test_ranks_that_each_started_alone_are_refused(tmp_path):
         OMPI_COMM_WORLD_LOCAL_SIZE="2",
     )
     done = subprocess.run(
-        [*RUN, "--steps", "2", "--out", str(tmp_path)], env=env, capture_output=True, text=True, timeout=120
+        [*RUN, "--device", "cpu", "--steps", "2", "--out", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 2
     # (mpi4py may warn first about the foreign OMPI_ variables; our verdict is the last line)
@@ -240,6 +313,8 @@ def test_two_torchrun_agents_make_a_two_node_job(tmp_path):
                 "--rdzv-id=twonode",
                 "-m",
                 "ddp_bench",
+                "--device",
+                "cpu",
                 "--steps",
                 "3",
                 "--warmup-steps",
@@ -268,7 +343,7 @@ def test_an_mpi_rank_that_fails_before_mpi_starts_does_not_hang_the_others(tmp_p
     mpiexec = os.path.join(BIN, "mpiexec")
     if not os.path.exists(mpiexec):
         pytest.skip("no mpiexec beside this Python (pip install mpich)")
-    flags = ["--init-timeout", "5", "--steps", "2", "--out", str(tmp_path)]
+    flags = ["--device", "cpu", "--init-timeout", "5", "--steps", "2", "--out", str(tmp_path)]
     started = time.monotonic()
     done = subprocess.run(
         [mpiexec, "-n", "1", *RUN, *flags, ":", "-n", "1", "-env", "DDP_BENCH_FAULT", "malformed", *RUN, *flags],

@@ -55,7 +55,7 @@ def test_bus_bandwidth_is_nccl_tests_definition():
 
 def test_rows_carry_the_breakdown_flops_and_verdict(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")  # the summary table on one line per row
-    assert main(["--steps", "4", "--warmup-steps", "2", "--out", str(tmp_path)]) == 0
+    assert main(["--device", "cpu", "--steps", "4", "--warmup-steps", "2", "--out", str(tmp_path)]) == 0
     (row,) = read_rows(tmp_path)
     assert f"{row['verdict']} — {ADVICE[row['verdict']]}" in capsys.readouterr().out  # what to try, not only a label
     assert float(row["flops_per_image"]) == pytest.approx(71.6e6, rel=0.01)
@@ -73,8 +73,8 @@ def test_progress_bar_shows_on_a_terminal_and_redraws_about_once_a_second(tmp_pa
     main_fd, terminal_fd = pty.openpty()
     started = time.monotonic()
     process = subprocess.Popen(
-        [sys.executable, "-m", "ddp_bench", "--launcher", "single", "--steps", "60", "--warmup-steps", "2",
-         "--out", str(tmp_path)],
+        [sys.executable, "-m", "ddp_bench", "--launcher", "single", "--device", "cpu", "--steps", "60",
+         "--warmup-steps", "2", "--out", str(tmp_path)],
         stdout=subprocess.DEVNULL, stderr=terminal_fd, env=clean_env(), cwd=ROOT,
     )  # fmt: skip
     os.close(terminal_fd)
@@ -109,7 +109,7 @@ def test_progress_bar_shows_on_a_terminal_and_redraws_about_once_a_second(tmp_pa
 
 @pytest.mark.distributed
 def test_two_rank_gloo_run_measures_exposed_communication(tmp_path):
-    done = run_torchrun(2, ["--steps", "6", "--warmup-steps", "2", "--out", str(tmp_path)])
+    done = run_torchrun(2, ["--device", "cpu", "--steps", "6", "--warmup-steps", "2", "--out", str(tmp_path)])
     assert done.returncode == 0, done.stderr[-2000:]
     rows = read_rows(tmp_path)
     # 4.8 MB of gradients through gloo on a 2-core machine is never free (about 5 ms alone, more when it
@@ -120,6 +120,8 @@ def test_two_rank_gloo_run_measures_exposed_communication(tmp_path):
 
 def test_compare_synthetic_prices_the_input_pipeline(tmp_path, mnist_dir):
     flags = [
+        "--device",
+        "cpu",
         "--data",
         "mnist",
         "--data-dir",
@@ -143,7 +145,9 @@ def test_compare_synthetic_prices_the_input_pipeline(tmp_path, mnist_dir):
 
 @pytest.mark.distributed
 def test_allreduce_benchmark_under_torchrun(tmp_path):
-    command = torchrun_command(2, ["allreduce", "--max-bytes", str(2**20), "--iters", "3", "--out", str(tmp_path)])
+    command = torchrun_command(
+        2, ["allreduce", "--device", "cpu", "--max-bytes", str(2**20), "--iters", "3", "--out", str(tmp_path)]
+    )
     done = subprocess.run(command, env=clean_env(OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-2000:]
     (directory,) = list(tmp_path.iterdir())
@@ -163,7 +167,7 @@ def test_allreduce_benchmark_under_torchrun(tmp_path):
 def test_the_run_path_imports_neither_pandas_nor_matplotlib(tmp_path):
     probe = (
         "import sys; from ddp_bench.cli import main; "
-        f"code = main(['--steps', '1', '--warmup-steps', '0', '--out', {str(tmp_path)!r}]); "
+        f"code = main(['--device', 'cpu', '--steps', '1', '--warmup-steps', '0', '--out', {str(tmp_path)!r}]); "
         "print(code, 'pandas' in sys.modules, 'matplotlib' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", probe], env=clean_env(), capture_output=True, text=True, timeout=120)

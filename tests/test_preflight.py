@@ -43,7 +43,7 @@ def test_network_filesystems_get_a_note(monkeypatch, tmp_path):
 
 
 def test_check_verb_reports_a_healthy_setup(tmp_path):
-    done = run_cli(["check", "--out", str(tmp_path / "r")], timeout=120)
+    done = run_cli(["check", "--device", "cpu", "--out", str(tmp_path / "r")], timeout=120)
     assert done.returncode == 0, done.stderr
     for check in ("launcher", "device", "dataset", "data location", "results"):
         assert check in done.stdout
@@ -55,6 +55,8 @@ def test_check_verb_lists_every_problem_and_exits_2(tmp_path):
     done = run_cli(
         [
             "check",
+            "--device",
+            "cpu",
             "--data",
             "mnist",
             "--data-dir",
@@ -79,6 +81,6 @@ def test_check_verb_lists_every_problem_and_exits_2(tmp_path):
 
 def test_check_verb_finds_the_missing_srun(tmp_path):
     env = clean_env(SLURM_JOB_ID="9", SLURM_NTASKS="2", COLUMNS="400")
-    done = run_cli(["check", "--out", str(tmp_path)], env=env, timeout=120)
+    done = run_cli(["check", "--device", "cpu", "--out", str(tmp_path)], env=env, timeout=120)
     assert done.returncode == 2
     assert "this Slurm job asked for 2 tasks but ddp_bench was not started by srun" in done.stdout

@@ -164,8 +164,8 @@ def test_platform_labels(args, label):
 @pytest.mark.distributed
 def test_report_from_real_one_and_two_rank_cpu_runs(tmp_path):
     runs = tmp_path / "runs"
-    assert main(["--steps", "5", "--warmup-steps", "2", "--out", str(runs)]) == 0
-    done = run_torchrun(2, ["--steps", "5", "--warmup-steps", "2", "--out", str(runs)])
+    assert main(["--device", "cpu", "--steps", "5", "--warmup-steps", "2", "--out", str(runs)]) == 0
+    done = run_torchrun(2, ["--device", "cpu", "--steps", "5", "--warmup-steps", "2", "--out", str(runs)])
     assert done.returncode == 0, done.stderr[-2000:]
     report = build_report([str(runs)], str(tmp_path / "report"))
     summary = report.summary.sort_values("world_size")

@@ -19,7 +19,7 @@ def check_row_arithmetic(row: dict[str, str]) -> None:
 
 
 def test_single_process_run_writes_one_honest_row(tmp_path, capsys):
-    code = main(["--steps", "6", "--warmup-steps", "2", "--out", str(tmp_path), "--tag", "unit"])
+    code = main(["--device", "cpu", "--steps", "6", "--warmup-steps", "2", "--out", str(tmp_path), "--tag", "unit"])
     assert code == 0
     (row,) = read_rows(tmp_path)
     assert (row["status"], row["launcher"], row["world_size"], row["rank"]) == ("complete", "single", "1", "0")
@@ -40,7 +40,7 @@ def test_single_process_run_writes_one_honest_row(tmp_path, capsys):
 
 def test_two_runs_never_share_a_directory(tmp_path):
     for _ in range(2):
-        assert main(["--steps", "2", "--warmup-steps", "0", "--out", str(tmp_path)]) == 0
+        assert main(["--device", "cpu", "--steps", "2", "--warmup-steps", "0", "--out", str(tmp_path)]) == 0
     assert len({row["run_id"] for row in read_rows(tmp_path)}) == 2
 
 
@@ -54,7 +54,7 @@ def test_two_runs_never_share_a_directory(tmp_path):
     ids=["bf16-channels-last", "dataloader-worker", "resnet18"],
 )
 def test_options_run_on_cpu(tmp_path, flags):
-    assert main([*flags, "--steps", "2", "--warmup-steps", "1", "--out", str(tmp_path)]) == 0
+    assert main([*flags, "--device", "cpu", "--steps", "2", "--warmup-steps", "1", "--out", str(tmp_path)]) == 0
     (row,) = read_rows(tmp_path)
     check_row_arithmetic(row)
     if "bf16" in flags:
@@ -67,7 +67,9 @@ def test_options_run_on_cpu(tmp_path, flags):
 
 @pytest.mark.distributed
 def test_torchrun_two_ranks_gloo(tmp_path):
-    done = run_torchrun(2, ["--steps", "8", "--warmup-steps", "2", "--out", str(tmp_path), "--log-indices"])
+    done = run_torchrun(
+        2, ["--device", "cpu", "--steps", "8", "--warmup-steps", "2", "--out", str(tmp_path), "--log-indices"]
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     rows = read_rows(tmp_path)
     assert [row["rank"] for row in rows] == ["0", "1"]
@@ -98,7 +100,7 @@ def test_torchrun_two_ranks_gloo(tmp_path):
 @pytest.mark.distributed
 @pytest.mark.parametrize("ranks", [1, 2])
 def test_real_mnist_reaches_95_percent_in_two_epochs(tmp_path, mnist_dir, ranks):
-    flags = ["--data", "mnist", "--data-dir", mnist_dir, "--epochs", "2", "--out", str(tmp_path)]
+    flags = ["--device", "cpu", "--data", "mnist", "--data-dir", mnist_dir, "--epochs", "2", "--out", str(tmp_path)]
     done = run_cli(flags, timeout=300) if ranks == 1 else run_torchrun(2, flags, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = read_rows(tmp_path)
@@ -114,7 +116,7 @@ def test_real_mnist_reaches_95_percent_in_two_epochs(tmp_path, mnist_dir, ranks)
 
 def test_compile_runs_on_cpu(tmp_path):
     # torch.compile (inductor) builds C++ kernels on CPU; the compile happens in the warm-up, not the clock.
-    assert main(["--compile", "--steps", "3", "--warmup-steps", "2", "--out", str(tmp_path)]) == 0
+    assert main(["--device", "cpu", "--compile", "--steps", "3", "--warmup-steps", "2", "--out", str(tmp_path)]) == 0
     (row,) = read_rows(tmp_path)
     assert row["compile"] == "True"
     check_row_arithmetic(row)

@@ -66,6 +66,17 @@ def test_scripts_follow_the_cluster_conventions():
     assert "--gpus-per-node" not in render_reference(PROFILES["cpu"])
 
 
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_scripts_run_the_checkout_and_give_ranks_their_cores(name):
+    script = render_reference(PROFILES[name])
+    # Nothing is built from the checkout: a stock venv without setuptools or wheel can run it.
+    assert 'export PYTHONPATH="$src${PYTHONPATH:+:$PYTHONPATH}"' in script
+    assert '"$src"' not in script.replace('PYTHONPATH="$src', "")
+    # srun from Slurm 22.05 to 23.02 ignores SLURM_CPUS_PER_TASK: the training step passes it explicitly.
+    (training,) = [line for line in script.splitlines() if line.startswith("srun --kill-on-bad-exit=1")]
+    assert '--cpus-per-task="$SLURM_CPUS_PER_TASK"' in training
+
+
 def test_sweep_dry_run_1_to_16_gpus_at_4_per_node(tmp_path):
     done = run_cli(
         [

@@ -1,0 +1,115 @@
+"""Tier 4, `-m gpu`: the whole GPU path on one CUDA GPU. Every test here skips cleanly where torch sees no GPU
+(CI has none); on a GPU node, `python -m pytest -m gpu` runs them. They need no second GPU: NCCL is exercised
+by one-rank process groups and the all-reduce benchmark under torchrun with one process."""
+
+import csv
+import math
+
+import pytest
+import torch
+from conftest import clean_env, read_rows, run_cli, torchrun_command
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the gpu tier)"),
+]
+
+GPU = ["--device", "cuda"]
+
+
+def capability() -> tuple[int, int]:
+    return torch.cuda.get_device_capability(0)
+
+
+def run_on_gpu(tmp_path, flags: list[str], timeout: float = 300) -> dict[str, str]:
+    done = run_cli([*GPU, *flags, "--out", str(tmp_path)], timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (row,) = read_rows(tmp_path)
+    return row
+
+
+def check_gpu_row(row: dict[str, str]) -> None:
+    assert row["device"] == "cuda:0" and row["backend"] == "nccl"
+    assert row["device_name"] == torch.cuda.get_device_name(0)
+    assert 0 < float(row["mfu"]) <= 1, row["mfu"]  # never above 1: TF32 decided for matmuls and convolutions alike
+    assert row["cudnn_benchmark"] == "True"
+    tf32 = capability() >= (8, 0)
+    assert (row["tf32_matmul"], row["tf32_cudnn"]) == (str(tf32), str(tf32))
+    # CUDA-event step times agree with the synchronised stage clock: the median step cannot exceed the stage's
+    # time per step (data waits only add to the latter), nor be far below it with data on the device.
+    per_step_ms = float(row["train_time_s"]) * 1e3 / int(row["steps"])
+    assert 0.5 * per_step_ms <= float(row["step_time_median_ms"]) <= 1.05 * per_step_ms
+
+
+@pytest.mark.parametrize("amp", ["off", "bf16", "fp16"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels-last"])
+def test_precisions_and_layouts(tmp_path, amp, channels_last):
+    if amp == "bf16" and capability() < (8, 0):
+        pytest.skip("bf16 needs an Ampere or newer GPU")
+    flags = ["--amp", amp, "--steps", "50", "--warmup-steps", "10"] + (["--channels-last"] if channels_last else [])
+    row = run_on_gpu(tmp_path, flags)
+    check_gpu_row(row)
+    assert (row["amp"], row["channels_last"]) == (amp, str(channels_last))
+    assert math.isfinite(float(row["final_loss"]))
+
+
+def test_compile(tmp_path):
+    row = run_on_gpu(tmp_path, ["--compile", "--steps", "50", "--warmup-steps", "5"], timeout=600)
+    check_gpu_row(row)
+    assert float(row["train_time_s"]) < float(row["wall_time_s"]) / 2  # compilation stays in the warm-up
+
+
+@pytest.mark.parametrize("loader", ["device", "torch"])
+def test_both_loaders_on_synthetic_data(tmp_path, loader):
+    row = run_on_gpu(tmp_path, ["--loader", loader, "--workers", "2" if loader == "torch" else "0", "--steps", "50"])
+    assert row["loader"] == loader
+    if loader == "device":  # with the DataLoader, waiting for data makes the stage slower than its steps
+        check_gpu_row(row)
+
+
+@pytest.mark.parametrize("loader", ["device", "torch"])
+def test_both_loaders_on_real_mnist_reach_97_percent(tmp_path, mnist_dir, loader):
+    row = run_on_gpu(tmp_path, ["--data", "mnist", "--data-dir", mnist_dir, "--loader", loader, "--epochs", "2"])
+    assert row["loader"] == loader and float(row["test_accuracy"]) >= 0.97
+
+
+def test_resnet18_in_fp16_with_channels_last(tmp_path):
+    row = run_on_gpu(tmp_path, ["--model", "resnet18", "--batch-size", "128", "--amp", "fp16", "--channels-last"])
+    check_gpu_row(row)
+
+
+def test_allreduce_benchmark_on_nccl(tmp_path):
+    import subprocess
+
+    command = torchrun_command(
+        1, ["allreduce", *GPU, "--max-bytes", str(2**24), "--iters", "5", "--out", str(tmp_path)]
+    )
+    done = subprocess.run(command, env=clean_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (directory,) = list(tmp_path.iterdir())
+    with open(directory / "allreduce.csv", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {(row["backend"], row["device"]) for row in rows} == {("nccl", "cuda:0")}
+    assert all(float(row["time_us"]) > 0 for row in rows)
+
+
+def test_out_of_memory_is_one_line_and_exit_1(tmp_path):
+    # ResNet-50 activations for 49,000 CIFAR-sized images run to terabytes: no GPU holds them.
+    done = run_cli(
+        [*GPU, "--model", "resnet50", "--batch-size", "49000", "--steps", "1", "--warmup-steps", "1",
+         "--out", str(tmp_path)],
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr[-2000:]
+    lines = [line for line in done.stderr.splitlines() if line.startswith("ddp_bench: ")]
+    assert len(lines) == 1 and "ran out of memory" in lines[0] and lines[0].endswith("lower --batch-size")
+    assert "Traceback" not in done.stderr
+
+
+def test_bf16_is_refused_on_a_pre_ampere_capability(tmp_path, monkeypatch, capsys):
+    from ddp_bench.cli import main
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    assert main([*GPU, "--amp", "bf16", "--steps", "1", "--out", str(tmp_path)]) == 2
+    assert "has no bf16 units, use --amp fp16" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
