@@ -50,8 +50,28 @@ def build_run_parser() -> argparse.ArgumentParser:
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--steps", type=_integer, help=f"measured steps (default: {DEFAULT_STEPS})")
     length.add_argument("--epochs", type=_integer, help="measured epochs, with test accuracy after each")
+    add(
+        "--target-accuracy",
+        type=float,
+        help="train until the test accuracy reaches this fraction (e.g. 0.98) or --max-epochs; real data only",
+    )
+    add("--eval-every", type=_integer, help="with --target-accuracy: also evaluate every N steps (default: epochs)")
+    add("--max-epochs", type=_integer, default=20, help="with --target-accuracy: give up after this many (default 20)")
     add("--warmup-steps", type=_integer, default=10, help="untimed steps first (default: 10)")
     add("--lr", type=float, help="learning rate (default: the model's recipe)")
+    add(
+        "--lr-scaling",
+        choices=choices("lr_scaling"),
+        default="none",
+        help="scale the learning rate with the global batch: linear or sqrt (default: none, the course recipe)",
+    )
+    add("--lr-reference-batch", type=_integer, default=64, help="global batch the recipe's rate is for (default 64)")
+    add(
+        "--lr-warmup-epochs",
+        type=_integer,
+        default=1,
+        help="SGD recipes with --lr-scaling: warm the rate up linearly over this many epochs (default 1)",
+    )
     add("--amp", choices=choices("amp"), default="off", help="autocast precision (default: off)")
     add(
         "--tf32",

@@ -25,6 +25,7 @@ BackendName = Literal["auto", "nccl", "gloo"]
 LauncherName = Literal["auto", "torchrun", "slurm", "mpi", "single"]
 LoaderName = Literal["auto", "torch", "device"]
 ScalingKind = Literal["weak", "strong"]
+LrScaling = Literal["none", "linear", "sqrt"]
 
 DEFAULT_STEPS = 100
 
@@ -39,8 +40,18 @@ class BenchConfig:
     batch_size: int = 64  # per rank, as in the course
     steps: int | None = None  # measured steps; the default applies when neither steps nor epochs is given
     epochs: int | None = None
+    # Time to accuracy: train until the test accuracy reaches this (evaluated every epoch, and every eval_every
+    # steps if given), or until max_epochs, whichever comes first.
+    target_accuracy: float | None = None
+    eval_every: int | None = None
+    max_epochs: int = 20
     warmup_steps: int = 10
     lr: float | None = None  # None: the recipe's own (Adadelta 1.0 for mnist_cnn, SGD 0.1 for ResNets)
+    # Larger global batches: the learning rate times global/reference (linear) or its square root (sqrt), with a
+    # linear warm-up over lr_warmup_epochs for the SGD recipe. The course recipe keeps its rate (none).
+    lr_scaling: LrScaling = "none"
+    lr_reference_batch: int = 64
+    lr_warmup_epochs: int = 1
     amp: AmpMode = "off"
     # fp32 math on Ampere and newer GPUs: TF32 tensor cores for matmuls and convolutions (on), or full fp32 (off)
     tf32: Tf32Mode = "on"
@@ -70,7 +81,7 @@ class BenchConfig:
                 raise UsageError(
                     f"--{_flag(field.name)} must be one of {', '.join(allowed)}, not {getattr(self, field.name)!r}"
                 )
-        for name in ("batch_size", "warmup_steps", "workers"):
+        for name in ("batch_size", "warmup_steps", "workers", "max_epochs", "lr_reference_batch", "lr_warmup_epochs"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise UsageError(f"--{_flag(name)} must be an integer, not {value!r}")
@@ -88,6 +99,11 @@ class BenchConfig:
             raise UsageError(f"--epochs must be positive, not {self.epochs}")
         if self.lr is not None and not self.lr > 0:
             raise UsageError(f"--lr must be positive, not {self.lr}")
+        if self.lr_reference_batch <= 0:
+            raise UsageError(f"--lr-reference-batch must be positive, not {self.lr_reference_batch}")
+        if self.lr_warmup_epochs < 0:
+            raise UsageError(f"--lr-warmup-epochs must be zero or more, not {self.lr_warmup_epochs}")
+        self._check_target()
         if not self.init_timeout > 0:
             raise UsageError(f"--init-timeout must be positive, not {self.init_timeout}")
         if self.model == "mnist_cnn" and self.image_shape_name != "mnist":
@@ -104,6 +120,22 @@ class BenchConfig:
         if self.sweep_key and not self.sweep_key.replace("-", "").isalnum():
             raise UsageError("--sweep-key may hold only letters, digits and dashes")
 
+    def _check_target(self) -> None:
+        if self.target_accuracy is None:
+            if self.eval_every is not None:
+                raise UsageError("--eval-every only applies with --target-accuracy")
+            return
+        if not 0 < self.target_accuracy <= 1:
+            raise UsageError(f"--target-accuracy is a fraction in (0, 1], such as 0.98, not {self.target_accuracy}")
+        if self.data == "synthetic":
+            raise UsageError("--target-accuracy needs real data (--data mnist or cifar10): random labels have none")
+        if self.steps is not None or self.epochs is not None:
+            raise UsageError("--target-accuracy trains until the target or --max-epochs: drop --steps / --epochs")
+        if self.max_epochs <= 0:
+            raise UsageError(f"--max-epochs must be positive, not {self.max_epochs}")
+        if self.eval_every is not None and self.eval_every <= 0:
+            raise UsageError(f"--eval-every must be positive, not {self.eval_every}")
+
     @property
     def image_shape_name(self) -> str:
         """The real dataset whose image shape, classes and size this run uses (synthetic data imitates one)."""
@@ -114,9 +146,14 @@ class BenchConfig:
         return "mnist" if self.model == "mnist_cnn" else "cifar10"
 
     @property
+    def epoch_limit(self) -> int | None:
+        """Epochs in the timed stage (at most, with a target accuracy), or None when it is measured in steps."""
+        return self.max_epochs if self.target_accuracy is not None else self.epochs
+
+    @property
     def measured_steps(self) -> int | None:
         """Steps in the timed stage, or None when the run is measured in epochs."""
-        if self.epochs is not None:
+        if self.epochs is not None or self.target_accuracy is not None:
             return None
         return self.steps if self.steps is not None else DEFAULT_STEPS
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -56,15 +59,45 @@ def build_model(name: str, in_channels: int, num_classes: int, image_size: int) 
     return model
 
 
-def build_optimizer(
-    model_name: str, model: nn.Module, lr: float | None
-) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """The recipe that goes with each model; the scheduler is stepped once per epoch."""
+def lr_factor(scaling: str, global_batch: int, reference_batch: int) -> float:
+    """How much to scale the recipe's rate for a global batch: global/reference (linear, Goyal et al.), its
+    square root (sqrt), or not at all (none)."""
+    ratio = global_batch / reference_batch
+    return {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[scaling]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    optimizer: torch.optim.Optimizer
+    epoch_scheduler: torch.optim.lr_scheduler.LRScheduler  # stepped once per epoch
+    step_scheduler: torch.optim.lr_scheduler.LRScheduler | None  # stepped after every training step (warm-up)
+    base_lr: float  # the recipe's rate, or --lr
+    effective_lr: float  # base_lr scaled for the global batch: the rate training reaches after any warm-up
+
+
+def build_recipe(
+    model_name: str, model: nn.Module, lr: float | None, factor: float = 1.0, warmup_steps: int = 0
+) -> Recipe:
+    """The optimizer and schedules that go with each model, the rate scaled by `factor`.
+
+    SGD recipes whose rate is scaled up warm it up linearly over `warmup_steps` (a large rate from the first step
+    diverges); the course's Adadelta recipe has no warm-up.
+    """
     if model_name == "mnist_cnn":
         # The course recipe: Adadelta at lr 1.0, decayed by 0.7 every epoch.
-        optimizer: torch.optim.Optimizer = torch.optim.Adadelta(model.parameters(), lr=lr or 1.0)
-        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.7)
+        base = lr or 1.0
+        optimizer: torch.optim.Optimizer = torch.optim.Adadelta(model.parameters(), lr=base * factor)
+        epoch_scheduler: torch.optim.lr_scheduler.LRScheduler = torch.optim.lr_scheduler.StepLR(
+            optimizer, step_size=1, gamma=0.7
+        )
+        step_scheduler = None
     else:
-        optimizer = torch.optim.SGD(model.parameters(), lr=lr or 0.1, momentum=0.9, weight_decay=5e-4)
-        scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
-    return optimizer, scheduler
+        base = lr or 0.1
+        optimizer = torch.optim.SGD(model.parameters(), lr=base * factor, momentum=0.9, weight_decay=5e-4)
+        epoch_scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+        step_scheduler = None
+        if factor != 1.0 and warmup_steps > 0:
+            step_scheduler = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, lambda step: min(1.0, (step + 1) / warmup_steps)
+            )
+    return Recipe(optimizer, epoch_scheduler, step_scheduler, base, base * factor)

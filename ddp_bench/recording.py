@@ -3,6 +3,7 @@ the job totals gathered across ranks, and this rank's row on disk."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass
@@ -15,12 +16,17 @@ from ddp_bench.context import RunContext
 from ddp_bench.data import BatchSource, DatasetSpec, Shard, build_batches
 from ddp_bench.distributed import Job, align_ranks, gather_floats
 from ddp_bench.hardware import HardwarePlan
+from ddp_bench.models import Recipe
 from ddp_bench.perf import ADVICE, model_flops_utilization, verdict
 from ddp_bench.records import (
+    ACCURACY_CURVE_COLUMNS,
+    ACCURACY_CURVE_FILE,
     RankRecord,
     global_images_per_second,
     images_per_second,
     rank_csv_path,
+    render_table,
+    write_new_file,
     write_rank_csv,
 )
 from ddp_bench.results_dir import rescue_dir, rescue_row
@@ -44,6 +50,7 @@ class RunSetup:
     started: float  # perf_counter at process start, for wall_time_s
     flops_per_image: float
     peak_flops: float  # matmul peak measured before training, same device, dtype and math mode
+    recipe: Recipe
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,7 @@ def measure_after_training(
             optimizer=optimizer,
             scaler=scaler,
             scheduler=torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0),
+            step_scheduler=None,
             batches=fake,
             test_batches=None,
             precision=precision,
@@ -115,6 +123,7 @@ def record_rank(
     step_ms = percentile(result.step_times_ms, 50)
     wait_ms = percentile(result.data_wait_ms, 50)
     kind = verdict(data_wait_ms=wait_ms, step_ms=step_ms, comm_ms=extras.comm_ms, mfu=mfu, device_type=device.type)
+    reached = result.reached
     record = RankRecord(
         run_id=setup.run_id,
         status="incomplete" if result.stopped_by else "complete",
@@ -149,11 +158,13 @@ def record_rank(
         workers=cfg.workers,
         threads=setup.plan.threads,
         cpu_affinity=context.cpu_affinity,
-        lr=optimizer.defaults["lr"],
+        lr=setup.recipe.base_lr,
+        lr_scaling=cfg.lr_scaling,
+        effective_lr=setup.recipe.effective_lr,
         seed=cfg.seed,
         warmup_steps=cfg.warmup_steps,
         steps=result.steps,
-        epochs=cfg.epochs or 0,
+        epochs=cfg.epoch_limit or 0,
         samples=result.samples,
         train_time_s=result.train_time_s,
         wall_time_s=time.perf_counter() - setup.started,
@@ -172,6 +183,12 @@ def record_rank(
         data_pipeline_ratio=job_images_per_s / extras.synthetic_images_per_s,
         final_loss=result.final_loss,
         test_accuracy=result.test_accuracy,
+        target_accuracy=cfg.target_accuracy if cfg.target_accuracy is not None else float("nan"),
+        reached="" if cfg.target_accuracy is None else str(reached is not None),
+        time_to_accuracy_s=reached.train_time_s if reached else float("nan"),
+        time_to_accuracy_with_eval_s=reached.elapsed_s if reached else float("nan"),
+        epochs_to_accuracy=reached.epochs if reached else float("nan"),
+        steps_to_accuracy=reached.step if reached else 0,
         tag=cfg.tag,
         sweep_key=cfg.sweep_key,
         torch_version=context.torch_version,
@@ -187,6 +204,11 @@ def record_rank(
         path = write_rank_csv(cfg.out, record)
         if cfg.log_indices:
             _write_indices(path, batches, result.batches_per_epoch_done)
+        if result.curve and info.rank == 0:
+            points = [dataclasses.astuple(point) for point in result.curve]
+            write_new_file(
+                os.path.join(os.path.dirname(path), ACCURACY_CURVE_FILE), render_table(ACCURACY_CURVE_COLUMNS, points)
+            )
     except OSError as exc:
         failure = rescue_row(record, cfg.out, exc)
         path = rank_csv_path(rescue_dir(), record.run_id, record.rank)

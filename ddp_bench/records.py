@@ -56,7 +56,9 @@ class RankRecord:
     workers: int
     threads: int
     cpu_affinity: str  # CPUs this rank was bound to, as ranges ('0-11'): what the launcher gave it
-    lr: float
+    lr: float  # the recipe's rate, or --lr
+    lr_scaling: str  # none | linear | sqrt: how the rate was scaled for the global batch
+    effective_lr: float  # the rate trained with (after any warm-up): lr scaled for the global batch
     seed: int
     warmup_steps: int
     steps: int
@@ -79,6 +81,12 @@ class RankRecord:
     data_pipeline_ratio: float  # global_images_per_s / synthetic_images_per_s
     final_loss: float
     test_accuracy: float  # NaN (empty cell) when the run evaluated nothing
+    target_accuracy: float  # --target-accuracy; empty otherwise
+    reached: str  # True | False with a target accuracy, '' without
+    time_to_accuracy_s: float  # training time until the first evaluation at the target (evaluation excluded)
+    time_to_accuracy_with_eval_s: float  # the same, evaluation time included
+    epochs_to_accuracy: float  # epochs trained by then (fractional when reached inside an epoch)
+    steps_to_accuracy: int  # measured steps by then (0 when not reached)
     tag: str
     sweep_key: str  # the sweep configuration this run belongs to ('' outside sweeps)
     torch_version: str
@@ -181,6 +189,21 @@ def rank_csv_path(out_dir: str, run_id: str, rank: int) -> str:
     return os.path.join(out_dir, run_id, f"rank{rank}.csv")
 
 
+# The accuracy curve of a time-to-accuracy run: one small file per run beside its rank files, written by rank 0
+# (the accuracy is all-reduced, so every rank saw the same curve). The rank rows stay flat.
+ACCURACY_CURVE_FILE = "accuracy.csv"
+ACCURACY_CURVE_COLUMNS = ("step", "epochs", "train_time_s", "elapsed_s", "test_accuracy")
+
+
+def render_table(columns: tuple[str, ...], rows: list[tuple]) -> str:
+    """A CSV text with a header, numbers written with every digit (as in rank rows)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows([_cell(value) for value in row] for row in rows)
+    return buffer.getvalue()
+
+
 def _cell(value: object) -> str:
     if isinstance(value, float):
         return "" if value != value else repr(value)  # NaN is an empty cell; repr keeps every digit
@@ -201,21 +224,27 @@ _NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, er
 
 
 def write_rank_csv(out_dir: str, record: RankRecord) -> str:
-    """Write one rank's row atomically, never replacing an existing file; returns the path.
+    """Write one rank's row atomically, never replacing an existing file; returns the path."""
+    path = rank_csv_path(out_dir, record.run_id, record.rank)
+    write_new_file(path, render_csv(record))
+    return path
 
-    The row goes to a temporary file in the same directory, is flushed to disk, and is then hard-linked to its
+
+def write_new_file(path: str, text: str) -> None:
+    """Write a results file atomically, never replacing an existing file (FileExistsError if there is one).
+
+    The text goes to a temporary file in the same directory, is flushed to disk, and is then hard-linked to its
     final name, which fails if that name exists: a reader sees the whole file or none, and no run overwrites
     another. Where the filesystem has no hard links, the temporary file is renamed to the final name after
     checking that the name is free: still atomic for readers; the check and the rename are two steps, but the
-    name holds a run id with 64 random bits and the rank, which no other writer uses.
+    name holds a run id with 64 random bits, which no other writer uses.
     """
-    path = rank_csv_path(out_dir, record.run_id, record.rank)
     directory = os.path.dirname(path)
     os.makedirs(directory, exist_ok=True)
     temporary = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         with open(temporary, "w", encoding="utf-8", newline="") as handle:
-            handle.write(render_csv(record))
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         try:
@@ -224,12 +253,11 @@ def write_rank_csv(out_dir: str, record: RankRecord) -> str:
             if exc.errno not in _NO_HARD_LINKS:
                 raise
             if os.path.lexists(path):
-                raise FileExistsError(errno.EEXIST, "a row file of that name exists", path) from None
+                raise FileExistsError(errno.EEXIST, "a results file of that name exists", path) from None
             os.rename(temporary, path)
     finally:
         if os.path.lexists(temporary):
             os.unlink(temporary)
-    return path
 
 
 def find_rank_files(directories: list[str]) -> list[str]:

@@ -36,7 +36,7 @@ from ddp_bench.errors import EXIT_INTERRUPTED, EXIT_OK, RunFailure, UsageError
 from ddp_bench.faults import fault_from_env
 from ddp_bench.hardware import HardwarePlan, apply_math_mode, plan_hardware
 from ddp_bench.launch import LaunchInfo
-from ddp_bench.models import build_model, build_optimizer
+from ddp_bench.models import build_model, build_recipe, lr_factor
 from ddp_bench.perf import flops_per_image, matmul_dtype, measured_peak_flops
 from ddp_bench.preflight import data_location_note, gpu_note, require_launcher_for_allocation
 from ddp_bench.recording import RunSetup, measure_after_training, record_rank
@@ -66,7 +66,7 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
             f"global batch {cfg.batch_size * info.world_size} ({cfg.batch_size} per rank x {info.world_size} "
             f"ranks) is larger than the {batches.dataset_size} training images: lower --batch-size"
         )
-    evaluate = cfg.epochs is not None and cfg.data != "synthetic"  # random labels have no accuracy to find
+    evaluate = cfg.epoch_limit is not None and cfg.data != "synthetic"  # random labels have no accuracy to find
     test_batches = build_batches(cfg.data, cfg.data_dir, spec, loader, shard, cfg.workers, False) if evaluate else None
     context = collect_context(env, plan.device.type, plan.device.index or 0)
     prove_output_dir(cfg.out)  # every rank writes its own row: each proves it can, before anything trains
@@ -98,13 +98,21 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
                 ddp_model = DistributedDataParallel(model, device_ids=device_ids)
             if cfg.compile:
                 ddp_model = torch.compile(ddp_model)
-            optimizer, scheduler = build_optimizer(cfg.model, model, cfg.lr)
+            global_batch = cfg.batch_size * info.world_size
+            recipe = build_recipe(
+                cfg.model,
+                model,
+                cfg.lr,
+                lr_factor(cfg.lr_scaling, global_batch, cfg.lr_reference_batch),
+                warmup_steps=cfg.lr_warmup_epochs * batches.batches_per_epoch,
+            )
+            optimizer = recipe.optimizer
             precision = Precision(cfg.amp, plan.device.type)
             scaler = precision.grad_scaler()  # one loss scaler for everything this run trains
             setup = RunSetup(
-                cfg, job, plan, context, spec, loader, run_id, started_at, started, image_flops, peak_flops
+                cfg, job, plan, context, spec, loader, run_id, started_at, started, image_flops, peak_flops, recipe
             )
-            total_steps = cfg.measured_steps or batches.batches_per_epoch * (cfg.epochs or 0)
+            total_steps = cfg.measured_steps or batches.batches_per_epoch * (cfg.epoch_limit or 0)
 
             with step_progress(info.rank == 0, total_steps, f"{cfg.model} x{info.world_size}") as on_step:
                 result = run_training(
@@ -113,13 +121,16 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
                     eval_model=model,
                     optimizer=optimizer,
                     scaler=scaler,
-                    scheduler=scheduler,
+                    scheduler=recipe.epoch_scheduler,
+                    step_scheduler=recipe.step_scheduler,
+                    target_accuracy=cfg.target_accuracy,
+                    eval_every=cfg.eval_every,
                     batches=batches,
                     test_batches=test_batches,
                     precision=precision,
                     warmup_steps=cfg.warmup_steps,
                     steps=cfg.measured_steps,
-                    epochs=cfg.epochs,
+                    epochs=cfg.epoch_limit,
                     stop=stop,
                     fault=fault,
                     on_step=on_step,

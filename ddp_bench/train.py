@@ -5,11 +5,16 @@ them up, and the device is synchronised) to the end of the last measured step (s
 includes waiting for data, forward, backward, gradient all-reduce and optimizer steps; it excludes warm-up and
 evaluation. Per-step times (CUDA events, or perf_counter on CPU) start after the batch is in hand, so their
 median says how long the model takes, and the gap to `train_time_s / steps` is time spent waiting for data.
+
+With a target accuracy the timed stage is a race: the model starts from its initial weights (the warm-up's
+updates are undone), is evaluated at the end of every epoch and every `eval_every` steps with the clock paused,
+and stops at the first evaluation that reaches the target; each evaluation adds a point to the accuracy curve.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -38,6 +43,19 @@ class TrainResult:
     batches_per_epoch_done: list[int]  # measured batches taken from each epoch, in order (for index logs)
     stopped_by: str  # the signal that stopped the run early, '' when it ran to the end
     data_wait_ms: list[float]  # per measured step: time the loop waited for its batch
+    curve: list[AccuracyPoint]  # one point per evaluation, in order
+    reached: AccuracyPoint | None  # the first evaluation at or above the target accuracy
+
+
+@dataclass(frozen=True)
+class AccuracyPoint:
+    """One evaluation during the timed stage."""
+
+    step: int  # measured steps done before it
+    epochs: float  # epochs done before it (fractional for evaluations inside an epoch)
+    train_time_s: float  # training time so far: evaluation excluded
+    elapsed_s: float  # since the timed stage began: evaluation included
+    test_accuracy: float
 
 
 @dataclass(frozen=True)
@@ -113,6 +131,9 @@ def run_training(
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler | None,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
+    step_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    target_accuracy: float | None = None,
+    eval_every: int | None = None,
     batches: BatchSource,
     test_batches: BatchSource | None,
     precision: Precision,
@@ -123,9 +144,16 @@ def run_training(
     fault: Fault | None,
     on_step: Callable[[], None],
 ) -> TrainResult:
-    """Warm up, then train for `steps` measured steps or `epochs` whole epochs (evaluating after each)."""
+    """Warm up, then train for `steps` measured steps or `epochs` whole epochs (evaluating after each), or until
+    `target_accuracy` within at most `epochs`."""
     device = job.device
     ddp_model.train()
+    racing = target_accuracy is not None
+    # Time to accuracy counts from the initial weights: warm-up still absorbs first-call costs, then its updates
+    # are undone (every rank restores the same state, so the replicas stay identical).
+    initial = (
+        copy.deepcopy((eval_model.state_dict(), optimizer.state_dict(), scheduler.state_dict())) if racing else None
+    )
 
     # Stage 1, warm-up (not timed): first-call costs land here — allocator growth, cuDNN autotuning,
     # torch.compile, DataLoader workers starting, DDP building its buckets on the first backward.
@@ -138,6 +166,10 @@ def run_training(
         _epoch, x, y = next(warmup)
         train_step(ddp_model, optimizer, scaler, precision, x, y)
     del warmup
+    if initial is not None:
+        eval_model.load_state_dict(initial[0])
+        optimizer.load_state_dict(initial[1])
+        scheduler.load_state_dict(initial[2])
     # The slowest rank's warm-up step time sets how often the ranks agree on stopping (about twice a second).
     warmup_step_s = warmup_clock.stop() / (warmup_steps - settled) if warmup_steps else 0.0
     (slowest_step_s,) = reduce_floats([warmup_step_s], dist.ReduceOp.MAX, device)
@@ -149,9 +181,10 @@ def run_training(
     step_timer = StepTimer(device)
     loss = torch.full((), float("nan"), device=device)
     taken_per_epoch: list[int] = [0]
-    test_accuracy = float("nan")
     step = 0
     data_wait_ms: list[float] = []
+    curve: list[AccuracyPoint] = []
+    reached: AccuracyPoint | None = None
 
     def measured_step(x: torch.Tensor, y: torch.Tensor) -> bool:
         """One timed training step; False when the ranks have agreed to stop instead."""
@@ -164,12 +197,25 @@ def run_training(
         step_timer.start()
         loss = train_step(ddp_model, optimizer, scaler, precision, x, y)
         step_timer.stop()
+        if step_scheduler is not None:
+            step_scheduler.step()  # the learning-rate warm-up of scaled SGD recipes
         taken_per_epoch[-1] += 1
         step += 1
         on_step()
         return True
 
+    def checkpoint(epochs_done: float) -> bool:
+        """Evaluate (the clock must be stopped); True when the target accuracy is reached."""
+        nonlocal reached
+        accuracy = evaluate(eval_model, test_batches, precision, device)
+        point = AccuracyPoint(step, epochs_done, clock.elapsed_s, time.perf_counter() - stage_started, accuracy)
+        curve.append(point)
+        if racing and reached is None and accuracy >= target_accuracy:
+            reached = point
+        return reached is not None
+
     clock.start()
+    stage_started = time.perf_counter()
     stopped = False
     if epochs is None:
         stream = timed_fetch(_epochs_forever(batches, first_epoch=0), data_wait_ms)
@@ -185,6 +231,7 @@ def run_training(
                 break
         clock.stop()
     else:
+        per_epoch = batches.batches_per_epoch
         for epoch in range(epochs):
             if epoch > 0:
                 taken_per_epoch.append(0)
@@ -193,11 +240,22 @@ def run_training(
                 if not measured_step(x, y):
                     stopped = True
                     break
-            clock.stop()  # evaluation is not training time
-            if stopped:
+                if (
+                    eval_every
+                    and step % eval_every == 0
+                    and taken_per_epoch[-1] < per_epoch
+                    and test_batches is not None
+                ):
+                    clock.stop()  # evaluation is not training time
+                    if checkpoint(epoch + taken_per_epoch[-1] / per_epoch):
+                        break
+                    clock.start()
+            if reached is None:
+                clock.stop()  # (an evaluation inside the epoch that reached the target stopped it already)
+            if stopped or reached is not None:
                 break
-            if test_batches is not None:
-                test_accuracy = evaluate(eval_model, test_batches, precision, device)
+            if test_batches is not None and checkpoint(epoch + 1):
+                break
             scheduler.step()
 
     return TrainResult(
@@ -206,11 +264,13 @@ def run_training(
         train_time_s=clock.elapsed_s,
         step_times_ms=step_timer.durations_ms(),
         final_loss=float(loss.item()),
-        test_accuracy=test_accuracy,
+        test_accuracy=curve[-1].test_accuracy if curve else float("nan"),
         batches_per_epoch_done=taken_per_epoch,
         # A rank that did not receive the signal itself stopped because a peer did.
         stopped_by=(stop.signal_name or "a signal to another rank") if stopped else "",
         data_wait_ms=data_wait_ms,
+        curve=curve,
+        reached=reached,
     )
 
 

@@ -1,6 +1,7 @@
 """Tier 1 (pure): flags become a validated BenchConfig, or one clear UsageError."""
 
 import dataclasses
+import re
 
 import pytest
 
@@ -98,3 +99,28 @@ def test_the_dataclass_validates_without_the_parser():
         BenchConfig(steps=3, epochs=1)
     with pytest.raises(UsageError, match="--device must be one of auto, cpu, cuda"):
         BenchConfig(device="tpu")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--target-accuracy", "0.97"], "--target-accuracy needs real data"),
+        (["--data", "mnist", "--target-accuracy", "0"], "--target-accuracy is a fraction in (0, 1]"),
+        (["--data", "mnist", "--target-accuracy", "1.2"], "--target-accuracy is a fraction in (0, 1]"),
+        (["--data", "mnist", "--target-accuracy", "0.9", "--epochs", "2"], "drop --steps / --epochs"),
+        (["--data", "mnist", "--target-accuracy", "0.9", "--max-epochs", "0"], "--max-epochs must be positive"),
+        (["--data", "mnist", "--target-accuracy", "0.9", "--eval-every", "0"], "--eval-every must be positive"),
+        (["--eval-every", "10"], "--eval-every only applies with --target-accuracy"),
+        (["--lr-scaling", "cubic"], "invalid choice"),
+        (["--lr-reference-batch", "0"], "--lr-reference-batch must be positive"),
+        (["--lr-warmup-epochs", "-1"], "--lr-warmup-epochs must be zero or more"),
+    ],
+)
+def test_time_to_accuracy_and_lr_scaling_flags_are_checked(argv, message):
+    with pytest.raises(UsageError, match=re.escape(message)):
+        parse_args(argv)
+
+
+def test_a_target_accuracy_measures_epochs_up_to_the_limit():
+    cfg = parse_args(["--data", "mnist", "--target-accuracy", "0.98", "--max-epochs", "7", "--eval-every", "25"])
+    assert (cfg.epoch_limit, cfg.measured_steps, cfg.eval_every, cfg.lr_scaling) == (7, None, 25, "none")

@@ -17,7 +17,7 @@ from ddp_bench.data import (
     open_real_dataset,
 )
 from ddp_bench.errors import UsageError
-from ddp_bench.models import MnistCNN, build_model, build_optimizer
+from ddp_bench.models import MnistCNN, build_model, build_recipe, lr_factor
 
 CPU = torch.device("cpu")
 MNIST = SPECS["mnist"]
@@ -132,10 +132,33 @@ def test_resnets_adapt_to_the_dataset(name, channels, size):
 
 
 def test_recipes():
-    adadelta, step_lr = build_optimizer("mnist_cnn", MnistCNN(), None)
+    recipe = build_recipe("mnist_cnn", MnistCNN(), None)
+    adadelta, step_lr = recipe.optimizer, recipe.epoch_scheduler
     assert type(adadelta).__name__ == "Adadelta" and adadelta.defaults["lr"] == 1.0
+    assert recipe.step_scheduler is None and recipe.base_lr == recipe.effective_lr == 1.0
     adadelta.step()  # the scheduler steps after the optimizer, as in training
     step_lr.step()
     assert adadelta.param_groups[0]["lr"] == pytest.approx(0.7)
-    sgd, _ = build_optimizer("resnet18", build_model("resnet18", 3, 10, 32), 0.05)
+    sgd = build_recipe("resnet18", build_model("resnet18", 3, 10, 32), 0.05).optimizer
     assert type(sgd).__name__ == "SGD" and sgd.defaults["momentum"] == 0.9 and sgd.defaults["lr"] == 0.05
+
+
+@pytest.mark.parametrize(
+    "scaling, global_batch, factor",
+    [("none", 1024, 1.0), ("linear", 1024, 16.0), ("sqrt", 1024, 4.0), ("linear", 32, 0.5)],
+)
+def test_learning_rate_scaling_relative_to_the_reference_batch(scaling, global_batch, factor):
+    assert lr_factor(scaling, global_batch, 64) == pytest.approx(factor)
+
+
+def test_a_scaled_sgd_rate_warms_up_linearly_and_the_course_recipe_does_not():
+    recipe = build_recipe("resnet18", build_model("resnet18", 3, 10, 32), 0.1, factor=4.0, warmup_steps=4)
+    assert recipe.effective_lr == pytest.approx(0.4) and recipe.base_lr == 0.1
+    rates = []
+    for _ in range(6):
+        rates.append(recipe.optimizer.param_groups[0]["lr"])
+        recipe.optimizer.step()
+        recipe.step_scheduler.step()
+    assert rates == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.4, 0.4])
+    course = build_recipe("mnist_cnn", MnistCNN(), None, factor=4.0, warmup_steps=4)
+    assert course.step_scheduler is None and course.optimizer.param_groups[0]["lr"] == pytest.approx(4.0)
