@@ -4,6 +4,8 @@
   0). Empty outside Slurm, or when scontrol cannot answer.
 - `setup_s`: what the job script or notebook measured for building its environment and staging data, handed
   over in `DDP_BENCH_SETUP_S` (the shipped job scripts and the Colab notebook set it). Empty when not given.
+- `startup_s`: this process, from `python -m ddp_bench` starting to the job being ready to train: torch's
+  import, the checks, the data load and the process group.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import math
 import re
 import subprocess
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 
 SETUP_ENV = "DDP_BENCH_SETUP_S"
@@ -48,3 +51,12 @@ def setup_seconds(env: Mapping[str, str]) -> float:
     except ValueError:
         return float("nan")
     return value if math.isfinite(value) and value >= 0 else float("nan")
+
+
+@dataclass(frozen=True)
+class WaitBeforeTraining:
+    """The time to a result besides training: the queue, the job's setup, this process's start-up."""
+
+    queue_wait_s: float
+    setup_s: float
+    startup_s: float  # from `python -m ddp_bench` starting (imports included) to the job ready to train

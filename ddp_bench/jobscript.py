@@ -96,6 +96,7 @@ def render(
 {chr(10).join(_sbatch_lines(profile, shape, job_name))}
 
 set -euo pipefail
+setup_started=$EPOCHREALTIME  # the environment build and data staging below are timed and handed to ddp_bench
 
 src=${{DDP_BENCH_SRC:-$SLURM_SUBMIT_DIR}}
 results=${{DDP_BENCH_RESULTS:-$SLURM_SUBMIT_DIR/results}}
@@ -136,6 +137,8 @@ if [ -n "${{DDP_BENCH_DATA:-}}" ]; then
 fi
 
 mkdir -p "$results"
+DDP_BENCH_SETUP_S=$(awk -v start="$setup_started" -v now="$EPOCHREALTIME" 'BEGIN {{ printf "%.3f", now - start }}')
+export DDP_BENCH_SETUP_S  # recorded as setup_s in every row
 export OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK
 # One rank per task, with the job's cores per task: srun from Slurm 22.05 to 23.02 does not read
 # SLURM_CPUS_PER_TASK, and would give each rank one core. --kill-on-bad-exit ends the whole step as soon as one

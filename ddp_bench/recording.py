@@ -12,10 +12,12 @@ import torch
 
 from ddp_bench.config import BenchConfig
 from ddp_bench.console import print_summary
+from ddp_bench.consumption import CounterChoice, peak_memory
 from ddp_bench.context import RunContext
 from ddp_bench.data import BatchSource, DatasetSpec, Shard, build_batches
 from ddp_bench.distributed import Job, align_ranks, gather_floats
 from ddp_bench.hardware import HardwarePlan
+from ddp_bench.job_timing import WaitBeforeTraining
 from ddp_bench.models import Recipe
 from ddp_bench.perf import ADVICE, model_flops_utilization, verdict
 from ddp_bench.records import (
@@ -51,6 +53,8 @@ class RunSetup:
     flops_per_image: float
     peak_flops: float  # matmul peak measured before training, same device, dtype and math mode
     recipe: Recipe
+    waits: WaitBeforeTraining
+    energy: CounterChoice  # this rank's energy counter, or why it has none
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,14 @@ def global_throughput(result: TrainResult, device: torch.device) -> float:
     """The job's images/s from what every rank really did, gathered from all of them (never rank 0 x N)."""
     per_rank = gather_floats([float(result.samples), result.train_time_s], device)
     return global_images_per_second([int(samples) for samples, _ in per_rank], [seconds for _, seconds in per_rank])
+
+
+def job_energy(result: TrainResult, device: torch.device) -> tuple[float, float]:
+    """The job's images and joules: every rank's samples, and the sum of the counters that were read (GPUs: one
+    per rank; CPUs: one per node, read by its local rank 0); NaN joules when no rank had a counter."""
+    per_rank = gather_floats([float(result.samples), result.energy_j], device)
+    readings = [joules for _, joules in per_rank if joules == joules]
+    return sum(samples for samples, _ in per_rank), (sum(readings) if readings else float("nan"))
 
 
 def measure_after_training(
@@ -124,6 +136,8 @@ def record_rank(
     wait_ms = percentile(result.data_wait_ms, 50)
     kind = verdict(data_wait_ms=wait_ms, step_ms=step_ms, comm_ms=extras.comm_ms, mfu=mfu, device_type=device.type)
     reached = result.reached
+    job_samples, job_energy_j = job_energy(result, device)
+    memory = peak_memory(device)
     record = RankRecord(
         run_id=setup.run_id,
         status="incomplete" if result.stopped_by else "complete",
@@ -181,6 +195,19 @@ def record_rank(
         verdict=kind,
         synthetic_images_per_s=extras.synthetic_images_per_s,
         data_pipeline_ratio=job_images_per_s / extras.synthetic_images_per_s,
+        queue_wait_s=setup.waits.queue_wait_s,
+        setup_s=setup.waits.setup_s,
+        startup_s=setup.waits.startup_s,
+        energy_source=setup.energy.counter.source if setup.energy.counter else "",
+        energy_note=setup.energy.note,
+        energy_j=result.energy_j,
+        avg_power_w=result.energy_j / result.train_time_s if result.train_time_s > 0 else float("nan"),
+        images_per_joule=result.samples / result.energy_j if result.energy_j > 0 else float("nan"),
+        job_energy_j=job_energy_j,
+        job_images_per_joule=job_samples / job_energy_j if job_energy_j > 0 else float("nan"),
+        peak_rss_mb=memory.rss_mb,
+        peak_device_allocated_mb=memory.device_allocated_mb,
+        peak_device_reserved_mb=memory.device_reserved_mb,
         final_loss=result.final_loss,
         test_accuracy=result.test_accuracy,
         target_accuracy=cfg.target_accuracy if cfg.target_accuracy is not None else float("nan"),

@@ -79,6 +79,19 @@ class RankRecord:
     verdict: str  # loader-bound | comm-bound | compute-bound | overhead-bound
     synthetic_images_per_s: float  # --compare-synthetic: the job's throughput on synthetic data
     data_pipeline_ratio: float  # global_images_per_s / synthetic_images_per_s
+    queue_wait_s: float  # Slurm: StartTime - SubmitTime of the job; empty elsewhere
+    setup_s: float  # the job's environment build and data staging, as its script measured it; empty if not given
+    startup_s: float  # this process before training: imports, checks, data load, process group
+    energy_source: str  # nvml | rapl | '' (no counter: see energy_note)
+    energy_note: str  # why the energy cells are empty, '' when they are not
+    energy_j: float  # this rank's counter over the timed stage (RAPL: the node's CPU packages, on local rank 0)
+    avg_power_w: float  # energy_j / train_time_s
+    images_per_joule: float  # samples / energy_j
+    job_energy_j: float  # the sum over the job's counters (one per GPU, or one per node for RAPL)
+    job_images_per_joule: float  # the job's images / job_energy_j
+    peak_rss_mb: float  # the process's peak resident memory, MiB
+    peak_device_allocated_mb: float  # GPU: peak tensor memory during training, MiB; empty on CPU
+    peak_device_reserved_mb: float  # GPU: peak memory the caching allocator reserved, MiB; empty on CPU
     final_loss: float
     test_accuracy: float  # NaN (empty cell) when the run evaluated nothing
     target_accuracy: float  # --target-accuracy; empty otherwise

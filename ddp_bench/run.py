@@ -17,6 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ddp_bench.config import BenchConfig
 from ddp_bench.console import step_progress
+from ddp_bench.consumption import CounterChoice, cpu_counter, gpu_counter
 from ddp_bench.context import collect_context
 from ddp_bench.data import SPECS, Shard, build_batches, choose_loader
 from ddp_bench.discovery import discover_launch
@@ -35,6 +36,7 @@ from ddp_bench.distributed import (
 from ddp_bench.errors import EXIT_INTERRUPTED, EXIT_OK, RunFailure, UsageError
 from ddp_bench.faults import fault_from_env
 from ddp_bench.hardware import HardwarePlan, apply_math_mode, plan_hardware
+from ddp_bench.job_timing import WaitBeforeTraining, setup_seconds, slurm_queue_wait_s
 from ddp_bench.launch import LaunchInfo
 from ddp_bench.models import build_model, build_recipe, lr_factor
 from ddp_bench.perf import flops_per_image, matmul_dtype, measured_peak_flops
@@ -78,11 +80,18 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
             register_rank(job)
             run_id = broadcast_string(new_run_id(cfg.model, info.world_size), plan.device)
             started_at = broadcast_string(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), plan.device)
+            startup_s = time.perf_counter() - started
+            # The queue wait is asked of Slurm once, by rank 0, and shared.
+            queue_wait = float(broadcast_string(repr(slurm_queue_wait_s(env) if info.rank == 0 else 0.0), plan.device))
+            waits = WaitBeforeTraining(queue_wait, setup_seconds(env), startup_s)
             # The matmul peak, before training: its matrices are freed before the model's memory grows, so a batch
             # that fills the device cannot turn it into an OOM after training. Every rank measures at once, so
             # ranks sharing a node's cores measure the share they have.
             align_ranks(plan.device)
             peak_flops = measured_peak_flops(plan.device, matmul_dtype(cfg.amp))
+            if plan.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(plan.device)  # the peak memory columns are training's
+            energy = energy_counter(plan.device, info.local_rank)
 
             torch.manual_seed(cfg.seed)  # identical initial weights everywhere (DDP also broadcasts rank 0's)
             model = build_model(cfg.model, spec.channels, spec.num_classes, spec.image_size).to(plan.device)
@@ -110,7 +119,20 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
             precision = Precision(cfg.amp, plan.device.type)
             scaler = precision.grad_scaler()  # one loss scaler for everything this run trains
             setup = RunSetup(
-                cfg, job, plan, context, spec, loader, run_id, started_at, started, image_flops, peak_flops, recipe
+                cfg,
+                job,
+                plan,
+                context,
+                spec,
+                loader,
+                run_id,
+                started_at,
+                started,
+                image_flops,
+                peak_flops,
+                recipe,
+                waits,
+                energy,
             )
             total_steps = cfg.measured_steps or batches.batches_per_epoch * (cfg.epoch_limit or 0)
 
@@ -125,6 +147,7 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
                     step_scheduler=recipe.step_scheduler,
                     target_accuracy=cfg.target_accuracy,
                     eval_every=cfg.eval_every,
+                    energy=energy.counter,
                     batches=batches,
                     test_batches=test_batches,
                     precision=precision,
@@ -163,6 +186,14 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
             )
         return EXIT_INTERRUPTED
     return EXIT_OK
+
+
+def energy_counter(device: torch.device, local_rank: int) -> CounterChoice:
+    """NVML for this rank's GPU, or RAPL for the node's CPU packages (read by its local rank 0 only)."""
+    if device.type == "cuda":
+        index = device.index or 0
+        return gpu_counter(str(torch.cuda.get_device_properties(index).uuid), index)
+    return cpu_counter(local_rank)
 
 
 def _print_notes(cfg: BenchConfig, env: Mapping[str, str], info: LaunchInfo, plan: HardwarePlan) -> None:

@@ -12,26 +12,38 @@ import time
 
 import torch
 
+from ddp_bench.consumption import EnergyCounter
 from ddp_bench.distributed import synchronize
 
 
 class StageClock:
-    """Wall-clock seconds of a stage, device work included; may be paused (e.g. around evaluation)."""
+    """Wall-clock seconds of a stage, device work included; may be paused (e.g. around evaluation).
 
-    def __init__(self, device: torch.device) -> None:
+    Given an energy counter, it also accumulates the joules spent while it runs, read at the same two moments
+    as the clock (after the device is synchronised), so energy and time cover exactly the same intervals.
+    """
+
+    def __init__(self, device: torch.device, energy: EnergyCounter | None = None) -> None:
         self.device = device
         self.elapsed_s = 0.0
+        self.energy_j = 0.0 if energy is not None else float("nan")
+        self._energy = energy
         self._started: float | None = None
+        self._started_j = 0.0
 
     def start(self) -> None:
         synchronize(self.device)
         self._started = time.perf_counter()
+        if self._energy is not None:
+            self._started_j = self._energy.read_j()
 
     def stop(self) -> float:
         if self._started is None:
             raise RuntimeError("StageClock.stop() without start()")
         synchronize(self.device)
         self.elapsed_s += time.perf_counter() - self._started
+        if self._energy is not None:
+            self.energy_j += self._energy.read_j() - self._started_j
         self._started = None
         return self.elapsed_s
 

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ddp_bench.consumption import EnergyCounter
 from ddp_bench.data import BatchSource
 from ddp_bench.distributed import Job, align_ranks, any_rank, reduce_floats
 from ddp_bench.faults import Fault
@@ -37,6 +38,7 @@ class TrainResult:
     steps: int  # measured steps this rank ran
     samples: int  # images this rank trained on in those steps
     train_time_s: float
+    energy_j: float  # this rank's counter over the same intervals as train_time_s; NaN without a counter
     step_times_ms: list[float]
     final_loss: float
     test_accuracy: float  # NaN when nothing was evaluated
@@ -134,6 +136,7 @@ def run_training(
     step_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     target_accuracy: float | None = None,
     eval_every: int | None = None,
+    energy: EnergyCounter | None = None,
     batches: BatchSource,
     test_batches: BatchSource | None,
     precision: Precision,
@@ -177,7 +180,7 @@ def run_training(
 
     # Stage 2, timed. Every rank starts the clock at the same moment, after its warm-up work has finished.
     align_ranks(device)
-    clock = StageClock(device)
+    clock = StageClock(device, energy)  # energy read at the clock's starts and stops only, never per step
     step_timer = StepTimer(device)
     loss = torch.full((), float("nan"), device=device)
     taken_per_epoch: list[int] = [0]
@@ -262,6 +265,7 @@ def run_training(
         steps=step,
         samples=step * batches.shard.batch_size,
         train_time_s=clock.elapsed_s,
+        energy_j=clock.energy_j,
         step_times_ms=step_timer.durations_ms(),
         final_loss=float(loss.item()),
         test_accuracy=curve[-1].test_accuracy if curve else float("nan"),

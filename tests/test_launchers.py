@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
+from datetime import datetime
 
 import pytest
 from conftest import clean_env, read_rows
@@ -145,6 +146,8 @@ def test_sbatch_builds_its_venv_offline_from_a_wheelhouse_and_gives_each_rank_it
         (row,) = read_rows(tmp_path / "results")
         assert (row["status"], row["launcher"], row["job_id"], row["world_size"]) == ("complete", "slurm", job_id, "1")
         assert (row["cpu_affinity"], row["threads"]) == ("0-1", "2")  # srun got --cpus-per-task
+        assert float(row["setup_s"]) > 5  # the script timed its venv build (a CUDA torch from local wheels)
+        assert float(row["queue_wait_s"]) >= 0
         venv_python = node_local / "env" / "bin" / "python"
         installed = subprocess.run(
             [str(venv_python), "-c", "import importlib.util; print(importlib.util.find_spec('ddp_bench'))"],
@@ -153,6 +156,39 @@ def test_sbatch_builds_its_venv_offline_from_a_wheelhouse_and_gives_each_rank_it
         assert installed.stdout.strip() == "None"  # the venv holds the dependencies only; ddp_bench ran from src
     finally:
         shutil.rmtree(node_local, ignore_errors=True)  # a CUDA torch venv: gigabytes
+
+
+def test_queue_wait_is_the_time_a_job_spent_behind_another(slurm, tmp_path):
+    # A job holds both cores of the node for about 20 s; a ddp_bench job submitted right after it waits in the
+    # queue for as long, and its row must say so.
+    holder = subprocess.run(
+        ["sbatch", "--parsable", "--ntasks=1", "--cpus-per-task=2", "--output=/dev/null", "--wrap", "sleep 20"],
+        env=slurm, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert holder.returncode == 0, holder.stderr
+    holder_id = holder.stdout.strip()
+    deadline = time.monotonic() + 60
+    while (
+        "RUNNING"
+        not in subprocess.run(
+            ["squeue", "-h", "-j", holder_id, "-o", "%T"], env=slurm, capture_output=True, text=True, timeout=30
+        ).stdout
+    ):
+        assert time.monotonic() < deadline, "the holding job never started"
+        time.sleep(0.2)
+    command = f"srun {sys.executable} -m ddp_bench --device cpu --steps 3 --warmup-steps 1 --out {tmp_path / 'r'}"
+    waiting = subprocess.run(
+        ["sbatch", "--wait", "--ntasks=1", "--cpus-per-task=1", f"--output={tmp_path / 'job.out'}", "--wrap", command],
+        env=slurm, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert waiting.returncode == 0, waiting.stderr + (tmp_path / "job.out").read_text()[-2000:]
+    shown = subprocess.run(["scontrol", "show", "job", "--oneliner", holder_id], env=slurm, capture_output=True,
+                           text=True, timeout=30).stdout  # fmt: skip
+    times = dict(re.findall(r"\b(StartTime|EndTime)=(\S+)", shown))
+    held_s = (datetime.fromisoformat(times["EndTime"]) - datetime.fromisoformat(times["StartTime"])).total_seconds()
+    (row,) = read_rows(tmp_path / "r")
+    assert 15 <= held_s <= 30
+    assert abs(float(row["queue_wait_s"]) - held_s) <= 4, (row["queue_wait_s"], held_s)
 
 
 def test_srun_kill_on_bad_exit_ends_the_step_when_a_rank_dies(slurm, tmp_path):

@@ -1,4 +1,6 @@
-"""Energy counters, read only at the boundaries of the timed stage (never per step).
+"""What a rank consumed: energy over the timed stage, and its peak memory.
+
+Energy counters are read only at the boundaries of the timed stage (never per step):
 
 - GPUs: NVML's total-energy counter (`nvmlDeviceGetTotalEnergyConsumption`, millijoules since the driver
   loaded; Volta and newer, the T4 included), through the maintained `nvidia-ml-py` package.
@@ -8,12 +10,16 @@
 
 Where no counter can be read (a VM without powercap, a kernel that keeps it root-only, no NVML), the energy
 cells stay empty and `energy_note` says why. Nothing is ever estimated from a datasheet.
+
+Memory: the process's peak resident set (every device), and on GPUs the caching allocator's peak allocated and
+reserved bytes since the last reset (the run resets them after its peak-FLOP measurement, so they are training's).
 """
 
 from __future__ import annotations
 
 import glob
 import os
+import resource
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -114,3 +120,21 @@ def gpu_counter(uuid: str, index: int) -> CounterChoice:
         return CounterChoice(counter, "")
     except pynvml.NVMLError as exc:
         return CounterChoice(None, f"NVML energy counter unavailable ({exc})")
+
+
+@dataclass(frozen=True)
+class PeakMemory:
+    rss_mb: float  # the process's peak resident set, MiB
+    device_allocated_mb: float  # GPU: peak bytes held by tensors, MiB; NaN on CPU
+    device_reserved_mb: float  # GPU: peak bytes the caching allocator held from the driver, MiB; NaN on CPU
+
+
+def peak_memory(device) -> PeakMemory:
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports kilobytes
+    if device.type != "cuda":
+        return PeakMemory(rss_mb, float("nan"), float("nan"))
+    import torch
+
+    return PeakMemory(
+        rss_mb, torch.cuda.max_memory_allocated(device) / 2**20, torch.cuda.max_memory_reserved(device) / 2**20
+    )
