@@ -15,7 +15,16 @@ from rich.table import Table
 
 from ddp_bench.console import format_number, wide_console
 from ddp_bench.errors import UsageError
-from ddp_bench.report_data import LoadedRows, RunTables, load_rows, scaling_summary, series_title, summarise_runs
+from ddp_bench.report_data import (
+    LoadedRows,
+    RunTables,
+    device_word,
+    load_rows,
+    scaling_summary,
+    series_title,
+    summarise_runs,
+)
+from ddp_bench.report_platforms import accuracy_series, course_rows, platform_table
 
 
 @dataclass(frozen=True)
@@ -24,6 +33,9 @@ class Report:
     tables: RunTables
     summary: pd.DataFrame
     files: list[str]
+    platforms: pd.DataFrame  # report_platforms.platform_table
+    course: dict  # report_platforms.course_rows
+    accuracy: pd.DataFrame  # report_platforms.accuracy_series
 
 
 def markdown(report: Report) -> str:
@@ -37,9 +49,10 @@ def markdown(report: Report) -> str:
         "",
     ]
     for _series, points in summary.groupby("series", sort=True):
+        many, one = device_word(points["device_kind"]), device_word(points["device_kind"], plural=False)
         lines += [f"## {series_title(points.iloc[0])}", ""]
         lines += [
-            "| platform | nodes | GPUs | batch/GPU | global batch | images/s | images/s per GPU | speedup | "
+            f"| platform | nodes | {many} | batch/{one} | global batch | images/s | images/s per {one} | speedup | "
             "efficiency | epoch time | step median / p90 (ms) | MFU | verdict | test acc. | runs |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
         ]
@@ -60,6 +73,7 @@ def markdown(report: Report) -> str:
                 f"{accuracy} | {row['repeats']} |"
             )
         lines.append("")
+    lines += platform_markdown(report.platforms, report.course)
     if report.tables.incomplete:
         lines += ["## Left out: incomplete runs", ""]
         lines += [f"- `{run_id}`: {why}" for run_id, why in report.tables.incomplete]
@@ -72,6 +86,83 @@ def markdown(report: Report) -> str:
     if figures:
         lines += ["## Figures", ""] + [f"![{name}]({name})" for name in figures] + [""]
     return "\n".join(lines)
+
+
+def _seconds(value: float) -> str:
+    if value != value:
+        return "—"
+    if value < 120:
+        return f"{value:.1f} s"
+    return f"{value / 60:.1f} min" if value < 7200 else f"{value / 3600:.1f} h"
+
+
+def _joules(value: float) -> str:
+    if value != value:
+        return "—"
+    return f"{value / 1000:,.2f} kJ" if value >= 1000 else f"{value:,.0f} J"
+
+
+def platform_markdown(platforms: pd.DataFrame, course: dict) -> list[str]:
+    """The Platforms section: one table per compared workload, then the course's comparison rows."""
+    if platforms.empty:
+        return []
+    lines = [
+        "## Platforms",
+        "",
+        "Workloads that ran on more than one platform (same model, data, per-device batch and precision). Medians "
+        "over repeats. Images/s on 1 device and at the largest count measured; × CPU compares 1-device "
+        "throughput with the CPU row's; epoch time, energy, device-hours, memory and efficiency are at the largest "
+        "count; time to accuracy is training time only, the fastest over the device counts that reached the "
+        "target; first result = queue wait + setup + the whole run, on the fewest devices (parts a run did not "
+        "record count as 0; there is no queue without a scheduler).",
+        "",
+    ]
+    for workload, table in platforms.groupby("workload", sort=False):
+        target = table["target_accuracy"].dropna()
+        to = f"time to {target.iloc[0] * 100:g} %" if len(target) else "time to accuracy"
+        lines += [f"### {workload}", ""]
+        lines += [
+            f"| platform | devices | images/s on 1 | images/s at largest | × CPU | epoch time | {to} | queue wait | "
+            "setup | first result | energy / epoch | device-hours / epoch | peak memory | efficiency at largest |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for _, row in table.iterrows():
+            word = device_word([row["device_kind"]], plural=row["devices"] != 1)
+            reached = _seconds(row["time_to_accuracy_s"])
+            if row["time_to_accuracy_devices"]:
+                reached += f" ({row['time_to_accuracy_devices']})"
+            lines.append(
+                f"| {row['name']} | {row['devices']} {word} | {format_number(row['images_per_s_1'])} | "
+                f"{format_number(row['images_per_s_max'])} | {format_number(row['x_cpu'], 2)} | "
+                f"{_seconds(row['epoch_time_s'])} | {reached} | {_seconds(row['queue_wait_s'])} | "
+                f"{_seconds(row['setup_s'])} | {_seconds(row['first_result_s'])} | "
+                f"{_joules(row['energy_per_epoch_j'])} | {format_number(row['device_hours_per_epoch'], 4)} | "
+                f"{format_number(row['peak_memory_mb'], 0)} MB | "
+                + ("—" if row["efficiency_max"] != row["efficiency_max"] else f"{row['efficiency_max'] * 100:.0f} %")
+                + " |"
+            )
+        answers = course.get(workload, {})
+        names = [name for name in table["name"] if name in answers]  # the table's order: the CPU first
+        lines += ["", "The course's comparison, measured:", ""]
+        lines += ["| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        lines.append(
+            "| quick experiments: a 1-epoch job, end to end | "
+            + " | ".join(_seconds(answers[name]["quick_s"]) for name in names)
+            + " |"
+        )
+        lines.append(
+            "| scalability: efficiency at the largest count | "
+            + " | ".join(
+                "—"
+                if answers[name]["efficiency"] != answers[name]["efficiency"]
+                else f"{answers[name]['efficiency'] * 100:.0f} % on {answers[name]['devices']}"
+                for name in names
+            )
+            + " |"
+        )
+        lines.append("| hardware | " + " | ".join(str(answers[name]["hardware"]) for name in names) + " |")
+        lines.append("")
+    return lines
 
 
 def print_console(report: Report, console: Console) -> None:
@@ -98,7 +189,7 @@ def print_console(report: Report, console: Console) -> None:
 
 
 def build_report(directories: Sequence[str], out_dir: str) -> Report:
-    from ddp_bench.report_plots import plot_efficiency, plot_platforms, plot_throughput
+    from ddp_bench.report_plots import plot_efficiency, plot_platforms, plot_throughput, plot_time_to_accuracy
 
     loaded = load_rows(list(directories))
     if not loaded.files:  # a mistyped path must not look like a successful, empty report
@@ -111,16 +202,24 @@ def build_report(directories: Sequence[str], out_dir: str) -> Report:
     os.makedirs(out_dir, exist_ok=True)
     files = [os.path.join(out_dir, "summary.csv")]
     summary.to_csv(files[0], index=False)
+    platforms = platform_table(tables.runs)
+    course = course_rows(tables.runs, platforms)
+    accuracy = accuracy_series(tables.runs)
+    if not platforms.empty:
+        files.append(os.path.join(out_dir, "platforms.csv"))
+        platforms.to_csv(files[-1], index=False)
     if not summary.empty:
         files += plot_throughput(summary, out_dir)
         files += plot_efficiency(summary, out_dir)
         files += plot_platforms(summary, out_dir)
-    report = Report(loaded, tables, summary, files)
+    if not accuracy.empty:
+        files += plot_time_to_accuracy(accuracy, out_dir)
+    report = Report(loaded, tables, summary, files, platforms, course, accuracy)
     path = os.path.join(out_dir, "summary.md")
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(markdown(report))
     files.append(path)
-    return Report(loaded, tables, summary, files)
+    return Report(loaded, tables, summary, files, platforms, course, accuracy)
 
 
 def report_main(directories: Sequence[str], out_dir: str) -> int:

@@ -77,13 +77,13 @@ def load_rows(directories: list[str]) -> LoadedRows:
     return LoadedRows(rows, problems, len(files))
 
 
-def _short_device(name: str) -> str:
+def short_device(name: str) -> str:
     name = re.sub(r"\((R|TM|tm)\)", "", str(name)).replace("NVIDIA ", "")
     name = re.sub(r"\s+CPU\s+@.*$", "", name)
     return re.sub(r"\s+", " ", name).strip()
 
 
-def _where(platform: str, cluster: str) -> str:
+def where_label(platform: str, cluster: str) -> str:
     """Colab, PBS, the Slurm cluster's name, or the platform."""
     named = {"colab": "Colab", "pbs": "PBS"}.get(platform)
     return named or (cluster if isinstance(cluster, str) and cluster else platform)
@@ -91,8 +91,8 @@ def _where(platform: str, cluster: str) -> str:
 
 def platform_label(platform: str, cluster: str, device_name: str, world_size: int) -> str:
     """`Colab · Tesla T4 ×1`, `narval · A100-SXM4-40GB ×8`, `local · Xeon Processor ×2`."""
-    where = _where(platform, cluster)
-    return f"{where} · {_short_device(device_name)} ×{int(world_size)}"
+    where = where_label(platform, cluster)
+    return f"{where} · {short_device(device_name)} ×{int(world_size)}"
 
 
 @dataclass(frozen=True)
@@ -133,6 +133,20 @@ def summarise_runs(rows: pd.DataFrame) -> RunTables:
                 "mfu": ranks["mfu"].median(),
                 "verdict": ranks["verdict"].mode().iloc[0],  # what most ranks concluded
                 "started_at": first["started_at"],
+                # for the platform comparison (report_platforms.py)
+                "device_kind": "GPU" if str(first["device"]).startswith("cuda") else "CPU",
+                "dataset_size": dataset_size,
+                "samples": ranks["samples"].sum(),
+                "epochs": first["epochs"],
+                "wall_time_s": ranks["wall_time_s"].max(),
+                "queue_wait_s": first["queue_wait_s"],
+                "setup_s": ranks["setup_s"].max(),
+                "startup_s": ranks["startup_s"].max(),
+                "job_energy_j": first["job_energy_j"],
+                "peak_memory_mb": _peak_memory_mb(ranks),
+                "target_accuracy": first["target_accuracy"],
+                "reached": first["reached"],
+                "time_to_accuracy_s": ranks["time_to_accuracy_s"].max(),  # the slowest rank's clock, as throughput
             }
         )
     columns = [
@@ -152,8 +166,32 @@ def summarise_runs(rows: pd.DataFrame) -> RunTables:
         "mfu",
         "verdict",
         "started_at",
+        *RUN_RESOURCE_COLUMNS,
     ]
     return RunTables(pd.DataFrame(runs, columns=columns), incomplete)
+
+
+RUN_RESOURCE_COLUMNS = (
+    "device_kind",
+    "dataset_size",
+    "samples",
+    "epochs",
+    "wall_time_s",
+    "queue_wait_s",
+    "setup_s",
+    "startup_s",
+    "job_energy_j",
+    "peak_memory_mb",
+    "target_accuracy",
+    "reached",
+    "time_to_accuracy_s",
+)
+
+
+def _peak_memory_mb(ranks: pd.DataFrame) -> float:
+    """The largest rank's peak: device memory on GPUs (what limits the batch), resident memory on CPUs."""
+    device = ranks["peak_device_allocated_mb"]
+    return float(device.max()) if device.notna().any() else float(ranks["peak_rss_mb"].max())
 
 
 def series_keys(scaling: str) -> tuple[str, ...]:
@@ -191,6 +229,7 @@ SUMMARY_COLUMNS = [
     "mfu",
     "verdict",
     "series",
+    "device_kind",
 ]
 
 
@@ -223,6 +262,7 @@ def scaling_summary(runs: pd.DataFrame) -> pd.DataFrame:
                         "mfu": repeats["mfu"].median(),
                         "verdict": repeats["verdict"].mode().iloc[0],
                         "series": f"{scaling}-{series_index}",
+                        "device_kind": first["device_kind"],
                     }
                 )
             base = points[0]  # the smallest world size of this series is its baseline
@@ -234,10 +274,21 @@ def scaling_summary(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, columns=SUMMARY_COLUMNS)
 
 
+def device_word(kinds, plural: bool = True) -> str:
+    """What to call the devices on an axis or in a column: GPUs, CPU ranks, or both."""
+    kinds = set(kinds)
+    if kinds == {"CPU"}:
+        return "ranks" if plural else "rank"
+    if kinds <= {"GPU"}:
+        return "GPUs" if plural else "GPU"
+    return "GPUs or CPU ranks" if plural else "device"
+
+
 def series_title(row: pd.Series) -> str:
     """A legend entry for one scaling series."""
-    where = _where(row["platform"], row["cluster"])
-    batch = f"{row['batch_size']}/GPU" if row["scaling"] == "weak" else f"global {row['global_batch_size']}"
+    where = where_label(row["platform"], row["cluster"])
+    per = device_word([row.get("device_kind", "GPU")], plural=False)
+    batch = f"{row['batch_size']}/{per}" if row["scaling"] == "weak" else f"global {row['global_batch_size']}"
     extras = [
         flag
         for flag, on in (("channels-last", row["channels_last"] == "True"), ("compile", row["compile"] == "True"))
@@ -245,7 +296,7 @@ def series_title(row: pd.Series) -> str:
     ]
     amp = "" if row["amp"] == "off" else f" {row['amp']}"
     return (
-        f"{where} · {_short_device(row['device_name'])} · {row['model']} {row['data']} · {batch}{amp}"
+        f"{where} · {short_device(row['device_name'])} · {row['model']} {row['data']} · {batch}{amp}"
         + (" · " + ", ".join(extras) if extras else "")
         + f" ({row['scaling']})"
     )

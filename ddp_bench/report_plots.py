@@ -12,7 +12,7 @@ import pandas as pd
 from matplotlib.figure import Figure  # figures as objects, rendered to files: no pyplot, no display, no global state
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocator
 
-from ddp_bench.report_data import series_title
+from ddp_bench.report_data import device_word, series_title
 
 
 def _save(figure: Figure, out_dir: str, name: str) -> list[str]:
@@ -24,13 +24,13 @@ def _save(figure: Figure, out_dir: str, name: str) -> list[str]:
     return paths
 
 
-def _gpu_axis(axis, world_sizes: list[int]) -> None:
+def _gpu_axis(axis, world_sizes: list[int], kinds) -> None:
     axis.set_xscale("log", base=2)
     ticks = sorted(set(world_sizes))
     axis.xaxis.set_major_locator(FixedLocator(ticks))
     axis.xaxis.set_minor_locator(NullLocator())
     axis.xaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:g}"))
-    axis.set_xlabel("GPUs (ranks)")
+    axis.set_xlabel(device_word(kinds))
     axis.grid(True, which="major", alpha=0.3)
 
 
@@ -57,7 +57,7 @@ def plot_throughput(summary: pd.DataFrame, out_dir: str) -> list[str]:
             axis.annotate(
                 _number(value), (n, value), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8
             )
-    _gpu_axis(axis, summary["world_size"].tolist())
+    _gpu_axis(axis, summary["world_size"].tolist(), summary["device_kind"])
     axis.set_yscale("log")  # log-log: ideal scaling is a straight line whatever the GPU count
     axis.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     axis.yaxis.set_minor_locator(NullLocator())
@@ -80,7 +80,7 @@ def plot_efficiency(summary: pd.DataFrame, out_dir: str) -> list[str]:
                 f"{value:.0f}%", (n, value), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8
             )
     axis.axhline(100, color="grey", linestyle="--", linewidth=1, label="ideal (100 %)")
-    _gpu_axis(axis, summary["world_size"].tolist())
+    _gpu_axis(axis, summary["world_size"].tolist(), summary["device_kind"])
     top = max(110.0, float((summary["efficiency"] * 100).max()) + 10)
     axis.set_ylim(0, top)
     axis.set_ylabel("scaling efficiency (%)")
@@ -118,3 +118,25 @@ def _duration(seconds: float) -> str:
     if seconds != seconds:
         return "—"
     return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def plot_time_to_accuracy(accuracy: pd.DataFrame, out_dir: str) -> list[str]:
+    """Time to the target accuracy against the device count, per platform and workload: where adding devices
+    stops helping (a larger global batch can need more epochs)."""
+    figure = Figure(figsize=(8, 5))
+    axis = figure.subplots()
+    for series, points in accuracy.groupby("series", sort=True):
+        points = points.sort_values("world_size")
+        x, y = points["world_size"].tolist(), points["time_to_accuracy_s"].tolist()
+        axis.plot(x, y, marker="o", label=series)
+        for n, value in zip(x, y, strict=True):
+            axis.annotate(
+                _duration(value), (n, value), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8
+            )
+    _gpu_axis(axis, accuracy["world_size"].tolist(), accuracy["device_kind"])
+    axis.set_ylim(bottom=0)
+    targets = sorted({f"{value * 100:g} %" for value in accuracy["target_accuracy"]})
+    axis.set_ylabel("time to target accuracy (s, training only)")
+    axis.set_title(f"Time to {' / '.join(targets)} test accuracy vs devices")
+    axis.legend(fontsize=8, loc="upper right")
+    return _save(figure, out_dir, "time_to_accuracy")
