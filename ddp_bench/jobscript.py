@@ -120,7 +120,9 @@ else
     # shellcheck disable=SC2016  # the single-quoted script expands the exported variables on each node
     srun --ntasks="$SLURM_NNODES" --ntasks-per-node=1 bash -c '
         python -m venv "$venv" &&
-        "$venv/bin/pip" install --no-index --quiet torch torchvision numpy pandas matplotlib rich'
+        "$venv/bin/pip" install --no-index --quiet torch torchvision numpy pandas matplotlib rich &&
+        {{ "$venv/bin/pip" install --no-index --quiet nvidia-ml-py 2>/dev/null ||
+          echo "ddp_bench: note: no nvidia-ml-py in this wheelhouse: GPU energy will not be recorded" >&2; }}'
 fi
 # shellcheck disable=SC1091
 source "$venv/bin/activate"

@@ -110,7 +110,7 @@ def wheelhouse():
     os.makedirs(WHEELHOUSE, exist_ok=True)
     fetched = subprocess.run(
         [sys.executable, "-m", "pip", "download", "-q", "--dest", WHEELHOUSE, *pins, "numpy", "pandas", "matplotlib",
-         "rich"],
+         "rich", "nvidia-ml-py"],
         capture_output=True, text=True, timeout=1500,
     )  # fmt: skip
     if fetched.returncode != 0:
