@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
 from dataclasses import dataclass
 
@@ -229,20 +230,35 @@ def record_rank(
     failure = ""
     try:
         path = write_rank_csv(cfg.out, record)
-        if cfg.log_indices:
-            _write_indices(path, batches, result.batches_per_epoch_done)
-        if result.curve and info.rank == 0:
-            points = [dataclasses.astuple(point) for point in result.curve]
-            write_new_file(
-                os.path.join(os.path.dirname(path), ACCURACY_CURVE_FILE), render_table(ACCURACY_CURVE_COLUMNS, points)
-            )
     except OSError as exc:
         failure = rescue_row(record, cfg.out, exc)
         path = rank_csv_path(rescue_dir(), record.run_id, record.rank)
+    if not failure:
+        _write_extras(path, cfg.log_indices, batches, result, write_curve=info.rank == 0)
     align_ranks(device)  # rank 0 reports only once every rank's row is on disk
     if info.rank == 0:
         print_summary(record, ADVICE[kind], os.path.dirname(path))
     return Written(path, failure)
+
+
+def _write_extras(row_path: str, log_indices: bool, batches: BatchSource, result: TrainResult, write_curve: bool):
+    """The files beside a written row: the index log (--log-indices) and rank 0's accuracy curve. They are not
+    the measurement: one that cannot be written is noted on stderr (the curve printed there in full), and the
+    run still succeeds."""
+    try:
+        if log_indices:
+            _write_indices(row_path, batches, result.batches_per_epoch_done)
+    except OSError as exc:
+        print(f"ddp_bench: note: could not write the index log beside {row_path} ({exc.strerror})", file=sys.stderr)
+    if not (write_curve and result.curve):
+        return
+    curve = render_table(ACCURACY_CURVE_COLUMNS, [dataclasses.astuple(point) for point in result.curve])
+    try:
+        write_new_file(os.path.join(os.path.dirname(row_path), ACCURACY_CURVE_FILE), curve)
+    except OSError as exc:
+        print(
+            f"ddp_bench: note: could not write {ACCURACY_CURVE_FILE} ({exc.strerror}); it is:\n{curve}", file=sys.stderr
+        )
 
 
 def _write_indices(csv_path: str, batches: BatchSource, taken_per_epoch: list[int]) -> None:
