@@ -113,3 +113,16 @@ def test_bf16_is_refused_on_a_pre_ampere_capability(tmp_path, monkeypatch, capsy
     assert main([*GPU, "--amp", "bf16", "--steps", "1", "--out", str(tmp_path)]) == 2
     assert "has no bf16 units, use --amp fp16" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_energy_and_memory_are_read_from_the_gpu(tmp_path):
+    row = run_on_gpu(tmp_path, ["--model", "resnet18", "--batch-size", "128", "--steps", "200"])
+    if row["energy_source"] != "nvml":  # a pre-Volta GPU, or NVML not installed: the note says which
+        pytest.skip(f"no NVML energy counter: {row['energy_note']}")
+    energy, seconds = float(row["energy_j"]), float(row["train_time_s"])
+    assert energy > 0 and float(row["avg_power_w"]) == pytest.approx(energy / seconds)
+    assert 10 < float(row["avg_power_w"]) < 1500  # a GPU under load: tens to hundreds of watts
+    assert float(row["job_energy_j"]) == pytest.approx(energy)  # one rank, one GPU
+    assert float(row["images_per_joule"]) == pytest.approx(int(row["samples"]) / energy)
+    allocated, reserved = float(row["peak_device_allocated_mb"]), float(row["peak_device_reserved_mb"])
+    assert 0 < allocated <= reserved
