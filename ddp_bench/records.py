@@ -202,8 +202,9 @@ def rank_csv_path(out_dir: str, run_id: str, rank: int) -> str:
     return os.path.join(out_dir, run_id, f"rank{rank}.csv")
 
 
-# The accuracy curve of a time-to-accuracy run: one small file per run beside its rank files, written by rank 0
-# (the accuracy is all-reduced, so every rank saw the same curve). The rank rows stay flat.
+# The accuracy curve of a run that evaluates (--epochs or --target-accuracy on real data): one small file per run
+# beside its rank files, written by rank 0 (the accuracy is all-reduced, so every rank saw the same curve). The
+# rank rows stay flat.
 ACCURACY_CURVE_FILE = "accuracy.csv"
 ACCURACY_CURVE_COLUMNS = ("step", "epochs", "train_time_s", "elapsed_s", "test_accuracy")
 
