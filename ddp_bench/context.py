@@ -1,4 +1,5 @@
-"""Where a result was measured: platform, cluster, host, device, software versions and source commit."""
+"""Where a result was measured: platform, cluster, host, device, software versions, the communication stack
+(NCCL version, GPU driver, NCCL_* settings, the node's GPU topology) and source commit."""
 
 from __future__ import annotations
 
@@ -70,6 +71,47 @@ def cpu_ranges(cpus: set[int]) -> str:
     return ",".join(parts) if ordered else ""
 
 
+COMM_ENV_PREFIXES = ("NCCL_", "TORCH_NCCL_")
+
+
+def comm_env(env: Mapping[str, str]) -> str:
+    """The communication settings in force: every NCCL_* and TORCH_NCCL_* variable, sorted, 'NAME=value;...'."""
+    return ";".join(f"{name}={env[name]}" for name in sorted(env) if name.startswith(COMM_ENV_PREFIXES))
+
+
+def nccl_version() -> str:
+    import torch
+
+    try:
+        version = torch.cuda.nccl.version()
+    except (AttributeError, RuntimeError):
+        return ""  # a torch built without NCCL
+    return ".".join(map(str, version)) if isinstance(version, tuple) else str(version)
+
+
+def driver_version() -> str:
+    try:
+        import pynvml  # the nvidia-ml-py package
+    except ImportError:
+        return ""
+    try:
+        pynvml.nvmlInit()
+        version = pynvml.nvmlSystemGetDriverVersion()
+    except pynvml.NVMLError:
+        return ""  # no driver loaded, or no NVML on this node
+    return version.decode() if isinstance(version, bytes) else str(version)
+
+
+def gpu_topology(timeout_s: float = 30) -> str:
+    """`nvidia-smi topo -m`: how this node's GPUs, NICs and CPUs connect (NVLink, PCIe switch, socket); '' when
+    there is no nvidia-smi or it cannot answer."""
+    try:
+        shown = subprocess.run(["nvidia-smi", "topo", "-m"], capture_output=True, text=True, timeout=timeout_s)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return shown.stdout if shown.returncode == 0 else ""
+
+
 @dataclass(frozen=True)
 class RunContext:
     platform: str
@@ -79,12 +121,18 @@ class RunContext:
     cpu_affinity: str  # the CPUs this rank may run on, as ranges ('0-11'): what the launcher bound it to
     torch_version: str
     cuda_version: str
+    nccl_version: str  # the NCCL torch uses, on GPU runs ('' on CPU)
+    driver_version: str  # the NVIDIA driver, on GPU runs ('' on CPU or without NVML)
+    comm_env: str  # every NCCL_* and TORCH_NCCL_* variable set for this rank, 'NAME=value;...' sorted
     python_version: str
     ddp_bench_version: str
     git_commit: str
+    topology: str = ""  # `nvidia-smi topo -m`, taken by one rank per GPU node; written beside the rows, not in them
 
 
-def collect_context(env: Mapping[str, str], device_type: str, device_index: int) -> RunContext:
+def collect_context(
+    env: Mapping[str, str], device_type: str, device_index: int, node_leader: bool = False
+) -> RunContext:
     import torch
 
     if device_type == "cuda":
@@ -99,7 +147,11 @@ def collect_context(env: Mapping[str, str], device_type: str, device_index: int)
         cpu_affinity=cpu_ranges(os.sched_getaffinity(0)),
         torch_version=torch.__version__,
         cuda_version=torch.version.cuda or "",
+        nccl_version=nccl_version() if device_type == "cuda" else "",
+        driver_version=driver_version() if device_type == "cuda" else "",
+        comm_env=comm_env(env),
         python_version=_platform.python_version(),
         ddp_bench_version=ddp_bench.__version__,
         git_commit=git_commit(),
+        topology=gpu_topology() if device_type == "cuda" and node_leader else "",
     )

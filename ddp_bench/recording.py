@@ -221,6 +221,9 @@ def record_rank(
         sweep_key=cfg.sweep_key,
         torch_version=context.torch_version,
         cuda_version=context.cuda_version,
+        nccl_version=context.nccl_version,
+        driver_version=context.driver_version,
+        comm_env=context.comm_env,
         python_version=context.python_version,
         ddp_bench_version=context.ddp_bench_version,
         git_commit=context.git_commit,
@@ -234,17 +237,25 @@ def record_rank(
         failure = rescue_row(record, cfg.out, exc)
         path = rank_csv_path(rescue_dir(), record.run_id, record.rank)
     if not failure:
-        _write_extras(path, cfg.log_indices, batches, result, write_curve=info.rank == 0)
+        _write_extras(path, cfg.log_indices, batches, result, write_curve=info.rank == 0, context=context)
     align_ranks(device)  # rank 0 reports only once every rank's row is on disk
     if info.rank == 0:
         print_summary(record, ADVICE[kind], os.path.dirname(path))
     return Written(path, failure)
 
 
-def _write_extras(row_path: str, log_indices: bool, batches: BatchSource, result: TrainResult, write_curve: bool):
-    """The files beside a written row: the index log (--log-indices) and rank 0's accuracy curve. They are not
-    the measurement: one that cannot be written is noted on stderr (the curve printed there in full), and the
-    run still succeeds."""
+def _write_extras(
+    row_path: str, log_indices: bool, batches: BatchSource, result: TrainResult, write_curve: bool, context: RunContext
+):
+    """The files beside a written row: the index log (--log-indices), each GPU node's topology (written by its
+    local rank 0) and rank 0's accuracy curve. They are not the measurement: one that cannot be written is noted
+    on stderr (the curve printed there in full), and the run still succeeds."""
+    if context.topology:
+        try:
+            topology_path = os.path.join(os.path.dirname(row_path), f"topology-{context.hostname}.txt")
+            write_new_file(topology_path, context.topology)
+        except OSError as exc:
+            print(f"ddp_bench: note: could not write this node's GPU topology ({exc.strerror})", file=sys.stderr)
     try:
         if log_indices:
             _write_indices(row_path, batches, result.batches_per_epoch_done)

@@ -104,6 +104,9 @@ class RankRecord:
     sweep_key: str  # the sweep configuration this run belongs to ('' outside sweeps)
     torch_version: str
     cuda_version: str
+    nccl_version: str  # GPU runs: the NCCL torch uses
+    driver_version: str  # GPU runs: the NVIDIA driver
+    comm_env: str  # every NCCL_* and TORCH_NCCL_* variable set for this rank: 'NAME=value;...'
     python_version: str
     ddp_bench_version: str
     git_commit: str

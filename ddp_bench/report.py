@@ -20,6 +20,7 @@ from ddp_bench.report_data import (
     RunTables,
     device_word,
     load_rows,
+    provenance_differences,
     scaling_summary,
     series_title,
     summarise_runs,
@@ -74,6 +75,7 @@ def markdown(report: Report) -> str:
             )
         lines.append("")
     lines += platform_markdown(report.platforms, report.course)
+    lines += provenance_markdown(provenance_differences(report.tables.runs))
     if report.tables.incomplete:
         lines += ["## Left out: incomplete runs", ""]
         lines += [f"- `{run_id}`: {why}" for run_id, why in report.tables.incomplete]
@@ -163,6 +165,22 @@ def platform_markdown(platforms: pd.DataFrame, course: dict) -> list[str]:
         lines.append("| hardware | " + " | ".join(str(answers[name]["hardware"]) for name in names) + " |")
         lines.append("")
     return lines
+
+
+def provenance_markdown(differences: list[tuple[str, str, dict[str, int]]]) -> list[str]:
+    """What differs between the runs of a compared series: versions, driver, NCCL settings, source commit."""
+    lines = ["## Provenance", ""]
+    if not differences:
+        return lines + [
+            "Within every series, all runs had the same torch, CUDA, NCCL and driver versions, NCCL settings, "
+            "Python and source commit.",
+            "",
+        ]
+    lines += ["What differs between the runs a series compares (value: runs):", ""]
+    for title, key, counts in differences:
+        shown = "; ".join(f"`{value or '(none)'}`: {count}" for value, count in counts.items())
+        lines.append(f"- {title}: **{key}** {shown}")
+    return lines + [""]
 
 
 def print_console(report: Report, console: Console) -> None:

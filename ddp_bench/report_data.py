@@ -147,6 +147,8 @@ def summarise_runs(rows: pd.DataFrame) -> RunTables:
                 "target_accuracy": first["target_accuracy"],
                 "reached": first["reached"],
                 "time_to_accuracy_s": ranks["time_to_accuracy_s"].max(),  # the slowest rank's clock, as throughput
+                # ranks on different nodes may disagree (another driver): every distinct value, joined
+                **{key: " | ".join(sorted(set(ranks[key].astype(str)))) for key in PROVENANCE_KEYS},
             }
         )
     columns = [
@@ -167,8 +169,36 @@ def summarise_runs(rows: pd.DataFrame) -> RunTables:
         "verdict",
         "started_at",
         *RUN_RESOURCE_COLUMNS,
+        *PROVENANCE_KEYS,
     ]
     return RunTables(pd.DataFrame(runs, columns=columns), incomplete)
+
+
+# What produced a run, beyond its configuration: the report lists every one of these that differs between the
+# runs of a series it compares.
+PROVENANCE_KEYS = (
+    "torch_version",
+    "cuda_version",
+    "nccl_version",
+    "driver_version",
+    "comm_env",
+    "python_version",
+    "git_commit",
+)
+
+
+def provenance_differences(runs: pd.DataFrame) -> list[tuple[str, str, dict[str, int]]]:
+    """(series title, provenance key, {value: runs with it}) for every key whose value differs between the runs
+    of one scaling series."""
+    found = []
+    for scaling in ("weak", "strong"):
+        subset = runs[runs["scaling"] == scaling]
+        for _key, series in subset.groupby(list(series_keys(scaling)), sort=True, dropna=False):
+            for key in PROVENANCE_KEYS:
+                counts = series[key].fillna("").astype(str).value_counts(sort=False)
+                if len(counts) > 1:
+                    found.append((series_title(series.iloc[0]), key, {str(v): int(n) for v, n in counts.items()}))
+    return found
 
 
 RUN_RESOURCE_COLUMNS = (

@@ -70,7 +70,7 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
         )
     evaluate = cfg.epoch_limit is not None and cfg.data != "synthetic"  # random labels have no accuracy to find
     test_batches = build_batches(cfg.data, cfg.data_dir, spec, loader, shard, cfg.workers, False) if evaluate else None
-    context = collect_context(env, plan.device.type, plan.device.index or 0)
+    context = collect_context(env, plan.device.type, plan.device.index or 0, node_leader=info.local_rank == 0)
     prove_output_dir(cfg.out)  # every rank writes its own row: each proves it can, before anything trains
     if info.rank == 0:
         _print_notes(cfg, env, info, plan)

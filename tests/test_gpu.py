@@ -4,6 +4,7 @@ by one-rank process groups and the all-reduce benchmark under torchrun with one 
 
 import csv
 import math
+import shutil
 
 import pytest
 import torch
@@ -30,6 +31,8 @@ def run_on_gpu(tmp_path, flags: list[str], timeout: float = 300) -> dict[str, st
 
 def check_gpu_row(row: dict[str, str]) -> None:
     assert row["device"] == "cuda:0" and row["backend"] == "nccl"
+    assert row["nccl_version"].count(".") == 2 and row["driver_version"]  # provenance of the GPU stack
+    assert "TORCH_NCCL_ASYNC_ERROR_HANDLING=" in row["comm_env"]
     assert row["device_name"] == torch.cuda.get_device_name(0)
     assert 0 < float(row["mfu"]) <= 1, row["mfu"]  # never above 1: TF32 decided for matmuls and convolutions alike
     assert row["cudnn_benchmark"] == "True"
@@ -50,6 +53,9 @@ def test_precisions_and_layouts(tmp_path, amp, channels_last):
     row = run_on_gpu(tmp_path, flags)
     check_gpu_row(row)
     assert (row["amp"], row["channels_last"]) == (amp, str(channels_last))
+    if shutil.which("nvidia-smi"):  # local rank 0 keeps the node's GPU topology beside the rows
+        (topology,) = (tmp_path / row["run_id"]).glob("topology-*.txt")
+        assert "GPU0" in topology.read_text()
     assert math.isfinite(float(row["final_loss"]))
 
 
