@@ -58,7 +58,8 @@ def plan_hardware(cfg: BenchConfig, info: LaunchInfo, env: Mapping[str, str]) ->
                 f"{info.local_world_size} ranks on this node but only {visible} GPU(s) visible: "
                 "start at most one rank per GPU (--ntasks-per-node / --nproc_per_node)"
             )
-        if cfg.amp == "bf16" and torch.cuda.get_device_capability(device) < (8, 0):
+        capability = torch.cuda.get_device_capability(device)
+        if cfg.amp == "bf16" and capability < (8, 0):
             name = torch.cuda.get_device_name(device)
             raise UsageError(f"--amp bf16 needs an Ampere or newer GPU; {name} has no bf16 units, use --amp fp16")
     else:
@@ -73,6 +74,6 @@ def plan_hardware(cfg: BenchConfig, info: LaunchInfo, env: Mapping[str, str]) ->
     if kind == "cuda":
         # TF32 units exist from Ampere (8.0) on; a T4's or V100's row says off, as its fp32 math is. Warm-up absorbs
         # cuDNN's autotuning, and every training batch has the same shape, so autotuning is on.
-        tf32 = cfg.tf32 == "on" and torch.cuda.get_device_capability(device) >= (8, 0)
+        tf32 = cfg.tf32 == "on" and capability >= (8, 0)
         return HardwarePlan(device, backend, threads, tf32=tf32, cudnn_benchmark=True)
     return HardwarePlan(device, backend, threads)

@@ -56,13 +56,16 @@ def measured_peak_flops(
         try:
             a = torch.randn(n, n, device=device, dtype=dtype)
             b = torch.randn(n, n, device=device, dtype=dtype)
+            torch.matmul(a, b)  # first call: kernel selection, and the product's own allocation
+            synchronize(device)
             break
         except torch.OutOfMemoryError:
+            a = b = None  # free what did fit before trying half the size
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
             if n <= 1024:
                 raise
             n //= 2
-    torch.matmul(a, b)  # first call: kernel selection, allocation
-    synchronize(device)
     started = time.perf_counter()
     torch.matmul(a, b)
     synchronize(device)
