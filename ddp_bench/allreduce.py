@@ -49,6 +49,7 @@ class AllreduceRow:
     size_bytes: int
     iterations: int
     time_us: float  # mean per all-reduce on the slowest rank
+    cpu_time_us: float  # mean per all-reduce: CPU time of the busiest rank's process (all its threads)
     algbw_gbps: float  # GB/s = 1e9 bytes/s
     busbw_gbps: float
     torch_version: str
@@ -106,11 +107,15 @@ def allreduce_main(argv: Sequence[str]) -> int:
             for _ in range(args.warmup):
                 dist.all_reduce(tensor)
             align_ranks(plan.device)  # every rank starts the clock together, device idle
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.process_time()
             for _ in range(args.iters):
                 dist.all_reduce(tensor)
             synchronize(plan.device)
-            (seconds,) = reduce_floats([(time.perf_counter() - started) / args.iters], dist.ReduceOp.MAX, plan.device)
+            seconds, cpu_seconds = reduce_floats(
+                [(time.perf_counter() - started) / args.iters, (time.process_time() - started_cpu) / args.iters],
+                dist.ReduceOp.MAX,
+                plan.device,
+            )
             algbw = size / seconds / 1e9
             rows.append(
                 AllreduceRow(
@@ -127,6 +132,7 @@ def allreduce_main(argv: Sequence[str]) -> int:
                     size,
                     args.iters,
                     seconds * 1e6,
+                    cpu_seconds * 1e6,
                     algbw,
                     bus_bandwidth(algbw, info.world_size),
                     context.torch_version,

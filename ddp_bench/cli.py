@@ -50,10 +50,17 @@ def report_cli(argv: Sequence[str]) -> int:
     )
     parser.add_argument("results", nargs="+", help="results directories (searched recursively for rank*.csv)")
     parser.add_argument("--out", default="report", help="report directory (default: ./report)")
+    parser.add_argument(
+        "--predict-to",
+        type=int,
+        default=0,
+        metavar="N",
+        help="scaling model: predict up to N ranks, from the runs and allreduce.csv found (default: measured counts)",
+    )
     args = parser.parse_args(list(argv))
     from ddp_bench.report import report_main  # pandas and matplotlib: only for this verb
 
-    return report_main(args.results, args.out)
+    return report_main(args.results, args.out, args.predict_to)
 
 
 def check_main(argv: Sequence[str]) -> int:

@@ -1,23 +1,31 @@
 """Fault injection for the reliability tests: make one rank fail at one step, in a chosen way.
 
     DDP_BENCH_FAULT="rank=1,step=5,kind=sigkill"
+    DDP_BENCH_FAULT="rank=1,kind=slow,ms=40"
 
 kinds: `raise` (an exception in that rank), `oom` (torch.OutOfMemoryError, as a too-large batch would raise),
 `sigkill` (the rank kills itself: no handler, no clean-up, exactly what the OOM killer or a node crash does),
-`sigterm` (only that rank receives SIGTERM). Unset, it costs one comparison per step.
+`sigterm` (only that rank receives SIGTERM), `slow` (a straggler: that rank's every forward pass, from the
+first, takes `ms` milliseconds longer, as on a slower or throttled device; it has no step). Unset, it costs one
+comparison per step.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ddp_bench.errors import UsageError
 
+if TYPE_CHECKING:
+    from torch import nn
+
 FAULT_ENV = "DDP_BENCH_FAULT"
-KINDS = ("raise", "oom", "sigkill", "sigterm")
+KINDS = ("raise", "oom", "sigkill", "sigterm", "slow")
 
 
 @dataclass(frozen=True)
@@ -25,9 +33,16 @@ class Fault:
     rank: int
     step: int  # measured step index (0-based) before which the fault strikes
     kind: str
+    delay_ms: float = 0.0  # slow: added to each forward pass
+
+    def slow_down(self, model: nn.Module, rank: int) -> None:
+        """A `slow` fault makes this rank a straggler: every forward pass of `model` waits delay_ms first."""
+        if self.kind != "slow" or rank != self.rank:
+            return
+        model.register_forward_pre_hook(lambda _module, _inputs: time.sleep(self.delay_ms / 1e3))
 
     def strike(self, rank: int, step: int) -> None:
-        if rank != self.rank or step != self.step:
+        if self.kind == "slow" or rank != self.rank or step != self.step:
             return
         if self.kind == "raise":
             raise RuntimeError(f"injected fault on rank {rank} at step {step}")
@@ -44,9 +59,17 @@ def fault_from_env(env: Mapping[str, str]) -> Fault | None:
         return None
     try:
         fields = dict(part.split("=", 1) for part in text.split(","))
-        fault = Fault(int(fields["rank"]), int(fields["step"]), fields["kind"])
+        slow = fields.get("kind") == "slow"
+        fault = Fault(
+            int(fields["rank"]),
+            0 if slow else int(fields["step"]),
+            fields["kind"],
+            float(fields["ms"]) if slow else 0.0,
+        )
     except (KeyError, ValueError):
-        raise UsageError(f"{FAULT_ENV}={text!r}: expected rank=R,step=S,kind=K") from None
+        raise UsageError(f"{FAULT_ENV}={text!r}: expected rank=R,step=S,kind=K or rank=R,kind=slow,ms=M") from None
     if fault.kind not in KINDS:
         raise UsageError(f"{FAULT_ENV}: kind must be one of {', '.join(KINDS)}")
+    if fault.delay_ms < 0:
+        raise UsageError(f"{FAULT_ENV}: ms must be zero or more")
     return fault

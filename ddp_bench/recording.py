@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ddp_bench.comm_control import CommControl, comm_control
 from ddp_bench.config import BenchConfig
 from ddp_bench.console import print_summary
 from ddp_bench.consumption import CounterChoice, peak_memory
@@ -33,9 +34,10 @@ from ddp_bench.records import (
     write_rank_csv,
 )
 from ddp_bench.results_dir import rescue_dir, rescue_row
+from ddp_bench.scaling_model import format_buckets
 from ddp_bench.stopping import StopRequest
 from ddp_bench.timing import percentile
-from ddp_bench.train import Precision, TrainResult, exposed_comm_ms, run_training
+from ddp_bench.train import Precision, TrainResult, run_training
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ class RunSetup:
 
 @dataclass(frozen=True)
 class AfterTraining:
-    comm_ms: float
+    control: CommControl  # exposed communication, compute-only step time, gradient buckets
     synthetic_images_per_s: float  # NaN unless --compare-synthetic
 
 
@@ -111,10 +113,10 @@ def measure_after_training(
             on_step=lambda: None,
         )
         synthetic = global_throughput(comparison, device)
-    comm_ms = 0.0
+    control = CommControl(0.0, float("nan"), [])
     if not result.stopped_by:
-        comm_ms = exposed_comm_ms(ddp_model, optimizer, scaler, batches, precision, device)
-    return AfterTraining(comm_ms, synthetic)
+        control = comm_control(ddp_model, optimizer, scaler, batches, precision, device)
+    return AfterTraining(control, synthetic)
 
 
 @dataclass(frozen=True)
@@ -135,7 +137,8 @@ def record_rank(
     mfu = model_flops_utilization(achieved, setup.peak_flops)
     step_ms = percentile(result.step_times_ms, 50)
     wait_ms = percentile(result.data_wait_ms, 50)
-    kind = verdict(data_wait_ms=wait_ms, step_ms=step_ms, comm_ms=extras.comm_ms, mfu=mfu, device_type=device.type)
+    comm_ms = extras.control.exposed_comm_ms
+    kind = verdict(data_wait_ms=wait_ms, step_ms=step_ms, comm_ms=comm_ms, mfu=mfu, device_type=device.type)
     reached = result.reached
     job_samples, job_energy_j = job_energy(result, device)
     memory = peak_memory(device)
@@ -188,7 +191,10 @@ def record_rank(
         step_time_median_ms=step_ms,
         step_time_p90_ms=percentile(result.step_times_ms, 90),
         data_wait_median_ms=wait_ms,
-        comm_exposed_ms=extras.comm_ms,
+        comm_exposed_ms=comm_ms,
+        # one rank has no all-reduce to leave out: its timed steps are compute-only steps
+        compute_step_ms=step_ms if info.world_size == 1 else extras.control.compute_step_ms,
+        grad_buckets=format_buckets(extras.control.buckets),
         flops_per_image=setup.flops_per_image,
         achieved_tflops=achieved / 1e12,
         peak_tflops=setup.peak_flops / 1e12,

@@ -26,6 +26,7 @@ from ddp_bench.report_data import (
     summarise_runs,
 )
 from ddp_bench.report_platforms import accuracy_series, course_rows, platform_table
+from ddp_bench.report_scaling import SeriesModel, load_allreduce, predict_series, straggler_table
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,9 @@ class Report:
     platforms: pd.DataFrame  # report_platforms.platform_table
     course: dict  # report_platforms.course_rows
     accuracy: pd.DataFrame  # report_platforms.accuracy_series
+    models: list[SeriesModel]  # report_scaling.predict_series
+    not_modelled: list[str]  # series the model could not serve, and why
+    stragglers: pd.DataFrame  # report_scaling.straggler_table
 
 
 def markdown(report: Report) -> str:
@@ -49,13 +53,19 @@ def markdown(report: Report) -> str:
         "efficiency = speedup ÷ N. Values are medians over repeats (min–max in brackets).",
         "",
     ]
-    for _series, points in summary.groupby("series", sort=True):
+    modelled = {model.series for model in report.models}
+    for series, points in summary.groupby("series", sort=True):
         many, one = device_word(points["device_kind"]), device_word(points["device_kind"], plural=False)
+        predicted = series in modelled
         lines += [f"## {series_title(points.iloc[0])}", ""]
         lines += [
             f"| platform | nodes | {many} | batch/{one} | global batch | images/s | images/s per {one} | speedup | "
-            "efficiency | epoch time | step median / p90 (ms) | MFU | verdict | test acc. | runs |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+            "efficiency | "
+            + ("predicted images/s | predicted efficiency | " if predicted else "")
+            + "epoch time | step median / p90 (ms) | MFU | verdict | test acc. | runs |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+            + ("---:|---:|" if predicted else "")
+            + "---:|---:|---:|---|---:|---:|",
         ]
         for _, row in points.sort_values("world_size").iterrows():
             spread = ""
@@ -68,12 +78,19 @@ def markdown(report: Report) -> str:
                 f"{row['global_batch_size']} | {format_number(row['global_images_per_s'])}{spread} | "
                 f"{format_number(row['images_per_s_per_gpu'])} | {row['speedup']:.2f} | "
                 f"{row['efficiency'] * 100:.0f} % | "
-                f"{format_number(row['epoch_time_s'])} s | {format_number(row['step_time_median_ms'], 2)} / "
+                + (
+                    f"{format_number(row['predicted_images_per_s'])} | {_percent(row['predicted_efficiency'])} | "
+                    if predicted
+                    else ""
+                )
+                + f"{format_number(row['epoch_time_s'])} s | {format_number(row['step_time_median_ms'], 2)} / "
                 f"{format_number(row['step_time_p90_ms'], 2)} | {format_number(row['mfu'] * 100)} % | "
                 f"{row['verdict'] or '—'} | "
                 f"{accuracy} | {row['repeats']} |"
             )
         lines.append("")
+    lines += model_markdown(report.models, report.not_modelled, summary)
+    lines += straggler_markdown(report.stragglers)
     lines += platform_markdown(report.platforms, report.course)
     lines += provenance_markdown(provenance_differences(report.tables.runs))
     if report.tables.incomplete:
@@ -88,6 +105,75 @@ def markdown(report: Report) -> str:
     if figures:
         lines += ["## Figures", ""] + [f"![{name}]({name})" for name in figures] + [""]
     return "\n".join(lines)
+
+
+def _percent(value: float) -> str:
+    return "—" if value != value else f"{value * 100:.0f} %"
+
+
+def model_markdown(models: list[SeriesModel], not_modelled: list[str], summary: pd.DataFrame) -> list[str]:
+    """The Scaling model section: what each prediction was built from, then measured beside predicted."""
+    if not models and not not_modelled:
+        return []
+    lines = [
+        "## Scaling model",
+        "",
+        "A model, not a measurement: step = compute + the all-reduce time DDP's gradient buckets leave exposed "
+        "after backward, each bucket all-reduced as soon as its gradients are ready, one after another "
+        "(α–β ring all-reduce with DDP's bucket overlap; `ddp_bench/scaling_model.py`); on CPU ranks, plus the "
+        "measured CPU time of the all-reduce that overlaps backward on the same cores. Predicted images/s = "
+        "ranks × batch ÷ step; the range runs from no overlap at all to perfect overlap. Efficiency is against the "
+        "series' smallest measured run, as in the measured column.",
+        "",
+    ]
+    for model in models:
+        first = summary[summary["series"] == model.series].iloc[0]
+        lines += [f"### {series_title(first)}", ""]
+        lines += [f"- compute: {model.compute_source}.", f"- all-reduce: {model.allreduce_source}.", ""]
+        lines += [
+            "| ranks | measured images/s | predicted images/s (range) | measured efficiency | predicted efficiency "
+            "| step = compute + comm CPU + exposed (ms) | all-reduce per step (ms) | compute from | all-reduce from |",
+            "|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        ]
+        for _, row in model.predictions.iterrows():
+            lines.append(
+                f"| {row['world_size']} | {format_number(row['measured_images_per_s'])} | "
+                f"{format_number(row['predicted_images_per_s'])} ({format_number(row['predicted_images_per_s_low'])}"
+                f"–{format_number(row['predicted_images_per_s_high'])}) | {_percent(row['measured_efficiency'])} | "
+                f"{_percent(row['predicted_efficiency'])} | {format_number(row['compute_ms'], 1)} + "
+                f"{format_number(row['comm_cpu_ms'], 1)} + "
+                f"{format_number(row['step_ms'] - row['compute_ms'] - row['comm_cpu_ms'], 1)} | "
+                f"{format_number(row['comm_ms'], 1)} | "
+                f"{row['compute_from']} | {row['comm_from']} |"
+            )
+        lines.append("")
+    lines += [f"- not modelled: {why}" for why in not_modelled]
+    return lines + ([""] if not_modelled else [])
+
+
+def straggler_markdown(stragglers: pd.DataFrame) -> list[str]:
+    """Each multi-rank run's per-rank speed, from compute-only steps (the all-reduce makes every rank wait for
+    the slowest, so whole-step throughput is the same on all of them)."""
+    if stragglers.empty:
+        return []
+    lines = [
+        "## Stragglers",
+        "",
+        "Each rank's own images/s = batch ÷ its median compute-only step (`compute_step_ms`). A rank more than "
+        "10 % below its run's median is flagged: the whole job runs at its pace.",
+        "",
+        "| run | ranks | images/s per rank: min / median / max | slowest rank (host) | below median | |",
+        "|---|---:|---:|---|---:|---|",
+    ]
+    for _, row in stragglers.iterrows():
+        lines.append(
+            f"| `{row['run_id']}` | {row['world_size']} | {format_number(row['images_per_s_min'])} / "
+            f"{format_number(row['images_per_s_median'])} / {format_number(row['images_per_s_max'])} | "
+            f"{row['slowest_rank']} ({row['slowest_host']}) | {row['below_median'] * 100:.1f} % | "
+            + ("**straggler**" if row["straggler"] else "")
+            + " |"
+        )
+    return lines + [""]
 
 
 def _seconds(value: float) -> str:
@@ -206,7 +292,8 @@ def print_console(report: Report, console: Console) -> None:
         console.print(f"[red]cannot use {path}: {why}[/red]", soft_wrap=True)
 
 
-def build_report(directories: Sequence[str], out_dir: str) -> Report:
+def build_report(directories: Sequence[str], out_dir: str, predict_to: int = 0) -> Report:
+    """predict_to: the scaling model's largest count (0: the measured counts only)."""
     from ddp_bench.report_plots import plot_efficiency, plot_platforms, plot_throughput, plot_time_to_accuracy
 
     loaded = load_rows(list(directories))
@@ -217,9 +304,20 @@ def build_report(directories: Sequence[str], out_dir: str) -> Report:
         )
     tables = summarise_runs(loaded.rows)
     summary = scaling_summary(tables.runs)
+    allreduce, allreduce_problems = load_allreduce(list(directories))
+    loaded.problems.extend(allreduce_problems)
+    models, not_modelled = predict_series(summary, allreduce, predict_to)
+    summary = _with_predictions(summary, models)
+    stragglers = straggler_table(loaded.rows, tables.runs)
     os.makedirs(out_dir, exist_ok=True)
     files = [os.path.join(out_dir, "summary.csv")]
     summary.to_csv(files[0], index=False)
+    if models:
+        files.append(os.path.join(out_dir, "predictions.csv"))
+        pd.concat([model.predictions.assign(series=model.series) for model in models]).to_csv(files[-1], index=False)
+    if not stragglers.empty:
+        files.append(os.path.join(out_dir, "stragglers.csv"))
+        stragglers.to_csv(files[-1], index=False)
     platforms = platform_table(tables.runs)
     course = course_rows(tables.runs, platforms)
     accuracy = accuracy_series(tables.runs)
@@ -227,26 +325,38 @@ def build_report(directories: Sequence[str], out_dir: str) -> Report:
         files.append(os.path.join(out_dir, "platforms.csv"))
         platforms.to_csv(files[-1], index=False)
     if not summary.empty:
-        files += plot_throughput(summary, out_dir)
+        files += plot_throughput(summary, out_dir, models)
         files += plot_efficiency(summary, out_dir)
         files += plot_platforms(summary, out_dir)
     if not accuracy.empty:
         files += plot_time_to_accuracy(accuracy, out_dir)
-    report = Report(loaded, tables, summary, files, platforms, course, accuracy)
+    parts = (platforms, course, accuracy, models, not_modelled, stragglers)
     path = os.path.join(out_dir, "summary.md")
     with open(path, "w", encoding="utf-8") as handle:
-        handle.write(markdown(report))
-    files.append(path)
-    return Report(loaded, tables, summary, files, platforms, course, accuracy)
+        handle.write(markdown(Report(loaded, tables, summary, files, *parts)))
+    return Report(loaded, tables, summary, [*files, path], *parts)
 
 
-def report_main(directories: Sequence[str], out_dir: str) -> int:
+def _with_predictions(summary: pd.DataFrame, models: list[SeriesModel]) -> pd.DataFrame:
+    """The model's images/s and efficiency beside the measured ones, at every measured count it predicted."""
+    summary = summary.assign(predicted_images_per_s=float("nan"), predicted_efficiency=float("nan"))
+    for model in models:
+        for _, row in model.predictions.iterrows():
+            at = (summary["series"] == model.series) & (summary["world_size"] == row["world_size"])
+            summary.loc[at, "predicted_images_per_s"] = row["predicted_images_per_s"]
+            summary.loc[at, "predicted_efficiency"] = row["predicted_efficiency"]
+    return summary
+
+
+def report_main(directories: Sequence[str], out_dir: str, predict_to: int = 0) -> int:
     missing = [directory for directory in directories if not os.path.isdir(directory)]
     if missing:
         raise UsageError(f"no such results directory: {', '.join(missing)}")
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise UsageError(f"--out {out_dir} is a file, not a directory")
-    report = build_report(directories, out_dir)
+    if predict_to < 0:
+        raise UsageError(f"--predict-to {predict_to}: give a rank count, 1 or more")
+    report = build_report(directories, out_dir, predict_to)
     console = wide_console()
     print_console(report, console)
     if report.summary.empty:

@@ -133,6 +133,11 @@ def summarise_runs(rows: pd.DataFrame) -> RunTables:
                 "mfu": ranks["mfu"].median(),
                 "verdict": ranks["verdict"].mode().iloc[0],  # what most ranks concluded
                 "started_at": first["started_at"],
+                # for the scaling model (report_scaling.py): the slowest rank's compute-only step paces the job
+                "launcher": first["launcher"],
+                "backend": first["backend"],
+                "compute_step_ms": ranks["compute_step_ms"].max(),
+                "grad_buckets": first["grad_buckets"],
                 # for the platform comparison (report_platforms.py)
                 "device_kind": "GPU" if str(first["device"]).startswith("cuda") else "CPU",
                 "dataset_size": dataset_size,
@@ -168,6 +173,10 @@ def summarise_runs(rows: pd.DataFrame) -> RunTables:
         "mfu",
         "verdict",
         "started_at",
+        "launcher",
+        "backend",
+        "compute_step_ms",
+        "grad_buckets",
         *RUN_RESOURCE_COLUMNS,
         *PROVENANCE_KEYS,
     ]
@@ -260,6 +269,10 @@ SUMMARY_COLUMNS = [
     "verdict",
     "series",
     "device_kind",
+    "launcher",
+    "backend",
+    "compute_step_ms",
+    "grad_buckets",
 ]
 
 
@@ -293,6 +306,10 @@ def scaling_summary(runs: pd.DataFrame) -> pd.DataFrame:
                         "verdict": repeats["verdict"].mode().iloc[0],
                         "series": f"{scaling}-{series_index}",
                         "device_kind": first["device_kind"],
+                        "launcher": repeats["launcher"].mode().iloc[0],
+                        "backend": first["backend"],
+                        "compute_step_ms": repeats["compute_step_ms"].median(),
+                        "grad_buckets": first["grad_buckets"],
                     }
                 )
             base = points[0]  # the smallest world size of this series is its baseline

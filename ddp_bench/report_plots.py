@@ -7,12 +7,14 @@ annotated on the points and bars, so a figure pasted into a report can be read w
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import pandas as pd
 from matplotlib.figure import Figure  # figures as objects, rendered to files: no pyplot, no display, no global state
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocator
 
 from ddp_bench.report_data import device_word, series_title
+from ddp_bench.report_scaling import SeriesModel
 
 
 def _save(figure: Figure, out_dir: str, name: str) -> list[str]:
@@ -38,10 +40,12 @@ def _number(value: float) -> str:
     return f"{value / 1000:.1f}k" if value >= 10_000 else f"{value:,.0f}"
 
 
-def plot_throughput(summary: pd.DataFrame, out_dir: str) -> list[str]:
+def plot_throughput(summary: pd.DataFrame, out_dir: str, models: Sequence[SeriesModel] = ()) -> list[str]:
     figure = Figure(figsize=(8, 5))
     axis = figure.subplots()
-    for _series, points in summary.groupby("series", sort=True):
+    predictions = {model.series: model.predictions for model in models}
+    counts = summary["world_size"].tolist()
+    for series, points in summary.groupby("series", sort=True):
         points = points.sort_values("world_size")
         x, y = points["world_size"].tolist(), points["global_images_per_s"].tolist()
         errors = [
@@ -53,11 +57,30 @@ def plot_throughput(summary: pd.DataFrame, out_dir: str) -> list[str]:
         if len(x) > 1:  # ideal: the baseline's per-GPU throughput times the GPU count
             per_gpu = y[0] / x[0]
             axis.plot(x, [per_gpu * n for n in x], linestyle="--", color=colour, alpha=0.5, linewidth=1)
+        if series in predictions:  # the model under the measured points: a dotted line in its overlap range
+            model = predictions[series]
+            axis.fill_between(
+                model["world_size"],
+                model["predicted_images_per_s_low"],
+                model["predicted_images_per_s_high"],
+                color=colour,
+                alpha=0.15,
+                linewidth=0,
+            )
+            axis.plot(
+                model["world_size"],
+                model["predicted_images_per_s"],
+                linestyle=":",
+                color=colour,
+                linewidth=1.5,
+                label="model (α–β ring, DDP overlap; band: no to full overlap)",
+            )
+            counts += model["world_size"].tolist()
         for n, value in zip(x, y, strict=True):
             axis.annotate(
                 _number(value), (n, value), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8
             )
-    _gpu_axis(axis, summary["world_size"].tolist(), summary["device_kind"])
+    _gpu_axis(axis, counts, summary["device_kind"])
     axis.set_yscale("log")  # log-log: ideal scaling is a straight line whatever the GPU count
     axis.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     axis.yaxis.set_minor_locator(NullLocator())

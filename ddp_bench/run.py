@@ -97,6 +97,8 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
             model = build_model(cfg.model, spec.channels, spec.num_classes, spec.image_size).to(plan.device)
             if cfg.channels_last:
                 model = model.to(memory_format=torch.channels_last)
+            if fault is not None:
+                fault.slow_down(model, info.rank)
             torch.manual_seed(cfg.seed + 1 + info.rank)  # but independent dropout masks per rank
             x, y = next(iter(batches.epoch(0)))
             image_flops = flops_per_image(model, x, y)  # counted once on the bare model, before any timing

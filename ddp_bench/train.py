@@ -23,14 +23,13 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from ddp_bench.consumption import EnergyCounter
 from ddp_bench.data import BatchSource
 from ddp_bench.distributed import Job, align_ranks, any_rank, reduce_floats
 from ddp_bench.faults import Fault
 from ddp_bench.stopping import StopRequest, check_interval
-from ddp_bench.timing import StageClock, StepTimer, percentile
+from ddp_bench.timing import StageClock, StepTimer
 
 
 @dataclass(frozen=True)
@@ -76,7 +75,7 @@ class Precision:
         return torch.amp.GradScaler(self.device_type) if self.amp == "fp16" else None
 
 
-def _epochs_forever(batches: BatchSource, first_epoch: int) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+def epochs_forever(batches: BatchSource, first_epoch: int) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
     """Batches across as many epochs as asked for, each epoch freshly shuffled (set_epoch)."""
     epoch = first_epoch
     while True:
@@ -160,7 +159,7 @@ def run_training(
 
     # Stage 1, warm-up (not timed): first-call costs land here — allocator growth, cuDNN autotuning,
     # torch.compile, DataLoader workers starting, DDP building its buckets on the first backward.
-    warmup = _epochs_forever(batches, first_epoch=0)
+    warmup = epochs_forever(batches, first_epoch=0)
     warmup_clock = StageClock(device)
     settled = warmup_steps // 2  # the later half of warm-up shows the steady step time (compilation is over)
     for index in range(warmup_steps):
@@ -221,7 +220,7 @@ def run_training(
     stage_started = time.perf_counter()
     stopped = False
     if epochs is None:
-        stream = timed_fetch(_epochs_forever(batches, first_epoch=0), data_wait_ms)
+        stream = timed_fetch(epochs_forever(batches, first_epoch=0), data_wait_ms)
         current_epoch = 0
         for _ in range(steps or 0):
             epoch, x, y = next(stream)  # waiting for data is inside train_time_s, outside the step time
@@ -276,48 +275,3 @@ def run_training(
         curve=curve,
         reached=reached,
     )
-
-
-def exposed_comm_ms(
-    ddp_model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler | None,
-    batches: BatchSource,
-    precision: Precision,
-    device: torch.device,
-    pairs: int = 10,
-) -> float:
-    """Exposed all-reduce time per step, from a short paired control phase after the timed stage: the median,
-    over pairs of adjacent steps, of (step with DDP's gradient all-reduce) minus (the same step under
-    `no_sync`): the communication the overlap with backward did not hide, plus the wait for the slowest rank.
-    Pairing adjacent steps, in alternating order, keeps drift in machine speed (other jobs, clock boost, a noisy
-    neighbour) out of the difference. Zero when the difference is below the noise.
-
-    The steps run what the run trained: the compiled module under --compile (no_sync is DDP's switch, reached
-    through the compiled wrapper), and the run's own loss scaler. One untimed pair first absorbs what switching
-    to no_sync costs once (a recompilation under --compile). The no_sync steps leave the replicas apart, so
-    the caller runs nothing that trains after this."""
-    ddp = getattr(ddp_model, "_orig_mod", ddp_model)  # the DDP module under torch.compile
-    if not isinstance(ddp, DistributedDataParallel):
-        return 0.0  # one rank: nothing to communicate
-    stream = _epochs_forever(batches, first_epoch=1_000_000)  # any epoch: only the timing matters here
-    timers = {True: StepTimer(device), False: StepTimer(device)}
-    for pair in range(-1, pairs):
-        # Every rank runs the same order, so the synced step's collective always has all its peers.
-        for sync in (True, False) if pair % 2 == 0 else (False, True):
-            _epoch, x, y = next(stream)
-            # Start both kinds of step with the ranks aligned, as they are in steady training after each
-            # all-reduce; otherwise the drift a free-running no_sync step builds up is charged to the next one.
-            align_ranks(device)
-            with contextlib.nullcontext() if sync else ddp.no_sync():
-                if pair < 0:  # the untimed first pair
-                    train_step(ddp_model, optimizer, scaler, precision, x, y)
-                    continue
-                timers[sync].start()
-                train_step(ddp_model, optimizer, scaler, precision, x, y)
-                timers[sync].stop()
-    differences = [
-        synced - unsynced
-        for synced, unsynced in zip(timers[True].durations_ms(), timers[False].durations_ms(), strict=True)
-    ]
-    return max(0.0, percentile(differences, 50))

@@ -16,7 +16,8 @@ from ddp_bench.distributed import is_peer_failure
 from ddp_bench.hardware import HardwarePlan, apply_math_mode, plan_hardware
 from ddp_bench.models import MnistCNN
 from ddp_bench.perf import model_flops_utilization
-from ddp_bench.train import Precision, exposed_comm_ms
+from ddp_bench.comm_control import comm_control
+from ddp_bench.train import Precision
 
 
 @pytest.mark.parametrize(
@@ -113,11 +114,14 @@ def test_exposed_comm_steps_run_the_compiled_module_with_the_runs_scaler():
         scaler = CountingScaler()
         shard = Shard(0, 1, 8, 0, torch.device("cpu"), False)
         batches = build_batches("synthetic", "", SPECS["mnist"], "device", shard, 0, train=True)
-        comm = exposed_comm_ms(wrapper, optimizer, scaler, batches, Precision("off", "cpu"), torch.device("cpu"), 3)
+        control = comm_control(
+            wrapper, optimizer, scaler, batches, Precision("off", "cpu"), torch.device("cpu"), 3, readiness_steps=2
+        )
     finally:
         dist.destroy_process_group()
-    assert comm >= 0
-    assert wrapper.calls == scaler.updates == 2 * (3 + 1)  # every step, the untimed first pair included
+    assert control.exposed_comm_ms >= 0
+    # every step, the untimed first pair and the 2 gradient-readiness steps included
+    assert wrapper.calls == scaler.updates == 2 * (3 + 1) + 2
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,225 @@
+"""Predicted DDP step time at rank counts nobody measured: an α–β ring all-reduce with DDP's bucket overlap.
+
+Pure arithmetic (no torch, no pandas), shared by the run, which measures the model's inputs, and the report,
+which predicts from them.
+
+One synchronous DDP step on N ranks is modelled as
+
+    step(N) = compute + exposed(N)
+
+- `compute` is a measured compute-only step: forward, backward and optimizer with DDP's all-reduce switched off
+  (`no_sync`), timed on every rank of a real run, so it carries whatever that run's ranks did to each other's
+  speed (shared cores, memory bandwidth, a hot GPU).
+- Gradients are all-reduced in DDP's buckets, each launched as soon as its last gradient is ready during
+  backward, one after another. Bucket k, ready `window_k` before the end of backward, starts at
+  max(its ready time, the end of bucket k-1) and takes allreduce(N, bytes_k); `exposed` is how far the last
+  bucket ends after backward does. The buckets and their windows are measured in the run (`Bucket`).
+- allreduce(N, S) is read from a measured all-reduce curve at N ranks where one exists (interpolated between
+  message sizes), and otherwise from the α–β ring model fitted to the largest measured one:
+
+      T(N, S) = 2(N-1)·α + 2(N-1)/N · S/β
+
+  α is the per-hop latency and β the bandwidth each link sustains (the ring's busbw for large messages).
+
+On CPU ranks (gloo), the all-reduce runs on the same cores as compute: while it overlaps backward, its own CPU
+time (`cpu_ms`, measured by the all-reduce benchmark from the process's CPU clock) is added to the step. On GPUs
+NCCL's kernels run beside the model's and no such term is applied.
+
+The prediction is bracketed by two bounds on the overlap: none (every bucket after backward: compute + Σ T)
+and perfect (all communication back to back from the first bucket's ready time).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+# DDP's defaults: after the first iteration it rebuilds its buckets in the order gradients became ready, closing
+# the first at 1 MiB (so communication starts early) and the rest at bucket_cap_mb = 25 MiB.
+FIRST_BUCKET_BYTES = 2**20
+BUCKET_BYTES = 25 * 2**20
+
+
+@dataclass(frozen=True)
+class Bucket:
+    bytes: int  # gradient bytes all-reduced together
+    window_ms: float  # from its last gradient being ready to the end of backward: what it can hide behind
+
+
+def ddp_buckets(
+    ready: Sequence[tuple[int, float]], first_cap: int = FIRST_BUCKET_BYTES, cap: int = BUCKET_BYTES
+) -> list[Bucket]:
+    """DDP's rebuilt buckets from (gradient bytes, ready time in ms) per parameter: parameters in ready order,
+    a bucket closed once it holds at least its cap, then the time from each bucket's last gradient to the last
+    gradient of all (the end of backward)."""
+    if not ready:
+        return []
+    ordered = sorted(ready, key=lambda item: item[1])
+    end = ordered[-1][1]
+    buckets, size, limit = [], 0, first_cap
+    for index, (nbytes, at) in enumerate(ordered):
+        size += nbytes
+        if size >= limit or index == len(ordered) - 1:
+            buckets.append(Bucket(size, end - at))
+            size, limit = 0, cap
+    return buckets
+
+
+def format_buckets(buckets: Sequence[Bucket]) -> str:
+    """The CSV cell: 'bytes@window_ms;...' in the order DDP reduces them."""
+    return ";".join(f"{bucket.bytes}@{bucket.window_ms:.3f}" for bucket in buckets)
+
+
+def parse_buckets(text: str) -> list[Bucket]:
+    if not isinstance(text, str) or not text:
+        return []
+    buckets = []
+    for part in text.split(";"):
+        nbytes, window = part.split("@")
+        buckets.append(Bucket(int(nbytes), float(window)))
+    return buckets
+
+
+@dataclass(frozen=True)
+class AlphaBeta:
+    """The ring all-reduce model's constants, fitted at one world size."""
+
+    alpha_s: float  # latency per ring hop
+    beta_bytes_per_s: float  # bandwidth per link
+    fitted_at: int  # the world size of the measurement
+
+    def time_s(self, world_size: int, size: int) -> float:
+        if world_size <= 1:
+            return 0.0
+        hops = 2 * (world_size - 1)
+        return hops * self.alpha_s + hops / world_size * size / self.beta_bytes_per_s
+
+
+def fit_alpha_beta(world_size: int, sizes: Sequence[int], times_s: Sequence[float]) -> AlphaBeta:
+    """Least squares of T = a + b·S weighted by 1/T², so that microsecond and second all-reduces count alike
+    (relative error), then α = a / 2(N-1) and β = 2(N-1) / (N·b). α is kept at zero or above."""
+    if world_size < 2 or len(sizes) < 2:
+        raise ValueError("fitting α and β needs at least 2 ranks and 2 message sizes")
+    weights = [1.0 / (t * t) for t in times_s]
+    sw = sum(weights)
+    mean_s = sum(w * s for w, s in zip(weights, sizes, strict=True)) / sw
+    mean_t = sum(w * t for w, t in zip(weights, times_s, strict=True)) / sw
+    covariance = sum(w * (s - mean_s) * (t - mean_t) for w, s, t in zip(weights, sizes, times_s, strict=True))
+    variance = sum(w * (s - mean_s) ** 2 for w, s in zip(weights, sizes, strict=True))
+    slope = covariance / variance if variance > 0 else float("nan")
+    if not slope > 0:
+        raise ValueError("all-reduce times do not grow with message size: no bandwidth to fit")
+    intercept = max(0.0, mean_t - slope * mean_s)
+    hops = 2 * (world_size - 1)
+    return AlphaBeta(intercept / hops, hops / (world_size * slope), world_size)
+
+
+@dataclass(frozen=True)
+class AllreduceCurve:
+    """Measured mean all-reduce times at one world size, by message size."""
+
+    world_size: int
+    num_nodes: int
+    sizes: tuple[int, ...]  # ascending
+    times_s: tuple[float, ...]
+    cpu_times_s: tuple[float, ...] = ()  # the process's CPU time per all-reduce; () when not measured
+
+    def time_s(self, size: int) -> float:
+        """Linear between the two measured sizes around `size` (the α–β form, locally); outside the measured
+        range, the α–β line fitted to the whole curve."""
+        if self.world_size <= 1:
+            return 0.0
+        inside = _interpolate(self.sizes, self.times_s, size)
+        return inside if inside is not None else self.fit().time_s(self.world_size, size)
+
+    def cpu_time_s(self, size: int, world_size: int | None = None) -> float:
+        """CPU time of one all-reduce of `size` bytes, interpolated like time_s (proportional to size outside
+        the measured range); at another world size, scaled by the ring's bytes per rank, 2(N-1)/N."""
+        if self.world_size <= 1 or not self.cpu_times_s:
+            return 0.0
+        inside = _interpolate(self.sizes, self.cpu_times_s, size)
+        if inside is None:
+            end = 0 if size < self.sizes[0] else -1
+            inside = self.cpu_times_s[end] * size / self.sizes[end]
+        count = world_size or self.world_size
+        return inside * ((count - 1) / count) / ((self.world_size - 1) / self.world_size) if count > 1 else 0.0
+
+    def fit(self) -> AlphaBeta:
+        return fit_alpha_beta(self.world_size, self.sizes, self.times_s)
+
+
+def _interpolate(xs: Sequence[int], ys: Sequence[float], x: int) -> float | None:
+    """Linear between the measured points around x; None outside them."""
+    position = bisect.bisect_left(xs, x)
+    if position < len(xs) and xs[position] == x:
+        return ys[position]
+    if 0 < position < len(xs):
+        x0, x1, y0, y1 = xs[position - 1], xs[position], ys[position - 1], ys[position]
+        return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return None
+
+
+@dataclass(frozen=True)
+class StepPrediction:
+    world_size: int
+    compute_ms: float
+    comm_ms: float  # Σ all-reduce time of the buckets
+    comm_cpu_ms: float  # CPU time of the all-reduces that overlap backward, added to the step (CPU ranks)
+    step_ms: float  # compute + exposed, buckets overlapping backward as DDP schedules them
+    fastest_step_ms: float  # perfect, free overlap: all communication back to back from the first bucket
+    slowest_step_ms: float  # no overlap: compute + every all-reduce
+
+
+def overlap_schedule(
+    buckets: Sequence[Bucket], allreduce_ms: Callable[[int], float], cpu_ms: Callable[[int], float]
+) -> tuple[float, float]:
+    """(exposed ms, overlapped CPU ms): buckets reduced in order, one at a time, each from the moment its
+    gradients are ready (times relative to the end of backward); exposed is how far the last one ends after
+    backward does, and the CPU time is each all-reduce's share that falls before that end."""
+    finished, overlapped_cpu = -math.inf, 0.0
+    for bucket in buckets:
+        started = max(finished, -bucket.window_ms)
+        took = allreduce_ms(bucket.bytes)
+        finished = started + took
+        if took > 0:
+            overlapped_cpu += cpu_ms(bucket.bytes) * min(1.0, max(0.0, -started) / took)
+    return (max(0.0, finished), overlapped_cpu) if buckets else (0.0, 0.0)
+
+
+def predict_step(
+    world_size: int,
+    compute_ms: float,
+    buckets: Sequence[Bucket],
+    allreduce_ms: Callable[[int], float],
+    cpu_ms: Callable[[int], float] = lambda _size: 0.0,
+) -> StepPrediction:
+    if world_size <= 1 or not buckets:
+        return StepPrediction(world_size, compute_ms, 0.0, 0.0, compute_ms, compute_ms, compute_ms)
+    comm = sum(allreduce_ms(bucket.bytes) for bucket in buckets)
+    earliest = max(bucket.window_ms for bucket in buckets)
+    exposed, overlapped_cpu = overlap_schedule(buckets, allreduce_ms, cpu_ms)
+    slowest = compute_ms + comm  # no overlap: nothing competes with compute, everything waits
+    return StepPrediction(
+        world_size,
+        compute_ms,
+        comm,
+        overlapped_cpu,
+        min(slowest, compute_ms + overlapped_cpu + exposed),
+        compute_ms + max(0.0, comm - earliest),  # perfect, free overlap from the first bucket's ready time
+        slowest,
+    )
+
+
+def prediction_counts(measured: Sequence[int], predict_to: int) -> list[int]:
+    """The measured counts, then powers of two past the largest one, up to and including predict_to."""
+    counts = sorted(set(measured))
+    count = 1
+    while count <= predict_to:
+        if count > counts[-1]:
+            counts.append(count)
+        count *= 2
+    if predict_to > counts[-1]:
+        counts.append(predict_to)
+    return counts
