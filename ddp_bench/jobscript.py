@@ -75,6 +75,73 @@ def render(
 ) -> str:
     """A complete batch script. `flags` are ddp_bench flags baked in; more can follow `sbatch SCRIPT`."""
     baked = " ".join(shlex.quote(flag) for flag in (*profile.default_flags, *flags))
+    return (
+        _preamble(profile, shape, job_name, script_name)
+        + f"""# One rank per task, with the job's cores per task: srun from Slurm 22.05 to 23.02 does not read
+# SLURM_CPUS_PER_TASK, and would give each rank one core. --kill-on-bad-exit ends the whole step as soon as one
+# rank fails.
+# shellcheck disable=SC2016  # flags in single quotes reach ddp_bench literally, on purpose
+srun --kill-on-bad-exit=1 --cpus-per-task="$SLURM_CPUS_PER_TASK" python -m ddp_bench "${{data_args[@]}}" \\
+    --out "$results" {baked} "$@"
+"""
+    )
+
+
+@dataclass(frozen=True)
+class SeriesStep:
+    """One rank count of a one-job sweep: an srun step inside the job's allocation."""
+
+    gpus: int
+    nodes: int
+    flags: tuple[str, ...]  # ddp_bench run flags, sweep key included
+    key: str  # the sweep key: rows complete for it mean the step is skipped
+    allreduce_flags: tuple[str, ...]  # the all-reduce benchmark's flags (device, backend) for the same ranks
+
+
+def render_series(
+    profile: ClusterProfile, shape: JobShape, steps: Sequence[SeriesStep], job_name: str, script_name: str
+) -> str:
+    """One batch script for a whole series: the environment built and the data staged once per node, then each
+    rank count as consecutive srun steps in the same allocation (same nodes, one queue wait), each followed by
+    the all-reduce benchmark on the same ranks, for the scaling model. A count whose rows are already complete is
+    skipped; a count that fails does not stop the others, and the job then exits 1."""
+    parts = [_preamble(profile, shape, job_name, script_name)]
+    parts.append(
+        "# Each count: one srun step on as few of the allocation's nodes as it needs, with the job's cores per\n"
+        "# task (srun from Slurm 22.05 to 23.02 does not read SLURM_CPUS_PER_TASK by itself).\n"
+        "failed=0\n"
+    )
+    for step in steps:
+        per_node = step.gpus // step.nodes
+        srun = (
+            f"srun --kill-on-bad-exit=1 --nodes={step.nodes} --ntasks={step.gpus} --ntasks-per-node={per_node} "
+            '--cpus-per-task="$SLURM_CPUS_PER_TASK"'
+        )
+        run_flags = " ".join(shlex.quote(flag) for flag in (*profile.default_flags, *step.flags))
+        allreduce_flags = " ".join(shlex.quote(flag) for flag in step.allreduce_flags)
+        allreduce = ""
+        if step.gpus > 1:
+            allreduce = f"""
+    {srun} \\
+        python -m ddp_bench allreduce --out "$results" {allreduce_flags} || failed=1"""
+        parts.append(
+            f"""
+# --- {step.gpus} GPU(s): {step.nodes} node(s) x {per_node} ---
+if python -m ddp_bench sweep --check-done {shlex.quote(step.key)} --results "$results"; then
+    echo "ddp_bench: {step.gpus} GPU(s): complete rows for {step.key} are already in $results: skipped"
+else
+    # shellcheck disable=SC2016  # flags in single quotes reach ddp_bench literally, on purpose
+    {srun} \\
+        python -m ddp_bench "${{data_args[@]}}" --out "$results" {run_flags} "$@" || failed=1{allreduce}
+fi
+"""
+        )
+    parts.append('exit "$failed"\n')
+    return "".join(parts)
+
+
+def _preamble(profile: ClusterProfile, shape: JobShape, job_name: str, script_name: str) -> str:
+    """Everything before the training: #SBATCH lines, the environment on every node, the data, the setup time."""
     facts = "\n".join(f"#   {line}" for line in profile.facts)
     if profile.modules:
         modules = f"    module load {profile.modules}"
@@ -142,12 +209,6 @@ mkdir -p "$results"
 DDP_BENCH_SETUP_S=$(awk -v start="$setup_started" -v now="$EPOCHREALTIME" 'BEGIN {{ printf "%.3f", now - start }}')
 export DDP_BENCH_SETUP_S  # recorded as setup_s in every row
 export OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK
-# One rank per task, with the job's cores per task: srun from Slurm 22.05 to 23.02 does not read
-# SLURM_CPUS_PER_TASK, and would give each rank one core. --kill-on-bad-exit ends the whole step as soon as one
-# rank fails.
-# shellcheck disable=SC2016  # flags in single quotes reach ddp_bench literally, on purpose
-srun --kill-on-bad-exit=1 --cpus-per-task="$SLURM_CPUS_PER_TASK" python -m ddp_bench "${{data_args[@]}}" \\
-    --out "$results" {baked} "$@"
 """
 
 

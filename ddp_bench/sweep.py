@@ -1,6 +1,9 @@
-"""`python -m ddp_bench sweep --gpus 1,2,4,8,16 --gpus-per-node 4 [--cluster C] [--dry-run] -- RUN FLAGS`
+"""`python -m ddp_bench sweep --gpus 1,2,4,8,16 --gpus-per-node 4 [--cluster C] [--one-job] [--dry-run] -- RUN FLAGS`
 
-One job script per GPU count (nodes = ceil(GPUs / GPUs per node)), submitted with sbatch unless --dry-run.
+One job script per GPU count (nodes = ceil(GPUs / GPUs per node)), submitted with sbatch unless --dry-run; or,
+with --one-job, one script on the nodes of the largest count that runs every count as consecutive srun steps in
+that one allocation (one queue wait, the same nodes, the environment built once), each count followed by the
+all-reduce benchmark on the same ranks.
 Each configuration carries a sweep key in its rows; a configuration whose rows are complete is skipped, so a
 sweep re-run after a failure or a time limit redoes only what is missing or incomplete.
 Weak scaling (default) keeps --batch-size per GPU; strong scaling keeps the global batch and divides it.
@@ -8,6 +11,7 @@ Weak scaling (default) keeps --batch-size per GPU; strong scaling keeps the glob
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import subprocess
@@ -18,7 +22,7 @@ from dataclasses import dataclass
 from ddp_bench.args import Parser, parse_args
 from ddp_bench.clusters import PROFILES, get_profile
 from ddp_bench.errors import EXIT_FAILURE, UsageError
-from ddp_bench.jobscript import JobShape, render
+from ddp_bench.jobscript import JobShape, SeriesStep, render, render_series
 from ddp_bench.records import find_rank_files, incomplete_reason, read_rank_csv
 
 
@@ -121,8 +125,8 @@ def sweep_main(argv: Sequence[str]) -> int:
     argv = list(argv)
     run_flags = argv[argv.index("--") + 1 :] if "--" in argv else []
     own = argv[: argv.index("--")] if "--" in argv else argv
-    parser = Parser(prog="python -m ddp_bench sweep", description="One Slurm job per GPU count.")
-    parser.add_argument("--gpus", required=True, help="GPU counts, e.g. 1,2,4,8,16")
+    parser = Parser(prog="python -m ddp_bench sweep", description="One Slurm job per GPU count, or one for all.")
+    parser.add_argument("--gpus", help="GPU counts, e.g. 1,2,4,8,16")
     parser.add_argument("--gpus-per-node", type=int, help="default: the cluster profile's")
     parser.add_argument("--cluster", choices=tuple(PROFILES), default="generic")
     parser.add_argument("--scaling", choices=("weak", "strong"), default="weak")
@@ -133,7 +137,16 @@ def sweep_main(argv: Sequence[str]) -> int:
     parser.add_argument("--results", default="results", help="where the jobs write rows (default ./results)")
     parser.add_argument("--scripts-dir", default="sweep_jobs", help="where job scripts are written")
     parser.add_argument("--dry-run", action="store_true", help="print the scripts; write and submit nothing")
+    parser.add_argument(
+        "--one-job", action="store_true", help="every count as srun steps of one job on the largest count's nodes"
+    )
+    parser.add_argument("--check-done", metavar="KEY", help=argparse.SUPPRESS)  # used by --one-job scripts
     args = parser.parse_args(own)
+    if args.check_done:  # exit 0 when --results holds complete rows for this sweep key, 1 when not
+        done = complete_keys(args.results) if os.path.isdir(args.results) else set()
+        return 0 if args.check_done in done else 1
+    if not args.gpus:
+        raise UsageError("sweep needs --gpus, e.g. --gpus 1,2,4,8")
     profile = get_profile(args.cluster)
     if args.gpus_per_node is not None and args.gpus_per_node <= 0:
         raise UsageError(f"--gpus-per-node must be positive, not {args.gpus_per_node}")
@@ -154,7 +167,8 @@ def sweep_main(argv: Sequence[str]) -> int:
         args.cpus_per_task,
     )
     done = complete_keys(args.results) if os.path.isdir(args.results) else set()
-    results = os.path.abspath(args.results)
+    if args.one_job:
+        return _one_job(profile, points, done, args)
     for point in points:
         header = f"# --- {point.gpus} GPU(s): {point.shape.nodes} node(s) x {point.shape.tasks_per_node} ---"
         if point.key in done:
@@ -167,20 +181,50 @@ def sweep_main(argv: Sequence[str]) -> int:
             print(header)
             print(script)
             continue
-        os.makedirs(args.scripts_dir, exist_ok=True)
-        path = os.path.join(args.scripts_dir, point.script_name)
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.write(script)
-        environment = {**os.environ, "DDP_BENCH_RESULTS": results}
-        try:
-            submitted = subprocess.run(["sbatch", path], capture_output=True, text=True, timeout=120, env=environment)
-        except OSError as exc:
-            print(
-                f"ddp_bench: sweep could not run sbatch ({exc}); use --dry-run to only write scripts", file=sys.stderr
-            )
+        print(header)
+        if _submit(script, point.script_name, args) != 0:
             return EXIT_FAILURE
-        if submitted.returncode != 0:
-            print(f"ddp_bench: sbatch refused {path}: {submitted.stderr.strip()}", file=sys.stderr)
-            return EXIT_FAILURE
-        print(f"{header}\n{submitted.stdout.strip()} ({path})")
     return 0
+
+
+def _submit(script: str, name: str, args) -> int:
+    """Write the script under --scripts-dir and sbatch it, its rows going to --results."""
+    os.makedirs(args.scripts_dir, exist_ok=True)
+    path = os.path.join(args.scripts_dir, name)
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(script)
+    environment = {**os.environ, "DDP_BENCH_RESULTS": os.path.abspath(args.results)}
+    try:
+        submitted = subprocess.run(["sbatch", path], capture_output=True, text=True, timeout=120, env=environment)
+    except OSError as exc:
+        print(f"ddp_bench: sweep could not run sbatch ({exc}); use --dry-run to only write scripts", file=sys.stderr)
+        return EXIT_FAILURE
+    if submitted.returncode != 0:
+        print(f"ddp_bench: sbatch refused {path}: {submitted.stderr.strip()}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"{submitted.stdout.strip()} ({path})")
+    return 0
+
+
+def _one_job(profile, points: list[SweepPoint], done: set[str], args) -> int:
+    """Write (and submit) the one script that runs the whole series inside a single allocation."""
+    todo = [point for point in points if point.key not in done]
+    for point in points:
+        if point.key in done:
+            print(f"# skipped {point.gpus} GPU(s): complete rows for {point.key} are already in {args.results}")
+    if not todo:
+        return 0
+    largest = max(points, key=lambda point: point.gpus).shape  # the allocation: the largest count's nodes
+    steps = []
+    for point in todo:
+        cfg = parse_args(point.flags)
+        allreduce = ("--device", cfg.device, "--backend", cfg.backend, "--launcher", cfg.launcher)
+        steps.append(SeriesStep(point.gpus, point.shape.nodes, point.flags, point.key, allreduce))
+    counts = ",".join(str(point.gpus) for point in todo)
+    name = f"ddp_bench-{args.cluster}-series-g{counts.replace(',', '-')}.sbatch"
+    script = render_series(profile, largest, steps, job_name=f"ddp_bench-g{counts.replace(',', '-')}", script_name=name)
+    if args.dry_run:
+        print(f"# --- one job: {largest.nodes} node(s) x {largest.tasks_per_node}, counts {counts} ---")
+        print(script)
+        return 0
+    return _submit(script, name, args)
