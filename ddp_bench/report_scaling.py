@@ -97,6 +97,12 @@ def predict_series(
         if points["grad_buckets"].fillna("").eq("").any() or points["compute_step_ms"].isna().any():
             skipped.append(f"{name}: rows without compute_step_ms and grad_buckets (from before this version)")
             continue
+        try:
+            for text in points["grad_buckets"]:
+                parse_buckets(text)
+        except ValueError:
+            skipped.append(f"{name}: a grad_buckets cell is not 'bytes@window_ms;...'")
+            continue
         matching = allreduce
         for key in ALLREDUCE_KEYS:
             matching = matching[matching[key] == str(largest[key])]

@@ -113,6 +113,37 @@ def test_sweep_dry_run_1_to_16_gpus_at_4_per_node(tmp_path):
     assert not (tmp_path / "r").exists() and not os.path.exists("sweep_jobs")
 
 
+def test_one_job_sweep_runs_every_count_as_a_step_of_the_largest_allocation(tmp_path):
+    done = run_cli(
+        ["sweep", "--one-job", "--gpus", "1,2,4,8", "--gpus-per-node", "4", "--cluster", "narval", "--dry-run",
+         "--results", str(tmp_path / "r"), "--", "--model", "resnet50", "--tag", "my $HOME run"]
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("#SBATCH --nodes=") == 1  # one job
+    assert "#SBATCH --nodes=2\n" in done.stdout and "#SBATCH --ntasks-per-node=4\n" in done.stdout
+    assert done.stdout.count("python -m venv") == 1  # the environment is built once, on every node
+    steps = re.findall(r"srun --kill-on-bad-exit=1 --nodes=(\d+) --ntasks=(\d+) --ntasks-per-node=(\d+) ", done.stdout)
+    # each count's training step, then (beyond one rank) the all-reduce benchmark on the same ranks
+    assert steps == [("1", "1", "1"), ("1", "2", "2"), ("1", "2", "2"), ("1", "4", "4"), ("1", "4", "4"),
+                     ("2", "8", "4"), ("2", "8", "4")]  # fmt: skip
+    assert done.stdout.count("python -m ddp_bench allreduce") == 3
+    assert len(re.findall(r"sweep --check-done g\d+-[0-9a-f]{12} --results", done.stdout)) == 4
+    assert "--tag 'my $HOME run'" in done.stdout and 'exit "$failed"' in done.stdout
+    path = tmp_path / "series.sbatch"
+    path.write_text(done.stdout.split("\n", 1)[1])
+    lint(str(path))
+    assert not (tmp_path / "r").exists()
+
+
+def test_check_done_answers_with_the_exit_code(tmp_path):
+    write_rank_csv(str(tmp_path), make_record(run_id="a", status="complete", world_size=1, rank=0, sweep_key="g1-k"))
+    assert run_cli(["sweep", "--check-done", "g1-k", "--results", str(tmp_path)]).returncode == 0
+    assert run_cli(["sweep", "--check-done", "g2-k", "--results", str(tmp_path)]).returncode == 1
+    assert run_cli(["sweep", "--check-done", "g1-k", "--results", str(tmp_path / "none")]).returncode == 1
+    missing = run_cli(["sweep", "--results", str(tmp_path)])
+    assert missing.returncode == 2 and "sweep needs --gpus" in missing.stderr
+
+
 def test_strong_scaling_divides_the_global_batch():
     points = plan_sweep("generic", [1, 2, 4], 4, "strong", 256, [], "00:10:00", "")
     assert [point.flags[point.flags.index("--batch-size") + 1] for point in points] == ["256", "128", "64"]
