@@ -58,6 +58,7 @@ class RunSetup:
     recipe: Recipe
     waits: WaitBeforeTraining
     energy: CounterChoice  # this rank's energy counter, or why it has none
+    cpu_allocator: str  # hardware.steady_cpu_allocator: the malloc settings the process trained with
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,7 @@ def record_rank(
         workers=cfg.workers,
         threads=setup.plan.threads,
         cpu_affinity=context.cpu_affinity,
+        cpu_allocator=setup.cpu_allocator,
         lr=setup.recipe.base_lr,
         lr_scaling=cfg.lr_scaling,
         effective_lr=setup.recipe.effective_lr,

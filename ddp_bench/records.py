@@ -56,6 +56,7 @@ class RankRecord:
     workers: int
     threads: int
     cpu_affinity: str  # CPUs this rank was bound to, as ranges ('0-11'): what the launcher gave it
+    cpu_allocator: str  # the host allocator's settings: glibc thresholds ddp_bench fixed, or what the user set
     lr: float  # the recipe's rate, or --lr
     lr_scaling: str  # none | linear | sqrt: how the rate was scaled for the global batch
     effective_lr: float  # the rate trained with (after any warm-up): lr scaled for the global batch

@@ -35,7 +35,7 @@ from ddp_bench.distributed import (
 )
 from ddp_bench.errors import EXIT_INTERRUPTED, EXIT_OK, RunFailure, UsageError
 from ddp_bench.faults import fault_from_env
-from ddp_bench.hardware import HardwarePlan, apply_math_mode, plan_hardware
+from ddp_bench.hardware import HardwarePlan, apply_math_mode, plan_hardware, steady_cpu_allocator
 from ddp_bench.job_timing import WaitBeforeTraining, setup_seconds, slurm_queue_wait_s
 from ddp_bench.launch import LaunchInfo
 from ddp_bench.models import build_model, build_recipe, lr_factor
@@ -57,6 +57,7 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
     plan = plan_hardware(cfg, info, env)
     torch.set_num_threads(plan.threads)
     apply_math_mode(plan)
+    cpu_allocator = steady_cpu_allocator(env)
     check_output_dir(cfg.out)
 
     spec = SPECS[cfg.image_shape_name]
@@ -135,6 +136,7 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
                 recipe,
                 waits,
                 energy,
+                cpu_allocator,
             )
             total_steps = cfg.measured_steps or batches.batches_per_epoch * (cfg.epoch_limit or 0)
 
