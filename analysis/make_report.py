@@ -2,7 +2,7 @@
 
     python analysis/make_report.py results/ ~/projects/def-me/ddp_bench_results --out report/
 
-For notebooks: `from ddp_bench.report import build_report` returns the tables as pandas DataFrames
+For notebooks: `from ddp_bench.report.build import build_report` returns the tables as pandas DataFrames
 (`report.summary`, `report.tables.runs`) next to the files it writes.
 """
 

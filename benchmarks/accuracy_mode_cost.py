@@ -32,8 +32,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from ddp_bench.cli import main as ddp_bench_main  # noqa: E402
-from ddp_bench.consumption import CounterChoice, RaplCounter  # noqa: E402
-from ddp_bench.records import read_rank_csv  # noqa: E402
+from ddp_bench.measurement.consumption import CounterChoice, RaplCounter  # noqa: E402
+from ddp_bench.results.records import read_rank_csv  # noqa: E402
 
 TARGET_RATIO = 0.98
 

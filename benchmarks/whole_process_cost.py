@@ -6,7 +6,7 @@ Each round runs, as separate processes in an order that rotates from round to ro
 CPU rank, the course CNN, batch 64, the device-resident loader) and benchmarks/hand_loop.py twice (the same
 model, optimizer and batch over an in-memory tensor): once to compare with, once more as an A/A control that
 shows how far two identical whole runs drift apart on this machine; and once with the malloc settings ddp_bench
-gives itself (MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESHOLD_, see ddp_bench/hardware.py), which a user's own
+gives itself (MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESHOLD_, see ddp_bench/launch/hardware.py), which a user's own
 loop can have too. Synthetic data always; real MNIST too when --data-dir holds it. Each ratio (images/s of the
 timed steps, warm-up and start-up excluded on every side) is taken within a round, and the median over rounds is
 printed with its range. Target: ddp_bench / hand loop >= 0.98 (median).
@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 
-from ddp_bench.hardware import MMAP_THRESHOLD, TRIM_THRESHOLD
+from ddp_bench.launch.hardware import MMAP_THRESHOLD, TRIM_THRESHOLD
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = 0.98

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 from ddp_bench.args import Parser, parse_args
 from ddp_bench.errors import EXIT_FAILURE, EXIT_USAGE, RunFailure, UsageError
-from ddp_bench.stopping import StopRequest
+from ddp_bench.launch.stopping import StopRequest
 
 
 def download_main(argv: Sequence[str]) -> int:
@@ -27,7 +27,7 @@ def download_main(argv: Sequence[str]) -> int:
     parser.add_argument("--data-dir", default="data")
     args = parser.parse_args(list(argv))
     from ddp_bench.data import DOWNLOAD_HOSTS, download
-    from ddp_bench.preflight import has_internet
+    from ddp_bench.launch.preflight import has_internet
 
     if not has_internet(DOWNLOAD_HOSTS[args.data]):
         raise UsageError(
@@ -58,7 +58,7 @@ def report_cli(argv: Sequence[str]) -> int:
         help="scaling model: predict up to N ranks, from the runs and allreduce.csv found (default: measured counts)",
     )
     args = parser.parse_args(list(argv))
-    from ddp_bench.report import report_main  # pandas and matplotlib: only for this verb
+    from ddp_bench.report.build import report_main  # pandas and matplotlib: only for this verb
 
     return report_main(args.results, args.out, args.predict_to)
 
@@ -68,7 +68,7 @@ def check_main(argv: Sequence[str]) -> int:
     from rich.table import Table
 
     from ddp_bench.console import wide_console
-    from ddp_bench.preflight import run_checks
+    from ddp_bench.launch.preflight import run_checks
 
     cfg = parse_args(argv)
     findings = run_checks(cfg, os.environ)
@@ -83,13 +83,13 @@ def check_main(argv: Sequence[str]) -> int:
 
 
 def allreduce_cli(argv: Sequence[str]) -> int:
-    from ddp_bench.allreduce import allreduce_main  # imports torch
+    from ddp_bench.measurement.allreduce import allreduce_main  # imports torch
 
     return allreduce_main(argv)
 
 
 def sweep_cli(argv: Sequence[str]) -> int:
-    from ddp_bench.sweep import sweep_main
+    from ddp_bench.cluster.sweep import sweep_main
 
     return sweep_main(argv)
 

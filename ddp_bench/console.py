@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ddp_bench.records import RankRecord
+from ddp_bench.results.records import RankRecord
 
 
 @contextlib.contextmanager

@@ -17,11 +17,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ddp_bench.config import BenchConfig
 from ddp_bench.console import step_progress
-from ddp_bench.consumption import CounterChoice, cpu_counter, gpu_counter
-from ddp_bench.context import collect_context
 from ddp_bench.data import SPECS, Shard, build_batches, choose_loader
-from ddp_bench.discovery import discover_launch
-from ddp_bench.distributed import (
+from ddp_bench.errors import EXIT_INTERRUPTED, EXIT_OK, RunFailure, UsageError
+from ddp_bench.faults import fault_from_env
+from ddp_bench.launch.discovery import discover_launch
+from ddp_bench.launch.distributed import (
     Job,
     abort_collectives,
     align_ranks,
@@ -33,18 +33,18 @@ from ddp_bench.distributed import (
     process_group,
     register_rank,
 )
-from ddp_bench.errors import EXIT_INTERRUPTED, EXIT_OK, RunFailure, UsageError
-from ddp_bench.faults import fault_from_env
-from ddp_bench.hardware import HardwarePlan, apply_math_mode, plan_hardware, steady_cpu_allocator
-from ddp_bench.job_timing import WaitBeforeTraining, setup_seconds, slurm_queue_wait_s
-from ddp_bench.launch import LaunchInfo
+from ddp_bench.launch.hardware import HardwarePlan, apply_math_mode, plan_hardware, steady_cpu_allocator
+from ddp_bench.launch.launchers import LaunchInfo
+from ddp_bench.launch.preflight import data_location_note, gpu_note, require_launcher_for_allocation
+from ddp_bench.launch.stopping import StopRequest
+from ddp_bench.measurement.consumption import CounterChoice, cpu_counter, gpu_counter
+from ddp_bench.measurement.job_timing import WaitBeforeTraining, setup_seconds, slurm_queue_wait_s
+from ddp_bench.measurement.perf import flops_per_image, matmul_dtype, measured_peak_flops
 from ddp_bench.models import build_model, build_recipe, lr_factor
-from ddp_bench.perf import flops_per_image, matmul_dtype, measured_peak_flops
-from ddp_bench.preflight import data_location_note, gpu_note, require_launcher_for_allocation
-from ddp_bench.recording import RunSetup, measure_after_training, record_rank
-from ddp_bench.records import new_run_id
-from ddp_bench.results_dir import check_output_dir, prove_output_dir
-from ddp_bench.stopping import StopRequest
+from ddp_bench.results.context import collect_context
+from ddp_bench.results.recording import RunSetup, measure_after_training, record_rank
+from ddp_bench.results.records import new_run_id
+from ddp_bench.results.results_dir import check_output_dir, prove_output_dir
 from ddp_bench.train import Precision, run_training
 
 

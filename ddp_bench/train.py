@@ -24,12 +24,12 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ddp_bench.consumption import EnergyCounter
 from ddp_bench.data import BatchSource
-from ddp_bench.distributed import Job, align_ranks, any_rank, reduce_floats
 from ddp_bench.faults import Fault
-from ddp_bench.stopping import StopRequest, check_interval
-from ddp_bench.timing import StageClock, StepTimer
+from ddp_bench.launch.distributed import Job, align_ranks, any_rank, reduce_floats
+from ddp_bench.launch.stopping import StopRequest, check_interval
+from ddp_bench.measurement.consumption import EnergyCounter
+from ddp_bench.measurement.timing import StageClock, StepTimer
 
 
 @dataclass(frozen=True)

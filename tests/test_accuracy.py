@@ -7,7 +7,7 @@ import csv
 import pytest
 from conftest import read_rows, run_cli, run_torchrun
 
-from ddp_bench.records import ACCURACY_CURVE_COLUMNS, ACCURACY_CURVE_FILE
+from ddp_bench.results.records import ACCURACY_CURVE_COLUMNS, ACCURACY_CURVE_FILE
 
 CPU = ["--device", "cpu"]
 

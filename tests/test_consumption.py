@@ -12,9 +12,9 @@ import torch
 from conftest import read_rows
 
 from ddp_bench.cli import main
-from ddp_bench.consumption import cpu_counter, gpu_counter, rapl_package_zones
-from ddp_bench.job_timing import queue_wait_from_scontrol, setup_seconds, slurm_queue_wait_s
-from ddp_bench.timing import StageClock
+from ddp_bench.measurement.consumption import cpu_counter, gpu_counter, rapl_package_zones
+from ddp_bench.measurement.job_timing import queue_wait_from_scontrol, setup_seconds, slurm_queue_wait_s
+from ddp_bench.measurement.timing import StageClock
 
 
 def powercap_tree(root, zones: dict[str, tuple[int, int]]):

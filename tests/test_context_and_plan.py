@@ -8,11 +8,11 @@ import torch
 
 from ddp_bench import cli, data
 from ddp_bench.config import BenchConfig
-from ddp_bench.context import collect_context, cpu_name, detect_cluster, detect_platform, git_commit
 from ddp_bench.errors import UsageError
-from ddp_bench.hardware import plan_hardware
-from ddp_bench.launch import LaunchInfo
-from ddp_bench.results_dir import check_output_dir
+from ddp_bench.launch.hardware import plan_hardware
+from ddp_bench.launch.launchers import LaunchInfo
+from ddp_bench.results.context import collect_context, cpu_name, detect_cluster, detect_platform, git_commit
+from ddp_bench.results.results_dir import check_output_dir
 
 
 @pytest.mark.parametrize(
@@ -91,7 +91,7 @@ def test_output_directory_checks(tmp_path):
 
 
 def test_download_fetches_both_splits_with_download_enabled(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("ddp_bench.preflight.has_internet", lambda host: True)
+    monkeypatch.setattr("ddp_bench.launch.preflight.has_internet", lambda host: True)
     calls = []
     monkeypatch.setattr(
         data,
@@ -104,7 +104,7 @@ def test_download_fetches_both_splits_with_download_enabled(tmp_path, monkeypatc
 
 
 def test_download_that_breaks_off_is_one_clear_line(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("ddp_bench.preflight.has_internet", lambda host: True)
+    monkeypatch.setattr("ddp_bench.launch.preflight.has_internet", lambda host: True)
 
     def offline(*args, **kwargs):
         raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
@@ -116,7 +116,7 @@ def test_download_that_breaks_off_is_one_clear_line(tmp_path, monkeypatch, capsy
 
 
 def test_download_on_a_node_without_internet_is_refused_before_trying(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("ddp_bench.preflight.has_internet", lambda host: False)
+    monkeypatch.setattr("ddp_bench.launch.preflight.has_internet", lambda host: False)
     monkeypatch.setattr(data, "_open_torchvision", lambda *a, **k: pytest.fail("must not try to download"))
     assert cli.main(["download", "--data", "mnist", "--data-dir", str(tmp_path / "d")]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()

@@ -13,7 +13,7 @@ import pytest
 from conftest import clean_env, run_cli
 from emulated_link import cannot_emulate, emulated_link, run_on_both
 
-from ddp_bench.discovery import free_port
+from ddp_bench.launch.discovery import free_port
 
 pytestmark = pytest.mark.distributed
 

@@ -15,8 +15,8 @@ import uuid
 import pytest
 from conftest import clean_env, read_rows, run_cli, run_torchrun, torchrun_command
 
-from ddp_bench.discovery import free_port
 from ddp_bench.errors import EXIT_FAILURE, EXIT_INTERRUPTED
+from ddp_bench.launch.discovery import free_port
 
 pytestmark = pytest.mark.distributed
 

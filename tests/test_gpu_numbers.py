@@ -10,13 +10,13 @@ from test_context_and_plan import info, two_fake_gpus  # noqa: F401  (a fixture)
 from torch.nn.parallel import DistributedDataParallel
 
 from ddp_bench.cli import main
-from ddp_bench.comm_control import comm_control
 from ddp_bench.config import BenchConfig
 from ddp_bench.data import SPECS, Shard, build_batches
-from ddp_bench.distributed import is_peer_failure
-from ddp_bench.hardware import HardwarePlan, apply_math_mode, plan_hardware
+from ddp_bench.launch.distributed import is_peer_failure
+from ddp_bench.launch.hardware import HardwarePlan, apply_math_mode, plan_hardware
+from ddp_bench.measurement.comm_control import comm_control
+from ddp_bench.measurement.perf import model_flops_utilization
 from ddp_bench.models import MnistCNN
-from ddp_bench.perf import model_flops_utilization
 from ddp_bench.train import Precision
 
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-from ddp_bench.discovery import complete_with_mpi
 from ddp_bench.errors import UsageError
-from ddp_bench.launch import (
+from ddp_bench.launch.discovery import complete_with_mpi
+from ddp_bench.launch.launchers import (
     PORT_BASE,
     PORT_SPAN,
     LaunchInfo,

@@ -17,7 +17,7 @@ from datetime import datetime
 import pytest
 from conftest import clean_env, read_rows
 
-from ddp_bench.discovery import free_port
+from ddp_bench.launch.discovery import free_port
 
 pytestmark = pytest.mark.distributed
 

@@ -13,10 +13,10 @@ import pytest
 import torch
 from conftest import clean_env, read_rows, run_torchrun, torchrun_command
 
-from ddp_bench.allreduce import bus_bandwidth, default_sizes
 from ddp_bench.cli import main
+from ddp_bench.measurement.allreduce import bus_bandwidth, default_sizes
+from ddp_bench.measurement.perf import ADVICE, flops_per_image, measured_peak_flops, verdict
 from ddp_bench.models import MnistCNN
-from ddp_bench.perf import ADVICE, flops_per_image, measured_peak_flops, verdict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -9,8 +9,8 @@ import pytest
 from conftest import read_rows, run_cli, run_torchrun
 from test_records import make_record
 
-from ddp_bench.records import write_rank_csv
-from ddp_bench.report import build_report
+from ddp_bench.report.build import build_report
+from ddp_bench.results.records import write_rank_csv
 
 CPU = ["--device", "cpu"]
 NAN = float("nan")

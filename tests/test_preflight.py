@@ -5,8 +5,8 @@ from conftest import clean_env, run_cli
 
 from ddp_bench.config import BenchConfig
 from ddp_bench.errors import UsageError
-from ddp_bench.launch import detect_launch
-from ddp_bench.preflight import (
+from ddp_bench.launch.launchers import detect_launch
+from ddp_bench.launch.preflight import (
     data_location_note,
     filesystem_type,
     gpu_note,
@@ -37,7 +37,7 @@ def test_data_location(tmp_path):
 
 
 def test_network_filesystems_get_a_note(monkeypatch, tmp_path):
-    monkeypatch.setattr("ddp_bench.preflight.filesystem_type", lambda path: "lustre")
+    monkeypatch.setattr("ddp_bench.launch.preflight.filesystem_type", lambda path: "lustre")
     note = data_location_note(BenchConfig(data="mnist", data_dir=str(tmp_path)), {})
     assert note.level == "note" and "network filesystem (lustre)" in note.message and "SLURM_TMPDIR" in note.message
 

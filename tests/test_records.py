@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from ddp_bench.records import (
+from ddp_bench.results.records import (
     COLUMNS,
     REQUIRED_COLUMNS,
     RankRecord,
@@ -83,7 +83,7 @@ def filesystem_links(request, monkeypatch):
         def refuse(source, target):
             raise PermissionError(errno.EPERM, "Operation not permitted", source)
 
-        monkeypatch.setattr("ddp_bench.records.os.link", refuse)
+        monkeypatch.setattr("ddp_bench.results.records.os.link", refuse)
     return request.param
 
 

@@ -13,9 +13,9 @@ from conftest import run_cli, run_torchrun
 from test_records import make_record
 
 from ddp_bench.cli import main
-from ddp_bench.records import write_rank_csv
-from ddp_bench.report import build_report
-from ddp_bench.report_data import load_rows, platform_label, scaling_summary, summarise_runs
+from ddp_bench.report.build import build_report
+from ddp_bench.report.data import load_rows, platform_label, scaling_summary, summarise_runs
+from ddp_bench.results.records import write_rank_csv
 
 
 def fixture_run(out, run_id: str, world: int, seconds: list[float], steps: int = 100, batch: int = 64, **extra):

@@ -12,9 +12,9 @@ import pytest
 from conftest import clean_env, read_rows, run_cli, run_torchrun
 from test_report import fixture_run
 
-from ddp_bench.report import build_report
-from ddp_bench.report_data import load_rows, summarise_runs
-from ddp_bench.report_scaling import straggler_table
+from ddp_bench.report.build import build_report
+from ddp_bench.report.data import load_rows, summarise_runs
+from ddp_bench.report.scaling import straggler_table
 
 GPU = dict(launcher="slurm", backend="nccl", device="cuda:0")
 # 4 MB of gradients ready 30 ms before the end of backward, then 1 MB at the end

@@ -19,9 +19,9 @@ from test_failures import wait_until_catching
 
 from ddp_bench.cli import main
 from ddp_bench.errors import UsageError
-from ddp_bench.records import COLUMNS, read_rank_csv
-from ddp_bench.report import build_report
-from ddp_bench.results_dir import RESCUE_DIR_NAME, prove_output_dir
+from ddp_bench.report.build import build_report
+from ddp_bench.results.records import COLUMNS, read_rank_csv
+from ddp_bench.results.results_dir import RESCUE_DIR_NAME, prove_output_dir
 
 CPU = ["--device", "cpu"]
 
@@ -134,7 +134,7 @@ def test_a_write_that_fails_after_training_is_rescued_and_the_report_reads_it(tm
     def failing_write(out_dir, record):
         raise OSError(errno.EIO, "Input/output error")  # what a dropped network filesystem returns
 
-    monkeypatch.setattr("ddp_bench.recording.write_rank_csv", failing_write)
+    monkeypatch.setattr("ddp_bench.results.recording.write_rank_csv", failing_write)
     code = main([*CPU, "--steps", "3", "--warmup-steps", "1", "--out", str(tmp_path / "results")])
     err = capsys.readouterr().err
     assert code == 1

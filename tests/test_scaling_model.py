@@ -1,12 +1,11 @@
-"""Tier 1: the scaling model's arithmetic (ddp_bench/scaling_model.py), on hand-worked numbers."""
+"""Tier 1: the scaling model's arithmetic (ddp_bench/measurement/scaling_model.py), on hand-worked numbers."""
 
 import math
 
 import pytest
 
-from ddp_bench.allreduce import bus_bandwidth
-from ddp_bench.models import build_model
-from ddp_bench.scaling_model import (
+from ddp_bench.measurement.allreduce import bus_bandwidth
+from ddp_bench.measurement.scaling_model import (
     AllreduceCurve,
     Bucket,
     ddp_buckets,
@@ -17,6 +16,7 @@ from ddp_bench.scaling_model import (
     predict_step,
     prediction_counts,
 )
+from ddp_bench.models import build_model
 
 # What DDP itself reported (`_get_ddp_logging_data()`) after a real 2-rank gloo run of
 # build_model("resnet18", 3, 10, 32): the order gradients became ready, and the buckets it rebuilt from it.

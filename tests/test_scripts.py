@@ -13,11 +13,11 @@ import pytest
 from conftest import run_cli
 from test_records import make_record
 
-from ddp_bench.clusters import PROFILES
+from ddp_bench.cluster.jobscript import JobShape, reference_script_name, render, render_reference
+from ddp_bench.cluster.profiles import PROFILES
+from ddp_bench.cluster.sweep import complete_keys, job_shape, plan_sweep, sweep_key
 from ddp_bench.errors import UsageError
-from ddp_bench.jobscript import JobShape, reference_script_name, render, render_reference
-from ddp_bench.records import render_csv, write_rank_csv
-from ddp_bench.sweep import complete_keys, job_shape, plan_sweep, sweep_key
+from ddp_bench.results.records import render_csv, write_rank_csv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHELL_SCRIPTS = sorted(

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from ddp_bench.stopping import check_interval
-from ddp_bench.timing import StageClock, StepTimer, percentile
+from ddp_bench.launch.stopping import check_interval
+from ddp_bench.measurement.timing import StageClock, StepTimer, percentile
 
 
 @pytest.mark.parametrize("q", [0, 10, 50, 90, 100])

@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 
 from ddp_bench.errors import RunFailure
-from ddp_bench.launch import LaunchInfo
+from ddp_bench.launch.launchers import LaunchInfo
 
 _STRING_BYTES = 256  # fixed width for strings shared between ranks (run ids, host names)
 _ROLL_CALL_S = 5.0  # how long survivors of a failure wait for each other to answer the roll call

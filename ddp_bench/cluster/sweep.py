@@ -20,10 +20,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ddp_bench.args import Parser, parse_args
-from ddp_bench.clusters import PROFILES, get_profile
+from ddp_bench.cluster.jobscript import JobShape, SeriesStep, render, render_series
+from ddp_bench.cluster.profiles import PROFILES, get_profile
 from ddp_bench.errors import EXIT_FAILURE, UsageError
-from ddp_bench.jobscript import JobShape, SeriesStep, render, render_series
-from ddp_bench.records import find_rank_files, incomplete_reason, read_rank_csv
+from ddp_bench.results.records import find_rank_files, incomplete_reason, read_rank_csv
 
 
 @dataclass(frozen=True)

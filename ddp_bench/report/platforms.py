@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ddp_bench.report_data import short_device, where_label
+from ddp_bench.report.data import short_device, where_label
 
 WORKLOAD_KEYS = ("model", "data", "batch_size", "amp")
 PLATFORM_KEYS = ("platform", "cluster", "device_kind", "device_name")

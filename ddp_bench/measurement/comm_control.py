@@ -21,9 +21,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ddp_bench.data import BatchSource
-from ddp_bench.distributed import align_ranks
-from ddp_bench.scaling_model import Bucket, ddp_buckets
-from ddp_bench.timing import StepTimer, percentile
+from ddp_bench.launch.distributed import align_ranks
+from ddp_bench.measurement.scaling_model import Bucket, ddp_buckets
+from ddp_bench.measurement.timing import StepTimer, percentile
 from ddp_bench.train import Precision, epochs_forever, train_step
 
 

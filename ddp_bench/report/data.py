@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ddp_bench.records import (
+from ddp_bench.results.records import (
     COLUMNS,
     NUMERIC_COLUMNS,
     find_rank_files,
@@ -133,12 +133,12 @@ def summarise_runs(rows: pd.DataFrame) -> RunTables:
                 "mfu": ranks["mfu"].median(),
                 "verdict": ranks["verdict"].mode().iloc[0],  # what most ranks concluded
                 "started_at": first["started_at"],
-                # for the scaling model (report_scaling.py): the slowest rank's compute-only step paces the job
+                # for the scaling model (report/scaling.py): the slowest rank's compute-only step paces the job
                 "launcher": first["launcher"],
                 "backend": first["backend"],
                 "compute_step_ms": ranks["compute_step_ms"].max(),
                 "grad_buckets": first["grad_buckets"],
-                # for the platform comparison (report_platforms.py)
+                # for the platform comparison (report/platforms.py)
                 "device_kind": "GPU" if str(first["device"]).startswith("cuda") else "CPU",
                 "dataset_size": dataset_size,
                 "samples": ranks["samples"].sum(),

@@ -13,7 +13,7 @@ import torch
 
 from ddp_bench.config import BenchConfig
 from ddp_bench.errors import UsageError
-from ddp_bench.launch import LaunchInfo
+from ddp_bench.launch.launchers import LaunchInfo
 
 
 @dataclass(frozen=True)

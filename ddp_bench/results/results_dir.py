@@ -18,7 +18,7 @@ import sys
 import tempfile
 
 from ddp_bench.errors import UsageError
-from ddp_bench.records import RankRecord, render_csv, write_rank_csv
+from ddp_bench.results.records import RankRecord, render_csv, write_rank_csv
 
 # What the probe writes: more than a rank's row file and its temporary copy take together.
 PROBE_BYTES = 8192

@@ -13,7 +13,7 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ddp_bench.clusters import ClusterProfile
+from ddp_bench.cluster.profiles import ClusterProfile
 
 WARNING_SIGNAL = "USR1@120"  # SIGUSR1 two minutes before the time limit: ddp_bench stops and writes its rows
 

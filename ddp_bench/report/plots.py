@@ -13,8 +13,8 @@ import pandas as pd
 from matplotlib.figure import Figure  # figures as objects, rendered to files: no pyplot, no display, no global state
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocator
 
-from ddp_bench.report_data import device_word, series_title
-from ddp_bench.report_scaling import SeriesModel
+from ddp_bench.report.data import device_word, series_title
+from ddp_bench.report.scaling import SeriesModel
 
 
 def _save(figure: Figure, out_dir: str, name: str) -> list[str]:

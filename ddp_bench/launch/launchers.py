@@ -213,7 +213,7 @@ class MpiEnvironment:
 
     @staticmethod
     def read(env: Mapping[str, str]) -> LaunchInfo:
-        """What the environment alone says; `ddp_bench.discovery` asks MPI itself for the rest."""
+        """What the environment alone says; `ddp_bench.launch.discovery` asks MPI itself for the rest."""
         for rank_var, size_var, local_var, local_size_var in _MPI_FLAVOURS:
             if rank_var not in env:
                 continue

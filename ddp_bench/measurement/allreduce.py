@@ -81,18 +81,18 @@ def allreduce_main(argv: Sequence[str]) -> int:
     import torch
     import torch.distributed as dist
 
-    from ddp_bench.context import collect_context
-    from ddp_bench.discovery import discover_launch
-    from ddp_bench.distributed import (
+    from ddp_bench.launch.discovery import discover_launch
+    from ddp_bench.launch.distributed import (
         align_ranks,
         broadcast_string,
         process_group,
         reduce_floats,
         synchronize,
     )
-    from ddp_bench.hardware import plan_hardware
-    from ddp_bench.records import new_run_id
-    from ddp_bench.results_dir import prove_output_dir
+    from ddp_bench.launch.hardware import plan_hardware
+    from ddp_bench.results.context import collect_context
+    from ddp_bench.results.records import new_run_id
+    from ddp_bench.results.results_dir import prove_output_dir
 
     info = discover_launch(os.environ, cfg.launcher, cfg.init_timeout)
     plan = plan_hardware(cfg, info, os.environ)

@@ -12,8 +12,8 @@ import time
 
 import torch
 
-from ddp_bench.consumption import EnergyCounter
-from ddp_bench.distributed import synchronize
+from ddp_bench.launch.distributed import synchronize
+from ddp_bench.measurement.consumption import EnergyCounter
 
 
 class StageClock:

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from ddp_bench.console import format_number, wide_console
 from ddp_bench.errors import UsageError
-from ddp_bench.report_data import (
+from ddp_bench.report.data import (
     LoadedRows,
     RunTables,
     device_word,
@@ -25,8 +25,8 @@ from ddp_bench.report_data import (
     series_title,
     summarise_runs,
 )
-from ddp_bench.report_platforms import accuracy_series, course_rows, platform_table
-from ddp_bench.report_scaling import SeriesModel, load_allreduce, predict_series, straggler_table
+from ddp_bench.report.platforms import accuracy_series, course_rows, platform_table
+from ddp_bench.report.scaling import SeriesModel, load_allreduce, predict_series, straggler_table
 
 
 @dataclass(frozen=True)
@@ -35,12 +35,12 @@ class Report:
     tables: RunTables
     summary: pd.DataFrame
     files: list[str]
-    platforms: pd.DataFrame  # report_platforms.platform_table
-    course: dict  # report_platforms.course_rows
-    accuracy: pd.DataFrame  # report_platforms.accuracy_series
-    models: list[SeriesModel]  # report_scaling.predict_series
+    platforms: pd.DataFrame  # platforms.platform_table
+    course: dict  # platforms.course_rows
+    accuracy: pd.DataFrame  # platforms.accuracy_series
+    models: list[SeriesModel]  # scaling.predict_series
     not_modelled: list[str]  # series the model could not serve, and why
-    stragglers: pd.DataFrame  # report_scaling.straggler_table
+    stragglers: pd.DataFrame  # scaling.straggler_table
 
 
 def markdown(report: Report) -> str:
@@ -120,8 +120,9 @@ def model_markdown(models: list[SeriesModel], not_modelled: list[str], summary: 
         "",
         "A model, not a measurement: step = compute + the all-reduce time DDP's gradient buckets leave exposed "
         "after backward, each bucket all-reduced as soon as its gradients are ready, one after another "
-        "(α–β ring all-reduce with DDP's bucket overlap; `ddp_bench/scaling_model.py`); on CPU ranks, plus the "
-        "measured CPU time of the all-reduce that overlaps backward on the same cores. Predicted images/s = "
+        "(α–β ring all-reduce with DDP's bucket overlap; `ddp_bench/measurement/scaling_model.py`); on CPU "
+        "ranks, plus the measured CPU time of the all-reduce that overlaps backward on the same cores. "
+        "Predicted images/s = "
         "ranks × batch ÷ step; the range runs from no overlap at all to perfect overlap. Efficiency is against the "
         "series' smallest measured run, as in the measured column.",
         "",
@@ -294,7 +295,7 @@ def print_console(report: Report, console: Console) -> None:
 
 def build_report(directories: Sequence[str], out_dir: str, predict_to: int = 0) -> Report:
     """predict_to: the scaling model's largest count (0: the measured counts only)."""
-    from ddp_bench.report_plots import plot_efficiency, plot_platforms, plot_throughput, plot_time_to_accuracy
+    from ddp_bench.report.plots import plot_efficiency, plot_platforms, plot_throughput, plot_time_to_accuracy
 
     loaded = load_rows(list(directories))
     if not loaded.files:  # a mistyped path must not look like a successful, empty report

@@ -1,4 +1,4 @@
-"""The report's scaling model and straggler tables. pandas only; the arithmetic is in scaling_model.py.
+"""The report's scaling model and straggler tables. pandas only; the arithmetic is in measurement/scaling_model.py.
 
 Predictions are made for weak-scaling series (fixed per-rank batch, so a rank's compute does not change with
 the count) that have an all-reduce measurement (`allreduce.csv`) from the same launcher, platform, cluster,
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ddp_bench.scaling_model import (
+from ddp_bench.measurement.scaling_model import (
     AllreduceCurve,
     parse_buckets,
     predict_step,

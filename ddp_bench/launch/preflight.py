@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from ddp_bench.config import BenchConfig
 from ddp_bench.errors import UsageError
-from ddp_bench.launch import LaunchInfo
+from ddp_bench.launch.launchers import LaunchInfo
 
 NETWORK_FILESYSTEMS = {"lustre", "nfs", "nfs4", "gpfs", "beegfs", "cifs", "smb3", "fuse.sshfs", "ceph", "fuse.ceph"}
 
@@ -96,9 +96,9 @@ def run_checks(cfg: BenchConfig, env: Mapping[str, str]) -> list[Finding]:
     import torch
 
     from ddp_bench.data import DOWNLOAD_HOSTS, SPECS, open_real_dataset
-    from ddp_bench.discovery import discover_launch
-    from ddp_bench.hardware import plan_hardware
-    from ddp_bench.results_dir import check_output_dir
+    from ddp_bench.launch.discovery import discover_launch
+    from ddp_bench.launch.hardware import plan_hardware
+    from ddp_bench.results.results_dir import check_output_dir
 
     findings = []
     try:

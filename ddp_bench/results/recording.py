@@ -11,18 +11,21 @@ from dataclasses import dataclass
 
 import torch
 
-from ddp_bench.comm_control import CommControl, comm_control
 from ddp_bench.config import BenchConfig
 from ddp_bench.console import print_summary
-from ddp_bench.consumption import CounterChoice, peak_memory
-from ddp_bench.context import RunContext
 from ddp_bench.data import BatchSource, DatasetSpec, Shard, build_batches
-from ddp_bench.distributed import Job, align_ranks, gather_floats
-from ddp_bench.hardware import HardwarePlan
-from ddp_bench.job_timing import WaitBeforeTraining
+from ddp_bench.launch.distributed import Job, align_ranks, gather_floats
+from ddp_bench.launch.hardware import HardwarePlan
+from ddp_bench.launch.stopping import StopRequest
+from ddp_bench.measurement.comm_control import CommControl, comm_control
+from ddp_bench.measurement.consumption import CounterChoice, peak_memory
+from ddp_bench.measurement.job_timing import WaitBeforeTraining
+from ddp_bench.measurement.perf import ADVICE, model_flops_utilization, verdict
+from ddp_bench.measurement.scaling_model import format_buckets
+from ddp_bench.measurement.timing import percentile
 from ddp_bench.models import Recipe
-from ddp_bench.perf import ADVICE, model_flops_utilization, verdict
-from ddp_bench.records import (
+from ddp_bench.results.context import RunContext
+from ddp_bench.results.records import (
     ACCURACY_CURVE_COLUMNS,
     ACCURACY_CURVE_FILE,
     RankRecord,
@@ -33,10 +36,7 @@ from ddp_bench.records import (
     write_new_file,
     write_rank_csv,
 )
-from ddp_bench.results_dir import rescue_dir, rescue_row
-from ddp_bench.scaling_model import format_buckets
-from ddp_bench.stopping import StopRequest
-from ddp_bench.timing import percentile
+from ddp_bench.results.results_dir import rescue_dir, rescue_row
 from ddp_bench.train import Precision, TrainResult, run_training
 
 
@@ -58,7 +58,7 @@ class RunSetup:
     recipe: Recipe
     waits: WaitBeforeTraining
     energy: CounterChoice  # this rank's energy counter, or why it has none
-    cpu_allocator: str  # hardware.steady_cpu_allocator: the malloc settings the process trained with
+    cpu_allocator: str  # launch.hardware.steady_cpu_allocator: the malloc settings the process trained with
 
 
 @dataclass(frozen=True)

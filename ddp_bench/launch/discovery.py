@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import replace
 
 from ddp_bench.errors import UsageError
-from ddp_bench.launch import LaunchInfo, MpiLaunchInfo, detect_launch
+from ddp_bench.launch.launchers import LaunchInfo, MpiLaunchInfo, detect_launch
 
 
 def free_port() -> int:

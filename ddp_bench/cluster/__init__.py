@@ -1,0 +1,1 @@
+"""Cluster: cluster profiles, rendered Slurm job scripts, sweeps."""
