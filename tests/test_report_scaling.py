@@ -38,8 +38,8 @@ def allreduce_fixture(out, world: int, nodes: int, us_per_mb: float = 1000.0) ->
 
 def gpu_series(out) -> None:
     # 1 rank: 100 steps x 64 in 2 s = 3200 images/s; 2 ranks: 12800 images, slowest 2.5 s = 5120 images/s
-    fixture_run(out, "w1", 1, [2.0], compute_step_ms=20.0, grad_buckets=BUCKETS, **GPU)
-    fixture_run(out, "w2", 2, [2.5, 2.5], compute_step_ms=25.0, grad_buckets=BUCKETS, **GPU)
+    fixture_run(out, "w1", 1, [2.0], compute_step_ms=20.0, job_compute_step_ms=20.0, grad_buckets=BUCKETS, **GPU)
+    fixture_run(out, "w2", 2, [2.5, 2.5], compute_step_ms=25.0, job_compute_step_ms=25.0, grad_buckets=BUCKETS, **GPU)
 
 
 def test_predictions_at_measured_and_extrapolated_counts_by_hand(tmp_path):
@@ -74,8 +74,10 @@ def test_predictions_at_measured_and_extrapolated_counts_by_hand(tmp_path):
 
 def test_cpu_ranks_add_the_overlapped_allreduce_cpu_time(tmp_path):
     cpu = dict(launcher="slurm", backend="nccl", device="cpu")  # device kind CPU; keys match the fixture table
-    fixture_run(tmp_path, "w1", 1, [2.0], compute_step_ms=20.0, grad_buckets=BUCKETS, **cpu)
-    fixture_run(tmp_path, "w2", 2, [2.5, 2.5], compute_step_ms=25.0, grad_buckets=BUCKETS, **cpu)
+    fixture_run(tmp_path, "w1", 1, [2.0], compute_step_ms=20.0, job_compute_step_ms=20.0, grad_buckets=BUCKETS, **cpu)
+    fixture_run(
+        tmp_path, "w2", 2, [2.5, 2.5], compute_step_ms=25.0, job_compute_step_ms=25.0, grad_buckets=BUCKETS, **cpu
+    )
     allreduce_fixture(tmp_path, world=2, nodes=2)
     (model,) = build_report([str(tmp_path)], str(tmp_path / "report")).models
     two = model.predictions.set_index("world_size").loc[2]
@@ -87,13 +89,25 @@ def test_cpu_ranks_add_the_overlapped_allreduce_cpu_time(tmp_path):
 
 def test_series_the_model_cannot_serve_say_why(tmp_path):
     gpu_series(tmp_path)  # no allreduce.csv at all
-    fixture_run(tmp_path, "s2", 2, [2.0, 2.0], scaling="strong", compute_step_ms=25.0, grad_buckets=BUCKETS, **GPU)
+    fixture_run(
+        tmp_path,
+        "s2",
+        2,
+        [2.0, 2.0],
+        scaling="strong",
+        compute_step_ms=25.0,
+        job_compute_step_ms=25.0,
+        grad_buckets=BUCKETS,
+        **GPU,
+    )
     report = build_report([str(tmp_path)], str(tmp_path / "report"))
     assert not report.models
     assert any("no allreduce.csv from slurm with nccl" in why for why in report.not_modelled)
     assert any("strong scaling" in why for why in report.not_modelled)
     allreduce_fixture(tmp_path, world=2, nodes=1)
-    fixture_run(tmp_path, "w4", 4, [2.0] * 4, compute_step_ms=25.0, grad_buckets="not buckets", **GPU)
+    fixture_run(
+        tmp_path, "w4", 4, [2.0] * 4, compute_step_ms=25.0, job_compute_step_ms=25.0, grad_buckets="not buckets", **GPU
+    )
     report = build_report([str(tmp_path)], str(tmp_path / "report2"))
     assert any("grad_buckets cell" in why for why in report.not_modelled)
 

@@ -3,8 +3,10 @@ and when DDP's gradient buckets become ready. None of it is inside `train_time_s
 
 - exposed communication: paired steps with and without DDP's all-reduce (`no_sync`);
 - compute-only step time: the median of those `no_sync` steps, on this rank alone: the per-rank speed a
-  straggler report needs (with the all-reduce, every rank waits for the slowest and all look alike) and the
-  compute term of the scaling model;
+  straggler report needs (with the all-reduce, every rank waits for the slowest and all look alike); and, since
+  every such step starts with the ranks aligned, the median over steps of the slowest rank's time in each: the
+  compute-only step the job as a whole runs at (the scaling model's compute term), which is longer than any one
+  rank's median when their times jitter;
 - gradient readiness: a few more compute-only steps with a hook on every parameter, giving each bucket's bytes
   and how long before the end of backward its last gradient was ready: the overlap the scaling model needs.
 """
@@ -21,7 +23,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ddp_bench.data import BatchSource
-from ddp_bench.launch.distributed import align_ranks
+from ddp_bench.launch.distributed import align_ranks, gather_floats
 from ddp_bench.measurement.scaling_model import Bucket, ddp_buckets
 from ddp_bench.measurement.timing import StepTimer, percentile
 from ddp_bench.train import Precision, epochs_forever, train_step
@@ -31,6 +33,7 @@ from ddp_bench.train import Precision, epochs_forever, train_step
 class CommControl:
     exposed_comm_ms: float  # 0 on one rank
     compute_step_ms: float  # median compute-only step on this rank; NaN when not measured
+    job_compute_step_ms: float  # median over the same steps of the slowest rank's time; NaN when not measured
     buckets: list[Bucket]  # in the order DDP reduces them; [] when not measured
 
 
@@ -49,9 +52,11 @@ def comm_control(
     stream = epochs_forever(batches, first_epoch=1_000_000)  # any epoch: only the timing matters here
     ddp = getattr(ddp_model, "_orig_mod", ddp_model)  # the DDP module under torch.compile
     distributed = isinstance(ddp, DistributedDataParallel)
-    exposed, compute = (0.0, float("nan"))
+    exposed, compute, job_compute = (0.0, float("nan"), float("nan"))
     if distributed:
-        exposed, compute = _paired_steps(ddp_model, ddp, optimizer, scaler, stream, precision, device, pairs)
+        exposed, compute, job_compute = _paired_steps(
+            ddp_model, ddp, optimizer, scaler, stream, precision, device, pairs
+        )
     module = ddp.module if distributed else ddp
 
     def compute_only_step() -> None:
@@ -60,12 +65,13 @@ def comm_control(
             train_step(ddp_model, optimizer, scaler, precision, x, y)
 
     buckets = gradient_buckets(module, compute_only_step, device, readiness_steps)
-    return CommControl(exposed, compute, buckets)
+    return CommControl(exposed, compute, job_compute, buckets)
 
 
-def _paired_steps(ddp_model, ddp, optimizer, scaler, stream, precision, device, pairs) -> tuple[float, float]:
-    """(exposed all-reduce ms, compute-only ms): the median, over pairs of adjacent steps, of (step with DDP's
-    gradient all-reduce) minus (the same step under `no_sync`), and the median `no_sync` step. The difference
+def _paired_steps(ddp_model, ddp, optimizer, scaler, stream, precision, device, pairs) -> tuple[float, float, float]:
+    """(exposed all-reduce ms, compute-only ms, the job's compute-only ms): the median, over pairs of adjacent
+    steps, of (step with DDP's gradient all-reduce) minus (the same step under `no_sync`); the median `no_sync`
+    step of this rank; and the median over those steps of the slowest rank's time in each. The difference
     is the communication the overlap with backward did not hide, plus the wait for the slowest rank. Pairing
     adjacent steps, in alternating order, keeps drift in machine speed (other jobs, clock boost, a noisy
     neighbour) out of it. Zero when the difference is below the noise.
@@ -90,7 +96,8 @@ def _paired_steps(ddp_model, ddp, optimizer, scaler, stream, precision, device, 
                 timers[sync].stop()
     unsynced = timers[False].durations_ms()
     differences = [synced - alone for synced, alone in zip(timers[True].durations_ms(), unsynced, strict=True)]
-    return max(0.0, percentile(differences, 50)), percentile(unsynced, 50)
+    slowest = [max(step) for step in zip(*gather_floats(unsynced, device), strict=True)]
+    return max(0.0, percentile(differences, 50)), percentile(unsynced, 50), percentile(slowest, 50)
 
 
 def gradient_buckets(

@@ -133,10 +133,10 @@ def summarise_runs(rows: pd.DataFrame) -> RunTables:
                 "mfu": ranks["mfu"].median(),
                 "verdict": ranks["verdict"].mode().iloc[0],  # what most ranks concluded
                 "started_at": first["started_at"],
-                # for the scaling model (report/scaling.py): the slowest rank's compute-only step paces the job
+                # for the scaling model (report/scaling.py)
                 "launcher": first["launcher"],
                 "backend": first["backend"],
-                "compute_step_ms": ranks["compute_step_ms"].max(),
+                "job_compute_step_ms": ranks["job_compute_step_ms"].max(),  # the same on every rank
                 "grad_buckets": first["grad_buckets"],
                 # for the platform comparison (report/platforms.py)
                 "device_kind": "GPU" if str(first["device"]).startswith("cuda") else "CPU",
@@ -175,7 +175,7 @@ def summarise_runs(rows: pd.DataFrame) -> RunTables:
         "started_at",
         "launcher",
         "backend",
-        "compute_step_ms",
+        "job_compute_step_ms",
         "grad_buckets",
         *RUN_RESOURCE_COLUMNS,
         *PROVENANCE_KEYS,
@@ -271,7 +271,7 @@ SUMMARY_COLUMNS = [
     "device_kind",
     "launcher",
     "backend",
-    "compute_step_ms",
+    "job_compute_step_ms",
     "grad_buckets",
 ]
 
@@ -308,7 +308,7 @@ def scaling_summary(runs: pd.DataFrame) -> pd.DataFrame:
                         "device_kind": first["device_kind"],
                         "launcher": repeats["launcher"].mode().iloc[0],
                         "backend": first["backend"],
-                        "compute_step_ms": repeats["compute_step_ms"].median(),
+                        "job_compute_step_ms": repeats["job_compute_step_ms"].median(),
                         "grad_buckets": first["grad_buckets"],
                     }
                 )

@@ -3,9 +3,9 @@
 Predictions are made for weak-scaling series (fixed per-rank batch, so a rank's compute does not change with
 the count) that have an all-reduce measurement (`allreduce.csv`) from the same launcher, platform, cluster,
 backend and device. At each count:
-- compute: at a measured count, that count's own runs (the slowest rank's compute-only step, median over
-  repeats), so the column checks the communication model alone; past the largest measured count, the largest
-  run's, which carries the contention of the most ranks measured;
+- compute: at a measured count, that count's own runs (the job's compute-only step: at each step the slowest
+  rank's time, median over steps, then over repeats), so the column checks the communication model alone; past
+  the largest measured count, the largest run's, which carries the contention of the most ranks measured;
 - buckets: DDP's gradient buckets and how long before the end of backward each was ready, from the same run;
 - all-reduce: the measured curve at that rank count, interpolated at each bucket's size, or, at counts without
   one, the α–β ring fitted to the curve at the largest count measured;
@@ -94,8 +94,8 @@ def predict_series(
         if largest["scaling"] != "weak":
             skipped.append(f"{name}: strong scaling changes each rank's batch, and so its compute; not modelled")
             continue
-        if points["grad_buckets"].fillna("").eq("").any() or points["compute_step_ms"].isna().any():
-            skipped.append(f"{name}: rows without compute_step_ms and grad_buckets (from before this version)")
+        if points["grad_buckets"].fillna("").eq("").any() or points["job_compute_step_ms"].isna().any():
+            skipped.append(f"{name}: rows without job_compute_step_ms and grad_buckets (from before this version)")
             continue
         try:
             for text in points["grad_buckets"]:
@@ -155,7 +155,7 @@ def _predict(series: str, points: pd.DataFrame, curves: list[AllreduceCurve], pr
             return curve.cpu_time_s(size, count) * 1e3 if curve and on_cpu else 0.0
 
         step = predict_step(
-            count, float(source["compute_step_ms"]), parse_buckets(source["grad_buckets"]), allreduce_ms, cpu_ms
+            count, float(source["job_compute_step_ms"]), parse_buckets(source["grad_buckets"]), allreduce_ms, cpu_ms
         )
         batch = int(source["batch_size"])
 
@@ -181,10 +181,11 @@ def _predict(series: str, points: pd.DataFrame, curves: list[AllreduceCurve], pr
             }
         )
     compute_source = (
-        "the slowest rank's median compute-only step (`compute_step_ms`: the `no_sync` control after the timed "
-        f"stage; on one rank, its timed steps) of the runs at each measured count; past {int(largest['world_size'])},"
-        f" the {int(largest['world_size'])}-rank run's ({float(largest['compute_step_ms']):.1f} ms), with its "
-        "gradient buckets and their ready times (`grad_buckets`)"
+        "the job's compute-only step (`job_compute_step_ms`: in the `no_sync` control after the timed stage, the "
+        "median over steps of the slowest rank's time in each; on one rank, its timed steps) of the runs at each "
+        f"measured count; past {int(largest['world_size'])}, the {int(largest['world_size'])}-rank run's "
+        f"({float(largest['job_compute_step_ms']):.1f} ms), with its gradient buckets and their ready times "
+        "(`grad_buckets`)"
     )
     allreduce_source = (
         "allreduce.csv at "

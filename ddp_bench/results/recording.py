@@ -114,7 +114,7 @@ def measure_after_training(
             on_step=lambda: None,
         )
         synthetic = global_throughput(comparison, device)
-    control = CommControl(0.0, float("nan"), [])
+    control = CommControl(0.0, float("nan"), float("nan"), [])
     if not result.stopped_by:
         control = comm_control(ddp_model, optimizer, scaler, batches, precision, device)
     return AfterTraining(control, synthetic)
@@ -196,6 +196,7 @@ def record_rank(
         comm_exposed_ms=comm_ms,
         # one rank has no all-reduce to leave out: its timed steps are compute-only steps
         compute_step_ms=step_ms if info.world_size == 1 else extras.control.compute_step_ms,
+        job_compute_step_ms=step_ms if info.world_size == 1 else extras.control.job_compute_step_ms,
         grad_buckets=format_buckets(extras.control.buckets),
         flops_per_image=setup.flops_per_image,
         achieved_tflops=achieved / 1e12,

@@ -74,6 +74,7 @@ class RankRecord:
     data_wait_median_ms: float  # per step, time the loop waited for its batch (host side)
     comm_exposed_ms: float  # per step, all-reduce time not hidden behind backward (paired no_sync control)
     compute_step_ms: float  # median step on this rank with DDP's all-reduce off (no_sync control): its own speed
+    job_compute_step_ms: float  # the same steps' median of the slowest rank's time in each: the job's compute step
     grad_buckets: str  # DDP's buckets, 'bytes@window_ms;...': window = its last gradient ready to end of backward
     flops_per_image: float  # forward + backward, counted by torch.utils.flop_counter
     achieved_tflops: float  # this rank: flops_per_image x images_per_s
