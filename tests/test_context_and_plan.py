@@ -144,11 +144,11 @@ def test_a_cpu_run_records_its_allocator_and_trains_without_per_step_page_faults
         "def counted(**kw):\n"
         "    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
         "    result = train(**kw)\n"
-        "    print('faults per step', (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 40)\n"
+        "    print('faults per step', (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 25)\n"
         "    return result\n"
         "run.run_training = counted\n"
         "from ddp_bench.cli import main\n"
-        f"sys.exit(main(['--device', 'cpu', '--steps', '30', '--warmup-steps', '10', '--out', {str(tmp_path)!r}]))\n"
+        f"sys.exit(main(['--device', 'cpu', '--steps', '20', '--warmup-steps', '5', '--out', {str(tmp_path)!r}]))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=clean_env())
     assert done.returncode == 0, done.stderr

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.distributed
 
 TOLERANCE = 0.15
 RUN = ["--device", "cpu", "--batch-size", "64", "--warmup-steps", "5", "--steps", "30"]
-ALLREDUCE = ["allreduce", "--device", "cpu", "--max-bytes", str(8 * 2**20), "--iters", "5", "--warmup", "1"]
+ALLREDUCE = ["allreduce", "--device", "cpu", "--max-bytes", str(8 * 2**20), "--iters", "3", "--warmup", "1"]
 
 
 @pytest.mark.skipif(bool(cannot_emulate()), reason=cannot_emulate() or "can emulate")
