@@ -19,7 +19,8 @@ pytestmark = pytest.mark.distributed
 
 TOLERANCE = 0.15
 RUN = ["--device", "cpu", "--batch-size", "64", "--warmup-steps", "5", "--steps", "30"]
-ALLREDUCE = ["allreduce", "--device", "cpu", "--max-bytes", str(8 * 2**20), "--iters", "3", "--warmup", "1"]
+# up to 16 MiB, so the CNN's 4.7 MB bucket lies between measured sizes
+ALLREDUCE = ["allreduce", "--device", "cpu", "--max-bytes", str(16 * 2**20), "--iters", "3", "--warmup", "1"]
 
 
 @pytest.mark.skipif(bool(cannot_emulate()), reason=cannot_emulate() or "can emulate")

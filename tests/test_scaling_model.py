@@ -60,8 +60,12 @@ def test_alpha_beta_fit_recovers_the_ring_constants():
     assert fit.beta_bytes_per_s == pytest.approx(beta, rel=1e-6)
     # at 16 ranks, 100 MB: 30 hops of latency and 15/8 of the message over each link
     assert fit.time_s(16, 100_000_000) == pytest.approx(30 * alpha + 30 / 16 * 1e8 / beta)
-    with pytest.raises(ValueError):
-        fit_alpha_beta(2, [4096, 8192], [1.0, 0.5])  # shrinking with size: no bandwidth
+    # noise at the small end does not move β: it comes from the two largest messages
+    noisy = list(times)
+    noisy[0], noisy[1] = noisy[0] * 3, noisy[1] * 0.5
+    assert fit_alpha_beta(n, sizes, noisy).beta_bytes_per_s == pytest.approx(beta, rel=1e-6)
+    # times that shrink at the large end: all of the largest message's time counts as bandwidth
+    assert fit_alpha_beta(2, [4096, 8192], [1.0, 0.5]).beta_bytes_per_s == pytest.approx(2 / 2 * 8192 / 0.5)
 
 
 def test_busbw_for_large_messages_is_the_fitted_link_bandwidth():
@@ -82,7 +86,8 @@ def test_curve_interpolates_between_measured_sizes_and_fits_outside():
     curve = AllreduceCurve(2, 2, (1000, 2000, 4000), (0.010, 0.015, 0.030), (0.001, 0.002, 0.004))
     assert curve.time_s(2000) == 0.015
     assert curve.time_s(1500) == pytest.approx(0.0125)
-    assert curve.time_s(8000) == pytest.approx(curve.fit().time_s(2, 8000))
+    assert curve.time_s(8000) == pytest.approx(0.030 + 4000 * (0.015 / 2000))  # the large end's line, extended
+    assert curve.time_s(10) == 0.010  # below the smallest size: its latency
     assert curve.cpu_time_s(3000) == pytest.approx(0.003)
     assert curve.cpu_time_s(8000) == pytest.approx(0.008)  # proportional past the largest size
     assert curve.cpu_time_s(3000, 4) == pytest.approx(0.003 * (3 / 4) / (1 / 2))  # ring bytes per rank
