@@ -29,14 +29,16 @@ ALLREDUCE = ["allreduce", "--device", "cpu", "--max-bytes", str(16 * 2**20), "--
 def test_model_predicts_two_nodes_over_a_shaped_link(tmp_path, rate):
     out = tmp_path / "results"
     with emulated_link(rate) as link:
-        for args in (RUN, ALLREDUCE):
+        # Two runs (the report takes the median of repeats: one 30-step run on a shared 2-core machine strays by
+        # several per cent), then the all-reduce benchmark.
+        for args in (RUN, RUN, ALLREDUCE):
             results = run_on_both(link, [*args, "--out", str(out)], clean_env(), free_port(), timeout=150)
             for result in results:
                 assert result.returncode == 0, result.stderr[-3000:]
         crossed = link.sent_bytes()
-    # The ranks' gradients went over the shaped veth: 40 all-reduced steps (timed and control) of 4.8 MB,
+    # The ranks' gradients went over the shaped veth: 2 x 40 all-reduced steps (timed and control) of 4.8 MB,
     # each sending about that much from each end, at the least.
-    assert crossed > 40 * 4_700_000
+    assert crossed > 80 * 4_700_000
 
     report = tmp_path / "report"
     done = run_cli(["report", str(out), "--out", str(report)])
