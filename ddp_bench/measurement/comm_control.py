@@ -112,24 +112,31 @@ def gradient_buckets(
     if not params or steps <= 0:
         return []
     cuda = device.type == "cuda"
-    marks: list[dict[int, object]] = []
 
-    def mark(index: int) -> Callable[[torch.Tensor], None]:
+    def stamp() -> torch.cuda.Event | float:
+        if not cuda:
+            return time.perf_counter()
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def ms_since(start, at) -> float:
+        return start.elapsed_time(at) if cuda else (at - start) * 1e3
+
+    starts: list = []  # one stamp per step, before it: the reference its gradients' stamps are timed from
+    marks: list[dict[int, object]] = []  # per step, parameter index -> stamp after its gradient accumulated
+
+    def hook_for(index: int) -> Callable[[torch.Tensor], None]:
         def hook(_param: torch.Tensor) -> None:
-            if cuda:
-                event = torch.cuda.Event(enable_timing=True)
-                event.record()
-                marks[-1][index] = event
-            else:
-                marks[-1][index] = time.perf_counter()
+            marks[-1][index] = stamp()
 
         return hook
 
-    handles = [param.register_post_accumulate_grad_hook(mark(index)) for index, param in enumerate(params)]
+    handles = [param.register_post_accumulate_grad_hook(hook_for(index)) for index, param in enumerate(params)]
     try:
         for _ in range(steps):
+            starts.append(stamp())
             marks.append({})
-            mark(-1)(params[0])  # the step's start: every other mark is timed from it
             compute_only_step()
     finally:
         for handle in handles:
@@ -137,14 +144,10 @@ def gradient_buckets(
     if cuda:
         torch.cuda.synchronize(device)
     offsets: dict[int, list[float]] = {index: [] for index in range(len(params))}
-    for step_marks in marks:
-        start = step_marks.pop(-1)
+    for start, step_marks in zip(starts, marks, strict=True):
         if len(step_marks) != len(params):
             continue  # a parameter without a gradient this step (unused): no bucket timing from it
-        if cuda:
-            times = {index: start.elapsed_time(event) for index, event in step_marks.items()}
-        else:
-            times = {index: (at - start) * 1e3 for index, at in step_marks.items()}
+        times = {index: ms_since(start, at) for index, at in step_marks.items()}
         end = max(times.values())
         for index, at in times.items():
             offsets[index].append(at - end)

@@ -106,14 +106,21 @@ def fit_alpha_beta(world_size: int, sizes: Sequence[int], times_s: Sequence[floa
     predicted half the time of a 4.7 MB all-reduce.) Times that do not grow at the large end give b = T/S."""
     if world_size < 2 or len(sizes) < 2:
         raise ValueError("fitting α and β needs at least 2 ranks and 2 message sizes")
-    points = sorted(zip(sizes, times_s, strict=True))
-    (s0, t0), (s1, t1) = points[-2], points[-1]
-    slope = (t1 - t0) / (s1 - s0)
-    if not slope > 0:
-        slope = t1 / s1
+    ordered_sizes, ordered_times = zip(*sorted(zip(sizes, times_s, strict=True)), strict=True)
+    slope = _large_end_slope(ordered_sizes, ordered_times)
     hops = 2 * (world_size - 1)
-    smallest, latency = points[0]
-    return AlphaBeta(max(0.0, latency - slope * smallest) / hops, hops / (world_size * slope), world_size)
+    latency = max(0.0, ordered_times[0] - slope * ordered_sizes[0])
+    return AlphaBeta(latency / hops, hops / (world_size * slope), world_size)
+
+
+def _large_end_slope(sizes: Sequence[int], times: Sequence[float]) -> float:
+    """Seconds per byte at the large end of a curve (sizes ascending): the slope between the two largest sizes,
+    or the largest's time over its size when times do not grow there or only one size was measured."""
+    if len(sizes) >= 2:
+        slope = (times[-1] - times[-2]) / (sizes[-1] - sizes[-2])
+        if slope > 0:
+            return slope
+    return times[-1] / sizes[-1]
 
 
 @dataclass(frozen=True)
@@ -135,12 +142,9 @@ class AllreduceCurve:
         inside = _interpolate(self.sizes, self.times_s, size)
         if inside is not None:
             return inside
-        if size < self.sizes[0] or len(self.sizes) < 2:
-            return self.times_s[0] if size < self.sizes[0] else self.times_s[-1] * size / self.sizes[-1]
-        slope = (self.times_s[-1] - self.times_s[-2]) / (self.sizes[-1] - self.sizes[-2])
-        if not slope > 0:
-            slope = self.times_s[-1] / self.sizes[-1]
-        return self.times_s[-1] + slope * (size - self.sizes[-1])
+        if size < self.sizes[0]:
+            return self.times_s[0]
+        return self.times_s[-1] + _large_end_slope(self.sizes, self.times_s) * (size - self.sizes[-1])
 
     def cpu_time_s(self, size: int, world_size: int | None = None) -> float:
         """CPU time of one all-reduce of `size` bytes, interpolated like time_s (proportional to size outside

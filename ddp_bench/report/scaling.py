@@ -16,6 +16,7 @@ backend and device. At each count:
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pandas as pd
@@ -126,51 +127,23 @@ def _predict(series: str, points: pd.DataFrame, curves: list[AllreduceCurve], pr
     for count in prediction_counts(points["world_size"].tolist(), max(predict_to, int(largest["world_size"]))):
         measured = points[points["world_size"] == count]
         source = measured.iloc[0] if len(measured) else largest
-        exact = [curve for curve in curves if curve.world_size == count]
-        if count == 1:
-            comm_from = "none (one rank)"
-            curve = None
-
-            def allreduce_ms(_size: int) -> float:
-                return 0.0
-        elif exact:
-            curve = max(exact, key=lambda curve: (curve.num_nodes == source["num_nodes"], curve.num_nodes))
-            comm_from = f"measured at {count} ranks on {curve.num_nodes} node(s)"
-
-            def allreduce_ms(size: int, curve: AllreduceCurve = curve) -> float:
-                return curve.time_s(size) * 1e3
-        elif fit is not None:
-            comm_from = f"α–β fit at {fit.fitted_at} ranks"
-            curve = biggest
-
-            def allreduce_ms(size: int, count: int = count) -> float:
-                return fit.time_s(count, size) * 1e3
-        else:
+        comm = _comm_at(count, int(source["num_nodes"]), curves, biggest, on_cpu=source["device_kind"] == "CPU")
+        if comm is None:
             continue  # only a 1-rank all-reduce measured: nothing to extrapolate from
-
-        on_cpu = source["device_kind"] == "CPU"
-
-        def cpu_ms(size: int, curve: AllreduceCurve | None = curve, count: int = count, on_cpu: bool = on_cpu) -> float:
-            # gloo on CPU ranks: the all-reduce's own CPU time competes with backward while they overlap
-            return curve.cpu_time_s(size, count) * 1e3 if curve and on_cpu else 0.0
-
+        comm_from, allreduce_ms, cpu_ms = comm
         step = predict_step(
             count, float(source["job_compute_step_ms"]), parse_buckets(source["grad_buckets"]), allreduce_ms, cpu_ms
         )
-        batch = int(source["batch_size"])
-
-        def images_per_s(step_ms: float, count: int = count, batch: int = batch) -> float:
-            return count * batch * 1e3 / step_ms
-
-        predicted = images_per_s(step.step_ms)
+        images_per_step_ms = count * int(source["batch_size"]) * 1e3  # images/s = this ÷ step ms
+        predicted = images_per_step_ms / step.step_ms
         rows.append(
             {
                 "world_size": count,
                 "measured_images_per_s": measured["global_images_per_s"].iloc[0] if len(measured) else float("nan"),
                 "measured_efficiency": measured["efficiency"].iloc[0] if len(measured) else float("nan"),
                 "predicted_images_per_s": predicted,
-                "predicted_images_per_s_low": images_per_s(step.slowest_step_ms),
-                "predicted_images_per_s_high": images_per_s(step.fastest_step_ms),
+                "predicted_images_per_s_low": images_per_step_ms / step.slowest_step_ms,
+                "predicted_images_per_s_high": images_per_step_ms / step.fastest_step_ms,
                 "predicted_efficiency": predicted / count / base_per_rank,
                 "compute_ms": step.compute_ms,
                 "comm_ms": step.comm_ms,
@@ -198,6 +171,37 @@ def _predict(series: str, points: pd.DataFrame, curves: list[AllreduceCurve], pr
         )
     )
     return SeriesModel(series, pd.DataFrame(rows), compute_source, allreduce_source)
+
+
+def _comm_at(
+    count: int, nodes: int, curves: list[AllreduceCurve], biggest: AllreduceCurve, on_cpu: bool
+) -> tuple[str, Callable[[int], float], Callable[[int], float]] | None:
+    """(where the all-reduce times come from, ms per all-reduce of S bytes, its CPU ms) at `count` ranks: the
+    curve measured at that count (on the same number of nodes if there is one), else the α–β fit to the biggest
+    curve; None when that was measured on one rank. The CPU term applies on CPU ranks only (gloo shares their
+    cores with backward)."""
+    if count == 1:
+        return "none (one rank)", lambda _size: 0.0, lambda _size: 0.0
+    exact = [curve for curve in curves if curve.world_size == count]
+    if exact:
+        curve = max(exact, key=lambda curve: (curve.num_nodes == nodes, curve.num_nodes))
+        comm_from = f"measured at {count} ranks on {curve.num_nodes} node(s)"
+
+        def allreduce_ms(size: int) -> float:
+            return curve.time_s(size) * 1e3
+    elif biggest.world_size > 1:
+        curve, fit = biggest, biggest.fit()
+        comm_from = f"α–β fit at {fit.fitted_at} ranks"
+
+        def allreduce_ms(size: int) -> float:
+            return fit.time_s(count, size) * 1e3
+    else:
+        return None
+
+    def cpu_ms(size: int) -> float:
+        return curve.cpu_time_s(size, count) * 1e3 if on_cpu else 0.0
+
+    return comm_from, allreduce_ms, cpu_ms
 
 
 def straggler_table(rows: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
