@@ -25,17 +25,11 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 from emulated_link import cannot_emulate, emulated_link, run_on_both  # noqa: E402
 
+from ddp_bench.launch.discovery import free_port  # noqa: E402
+
 TOLERANCE = 0.15
 RUN = ["--device", "cpu", "--batch-size", "64", "--warmup-steps", "10", "--steps", "60"]
 ALLREDUCE = ["allreduce", "--device", "cpu", "--max-bytes", str(16 * 2**20), "--iters", "10", "--warmup", "2"]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def main() -> int:

@@ -8,7 +8,6 @@ Rank 0 writes `allreduce.csv` and `allreduce.png` in a new directory under --out
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import os
 import time
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from ddp_bench.args import Parser
 from ddp_bench.config import BenchConfig, choices
 from ddp_bench.errors import UsageError
+from ddp_bench.results.records import new_run_id, render_table, write_new_file
 
 
 def bus_bandwidth(algbw: float, world_size: int) -> float:
@@ -91,7 +91,6 @@ def allreduce_main(argv: Sequence[str]) -> int:
     )
     from ddp_bench.launch.hardware import plan_hardware
     from ddp_bench.results.context import collect_context
-    from ddp_bench.results.records import new_run_id
     from ddp_bench.results.results_dir import prove_output_dir
 
     info = discover_launch(os.environ, cfg.launcher, cfg.init_timeout)
@@ -149,13 +148,11 @@ def allreduce_main(argv: Sequence[str]) -> int:
 
 
 def _write(rows: list[AllreduceRow], directory: str) -> None:
-    path = os.path.join(directory, "allreduce.csv")
-    with open(path + ".tmp", "x", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(field.name for field in dataclasses.fields(AllreduceRow))
-        for row in rows:
-            writer.writerow(dataclasses.astuple(row))
-    os.replace(path + ".tmp", path)
+    """allreduce.csv, written as rank rows are: atomically, never over an existing file."""
+    columns = tuple(field.name for field in dataclasses.fields(AllreduceRow))
+    write_new_file(
+        os.path.join(directory, "allreduce.csv"), render_table(columns, [dataclasses.astuple(r) for r in rows])
+    )
 
 
 def _print_and_plot(rows: list[AllreduceRow], directory: str) -> None:

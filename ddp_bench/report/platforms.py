@@ -58,6 +58,15 @@ def platform_name(platform: str, cluster: str, device_kind: str, device_name: st
     return f"{what} · {where_label(platform, cluster)}"
 
 
+def _name_of(run: pd.Series) -> str:
+    return platform_name(run["platform"], run["cluster"], run["device_kind"], run["device_name"])
+
+
+def _races(runs: pd.DataFrame, target: float) -> pd.DataFrame:
+    """The runs that reached the workload's target accuracy."""
+    return runs[(runs["reached"].astype(str) == "True") & (runs["target_accuracy"] == target)]
+
+
 def workload_title(model: str, data: str, batch_size: int, amp: str) -> str:
     return f"{model} on {data} · {int(batch_size)} per device · {'fp32' if amp == 'off' else amp}"
 
@@ -85,12 +94,11 @@ def _platform_row(runs: pd.DataFrame, target: float) -> dict:
     at = {count: runs[runs["world_size"] == count] for count in counts}
     throughput = {count: _median(at[count]["global_images_per_s"]) for count in counts}
     at_largest = at[largest]
-    races = runs[(runs["reached"].astype(str) == "True") & (runs["target_accuracy"] == target)]
-    race_times = races.groupby("world_size")["time_to_accuracy_s"].median()
+    race_times = _races(runs, target).groupby("world_size")["time_to_accuracy_s"].median()
     energy = at_largest["job_energy_j"] / at_largest["samples"] * at_largest["dataset_size"]
     queue = 0.0 if first["platform"] in NO_SCHEDULER else _median(runs["queue_wait_s"])
     return {
-        "name": platform_name(first["platform"], first["cluster"], first["device_kind"], first["device_name"]),
+        "name": _name_of(first),
         "device_kind": first["device_kind"],
         "device_name": first["device_name"],
         "devices": largest,
@@ -139,7 +147,7 @@ def course_rows(runs: pd.DataFrame, table: pd.DataFrame) -> dict[str, dict[str, 
             continue
         for _, group in workload.groupby(list(PLATFORM_KEYS), sort=True, dropna=False):
             first = group.iloc[0]
-            name = platform_name(first["platform"], first["cluster"], first["device_kind"], first["device_name"])
+            name = _name_of(first)
             row = table[(table["workload"] == title) & (table["name"] == name)].iloc[0]
             one_epoch = group[group["epochs"] == 1]
             answers.setdefault(title, {})[name] = {
@@ -156,10 +164,9 @@ def accuracy_series(runs: pd.DataFrame) -> pd.DataFrame:
     out = []
     for key, workload in runs.groupby(list(WORKLOAD_KEYS), sort=True):
         target = _target(workload)
-        races = workload[(workload["reached"].astype(str) == "True") & (workload["target_accuracy"] == target)]
-        for _, group in races.groupby(list(PLATFORM_KEYS), sort=True, dropna=False):
+        for _, group in _races(workload, target).groupby(list(PLATFORM_KEYS), sort=True, dropna=False):
             first = group.iloc[0]
-            name = platform_name(first["platform"], first["cluster"], first["device_kind"], first["device_name"])
+            name = _name_of(first)
             for count, at in group.groupby("world_size", sort=True):
                 out.append(
                     {

@@ -67,18 +67,24 @@ class AfterTraining:
     synthetic_images_per_s: float  # NaN unless --compare-synthetic
 
 
-def global_throughput(result: TrainResult, device: torch.device) -> float:
-    """The job's images/s from what every rank really did, gathered from all of them (never rank 0 x N)."""
-    per_rank = gather_floats([float(result.samples), result.train_time_s], device)
-    return global_images_per_second([int(samples) for samples, _ in per_rank], [seconds for _, seconds in per_rank])
+@dataclass(frozen=True)
+class JobTotals:
+    images_per_s: float  # the job's throughput from what every rank really did (never rank 0 x N)
+    samples: int  # images trained by all ranks
+    energy_j: float  # the sum of the counters that were read (GPUs: one per rank; CPUs: one per node, read by its
+    # local rank 0); NaN when no rank had a counter
 
 
-def job_energy(result: TrainResult, device: torch.device) -> tuple[float, float]:
-    """The job's images and joules: every rank's samples, and the sum of the counters that were read (GPUs: one
-    per rank; CPUs: one per node, read by its local rank 0); NaN joules when no rank had a counter."""
-    per_rank = gather_floats([float(result.samples), result.energy_j], device)
-    readings = [joules for _, joules in per_rank if joules == joules]
-    return sum(samples for samples, _ in per_rank), (sum(readings) if readings else float("nan"))
+def job_totals(result: TrainResult, device: torch.device) -> JobTotals:
+    """Every rank's samples, time and energy, gathered from all of them in one collective."""
+    per_rank = gather_floats([float(result.samples), result.train_time_s, result.energy_j], device)
+    samples = [int(n) for n, _, _ in per_rank]
+    readings = [joules for _, _, joules in per_rank if joules == joules]
+    return JobTotals(
+        global_images_per_second(samples, [seconds for _, seconds, _ in per_rank]),
+        sum(samples),
+        sum(readings) if readings else float("nan"),
+    )
 
 
 def measure_after_training(
@@ -113,7 +119,7 @@ def measure_after_training(
             fault=None,
             on_step=lambda: None,
         )
-        synthetic = global_throughput(comparison, device)
+        synthetic = job_totals(comparison, device).images_per_s
     control = CommControl(0.0, float("nan"), float("nan"), [])
     if not result.stopped_by:
         control = comm_control(ddp_model, optimizer, scaler, batches, precision, device)
@@ -132,7 +138,8 @@ def record_rank(
     """Write this rank's row (or rescue it); rank 0 prints the summary once every rank has done so."""
     cfg, info, device = setup.cfg, setup.job.info, setup.job.device
     context = setup.context
-    job_images_per_s = global_throughput(result, device)
+    totals = job_totals(result, device)
+    job_images_per_s = totals.images_per_s
     rank_images_per_s = images_per_second(result.samples, result.train_time_s)
     achieved = setup.flops_per_image * rank_images_per_s
     mfu = model_flops_utilization(achieved, setup.peak_flops)
@@ -141,7 +148,6 @@ def record_rank(
     comm_ms = extras.control.exposed_comm_ms
     kind = verdict(data_wait_ms=wait_ms, step_ms=step_ms, comm_ms=comm_ms, mfu=mfu, device_type=device.type)
     reached = result.reached
-    job_samples, job_energy_j = job_energy(result, device)
     memory = peak_memory(device)
     record = RankRecord(
         run_id=setup.run_id,
@@ -213,8 +219,8 @@ def record_rank(
         energy_j=result.energy_j,
         avg_power_w=result.energy_j / result.train_time_s if result.train_time_s > 0 else float("nan"),
         images_per_joule=result.samples / result.energy_j if result.energy_j > 0 else float("nan"),
-        job_energy_j=job_energy_j,
-        job_images_per_joule=job_samples / job_energy_j if job_energy_j > 0 else float("nan"),
+        job_energy_j=totals.energy_j,
+        job_images_per_joule=totals.samples / totals.energy_j if totals.energy_j > 0 else float("nan"),
         peak_rss_mb=memory.rss_mb,
         peak_device_allocated_mb=memory.device_allocated_mb,
         peak_device_reserved_mb=memory.device_reserved_mb,

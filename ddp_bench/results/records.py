@@ -232,11 +232,7 @@ def _cell(value: object) -> str:
 
 
 def render_csv(record: RankRecord) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    writer.writerow(_cell(getattr(record, name)) for name in COLUMNS)
-    return buffer.getvalue()
+    return render_table(COLUMNS, [tuple(getattr(record, name) for name in COLUMNS)])
 
 
 # What link() says on filesystems that have no hard links: Colab's Google Drive mount and other FUSE mounts, SMB,
