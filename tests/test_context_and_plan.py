@@ -154,5 +154,6 @@ def test_a_cpu_run_records_its_allocator_and_trains_without_per_step_page_faults
     assert done.returncode == 0, done.stderr
     faults = float(re.search(r"faults per step (\S+)", done.stdout).group(1))
     (row,) = read_rows(tmp_path)
-    if row["cpu_allocator"].startswith("glibc mmap_threshold"):
-        assert faults < 500, faults
+    if not row["cpu_allocator"].startswith("glibc mmap_threshold"):
+        pytest.skip(f"the allocator was not fixed here: {row['cpu_allocator']}")
+    assert faults < 500, faults
