@@ -40,8 +40,9 @@ def apply_math_mode(plan: HardwarePlan) -> None:
 # The threshold starts at 128 KiB and rises only when a large block happens to be freed, so a training step's
 # few-MB activations may be mapped, zero-filled page by page and unmapped again on every step: measured on the
 # course CNN, 5,000 page faults a step and a whole run at 0.91 of a hand loop that had escaped them, depending
-# only on which temporary each process happened to free first. Fixed thresholds make every run the same steady state (what CPU tuning guides get from
-# jemalloc or tcmalloc): blocks up to glibc's largest mmap threshold come from the heap, and freed memory stays.
+# only on which temporary each process happened to free first. Fixed thresholds make every run the same steady
+# state (what CPU tuning guides get from jemalloc or tcmalloc): blocks up to glibc's largest mmap threshold come
+# from the heap, and freed memory stays.
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers
 MMAP_THRESHOLD = 32 * 2**20  # glibc's upper limit for it on 64-bit systems
 TRIM_THRESHOLD = 512 * 2**20
