@@ -20,21 +20,13 @@ from ddp_bench.console import step_progress
 from ddp_bench.data import SPECS, Shard, build_batches, choose_loader
 from ddp_bench.errors import EXIT_INTERRUPTED, EXIT_OK, RunFailure, UsageError
 from ddp_bench.faults import fault_from_env
+from ddp_bench.launch.collectives import align_ranks, broadcast_string
 from ddp_bench.launch.discovery import discover_launch
-from ddp_bench.launch.distributed import (
-    Job,
-    abort_collectives,
-    align_ranks,
-    announce_failure,
-    broadcast_string,
-    find_lost_ranks,
-    first_line,
-    is_peer_failure,
-    process_group,
-    register_rank,
-)
+from ddp_bench.launch.distributed import abort_collectives, first_line, is_peer_failure, process_group
 from ddp_bench.launch.hardware import HardwarePlan, apply_math_mode, plan_hardware, steady_cpu_allocator
+from ddp_bench.launch.job import Job
 from ddp_bench.launch.launchers import LaunchInfo
+from ddp_bench.launch.peers import announce_failure, find_lost_ranks, register_rank
 from ddp_bench.launch.preflight import data_location_note, gpu_note, require_launcher_for_allocation
 from ddp_bench.launch.stopping import StopRequest
 from ddp_bench.measurement.consumption import CounterChoice, cpu_counter, gpu_counter
@@ -79,16 +71,16 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
     with process_group(info, plan.backend, plan.device, cfg.init_timeout) as job:
         try:
             register_rank(job)
-            run_id = broadcast_string(new_run_id(cfg.model, info.world_size), plan.device)
-            started_at = broadcast_string(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), plan.device)
+            run_id = broadcast_string(job, new_run_id(cfg.model, info.world_size))
+            started_at = broadcast_string(job, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
             startup_s = time.perf_counter() - started
             # The queue wait is asked of Slurm once, by rank 0, and shared.
-            queue_wait = float(broadcast_string(repr(slurm_queue_wait_s(env) if info.rank == 0 else 0.0), plan.device))
+            queue_wait = float(broadcast_string(job, repr(slurm_queue_wait_s(env) if info.rank == 0 else 0.0)))
             waits = WaitBeforeTraining(queue_wait, setup_seconds(env), startup_s)
             # The matmul peak, before training: its matrices are freed before the model's memory grows, so a batch
             # that fills the device cannot turn it into an OOM after training. Every rank measures at once, so
             # ranks sharing a node's cores measure the share they have.
-            align_ranks(plan.device)
+            align_ranks(job)
             peak_flops = measured_peak_flops(plan.device, matmul_dtype(cfg.amp))
             if plan.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(plan.device)  # the peak memory columns are training's
@@ -164,6 +156,7 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
                 )
             extras = measure_after_training(setup, ddp_model, optimizer, scaler, batches, result)
             written = record_rank(setup, batches, optimizer, result, extras)
+            del ddp_model  # and with it DDP's reducer and its hold on the process group, before the groups go
         except torch.OutOfMemoryError as exc:
             reason = f"ran out of memory ({first_line(exc)}); lower --batch-size"
             announce_failure(job, reason)

@@ -26,7 +26,8 @@ from torch import nn
 
 from ddp_bench.data import BatchSource
 from ddp_bench.faults import Fault
-from ddp_bench.launch.distributed import Job, align_ranks, any_rank, reduce_floats
+from ddp_bench.launch.collectives import align_ranks, any_rank, reduce_floats
+from ddp_bench.launch.job import Job
 from ddp_bench.launch.stopping import StopRequest, check_interval
 from ddp_bench.measurement.consumption import EnergyCounter
 from ddp_bench.measurement.timing import StageClock, StepTimer
@@ -110,17 +111,17 @@ def train_step(model: nn.Module, optimizer, scaler, precision: Precision, x, y) 
     return loss.detach()  # no .item(): reading it would synchronise the device every step
 
 
-def evaluate(model: nn.Module, batches: BatchSource, precision: Precision, device: torch.device) -> float:
+def evaluate(model: nn.Module, batches: BatchSource, precision: Precision, job: Job) -> float:
     """Test accuracy over the whole test split: each rank counts its own share, the counts are summed."""
     model.eval()
-    correct = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.float64, device=job.device)
     seen = 0
     with torch.no_grad(), precision.autocast():
         for x, y in batches.epoch(0):
             correct += (model(x).argmax(dim=1) == y).sum()
             seen += len(y)
     model.train()
-    total_correct, total_seen = reduce_floats([correct.item(), float(seen)], dist.ReduceOp.SUM, device)
+    total_correct, total_seen = reduce_floats(job, [correct.item(), float(seen)], dist.ReduceOp.SUM)
     return total_correct / total_seen if total_seen else float("nan")
 
 
@@ -174,11 +175,11 @@ def run_training(
         scheduler.load_state_dict(initial[2])
     # The slowest rank's warm-up step time sets how often the ranks agree on stopping (about twice a second).
     warmup_step_s = warmup_clock.stop() / (warmup_steps - settled) if warmup_steps else 0.0
-    (slowest_step_s,) = reduce_floats([warmup_step_s], dist.ReduceOp.MAX, device)
+    (slowest_step_s,) = reduce_floats(job, [warmup_step_s], dist.ReduceOp.MAX)
     check_every = check_interval(slowest_step_s)
 
     # Stage 2, timed. Every rank starts the clock at the same moment, after its warm-up work has finished.
-    align_ranks(device)
+    align_ranks(job)
     clock = StageClock(device, energy)  # energy read at the clock's starts and stops only, never per step
     step_timer = StepTimer(device)
     loss = torch.full((), float("nan"), device=device)
@@ -209,7 +210,7 @@ def run_training(
     def checkpoint(epochs_done: float) -> bool:
         """Evaluate (the clock must be stopped); True when the target accuracy is reached."""
         nonlocal reached
-        accuracy = evaluate(eval_model, test_batches, precision, device)
+        accuracy = evaluate(eval_model, test_batches, precision, job)
         point = AccuracyPoint(step, epochs_done, clock.elapsed_s, time.perf_counter() - stage_started, accuracy)
         curve.append(point)
         if racing and reached is None and accuracy >= target_accuracy:

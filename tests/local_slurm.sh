@@ -3,7 +3,8 @@
 #
 #   tests/local_slurm.sh up   BASE   install (Debian packages) if needed, configure under BASE, start munged,
 #                                    slurmctld and slurmd, wait until the node is idle; prints SLURM_CONF=...
-#   tests/local_slurm.sh down BASE   stop exactly the daemons that `up` started (by their PID files)
+#   tests/local_slurm.sh down BASE   cancel the jobs still queued or running, then stop exactly the daemons that
+#                                    `up` started (by their PID files)
 #
 # Needs root and apt-get; exits 3 with a one-line reason when the machine cannot do it (tests then skip).
 # Everything Slurm writes lives under BASE, so `down` then `up` again starts from a clean state.
@@ -34,6 +35,19 @@ stop_pidfile() {
 }
 
 down() {
+    # Jobs first (a test that timed out may have left one running), while the daemons can still end them.
+    if [ -f "$base/slurmctld.pid" ] && [ -f "$conf" ]; then
+        local jobs
+        jobs=$(SLURM_CONF="$conf" squeue -h -o %i 2>/dev/null || true)
+        if [ -n "$jobs" ]; then
+            # shellcheck disable=SC2086  # one job id per word
+            SLURM_CONF="$conf" scancel $jobs 2>/dev/null || true
+            for _ in $(seq 100); do
+                [ -z "$(SLURM_CONF="$conf" squeue -h -o %i 2>/dev/null || true)" ] && break
+                sleep 0.2
+            done
+        fi
+    fi
     stop_pidfile "$base/slurmd.pid"
     stop_pidfile "$base/slurmctld.pid"
     stop_pidfile "$base/munged.pid"

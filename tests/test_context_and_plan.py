@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from conftest import clean_env, read_rows
+from conftest import clean_env, read_rows, run_group
 
 from ddp_bench import cli, data
 from ddp_bench.config import BenchConfig
@@ -61,6 +61,7 @@ def two_fake_gpus(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: ["sm_75", "sm_80", "sm_86", "sm_90"])
 
 
 def test_each_rank_takes_the_gpu_of_its_local_rank(two_fake_gpus):
@@ -150,7 +151,7 @@ def test_a_cpu_run_records_its_allocator_and_trains_without_per_step_page_faults
         "from ddp_bench.cli import main\n"
         f"sys.exit(main(['--device', 'cpu', '--steps', '20', '--warmup-steps', '5', '--out', {str(tmp_path)!r}]))\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=clean_env())
+    done = run_group([sys.executable, "-c", code], timeout=120, env=clean_env())
     assert done.returncode == 0, done.stderr
     faults = float(re.search(r"faults per step (\S+)", done.stdout).group(1))
     (row,) = read_rows(tmp_path)

@@ -7,10 +7,9 @@ it must land within 15 % of the measured throughput at 200 Mbit/s and at 2 Gbit/
 """
 
 import csv
-import subprocess
 
 import pytest
-from conftest import clean_env, run_cli
+from conftest import clean_env, run_cli, run_group
 from emulated_link import cannot_emulate, emulated_link, run_on_both
 
 from ddp_bench.launch.discovery import free_port
@@ -50,5 +49,5 @@ def test_model_predicts_two_nodes_over_a_shaped_link(tmp_path, rate):
     assert abs(predicted / measured - 1) <= TOLERANCE, (rate, measured, predicted, dict(two))
     summary = (report / "summary.md").read_text()
     assert "## Scaling model" in summary and "measured at 2 ranks on 2 node(s)" in summary
-    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=30).stdout
+    listed = run_group(["ip", "netns", "list"], timeout=30).stdout
     assert link.nodes[0].namespace not in listed and link.nodes[1].namespace not in listed  # removed again

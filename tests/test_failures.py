@@ -4,8 +4,10 @@ Faults are injected with DDP_BENCH_FAULT (ddp_bench/faults.py) so they strike at
 the test as real signals. Every child process carries a marker variable, so a test can prove none is left.
 """
 
+import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +15,7 @@ import time
 import uuid
 
 import pytest
-from conftest import clean_env, read_rows, run_cli, run_torchrun, torchrun_command
+from conftest import clean_env, launched, read_rows, run_cli, run_group, run_torchrun, torchrun_command
 
 from ddp_bench.errors import EXIT_FAILURE, EXIT_INTERRUPTED
 from ddp_bench.launch.discovery import free_port
@@ -160,21 +162,12 @@ def wait_until_catching(process: subprocess.Popen, signum: int, timeout: float =
 @pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGTERM], ids=["SIGUSR1", "SIGTERM"])
 def test_slurm_warning_signal_or_sigterm_writes_incomplete_rows_and_exits_3(tmp_path, signum):
     env = marked_env()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ddp_bench", "--device", "cpu", "--steps", "100000", "--out", str(tmp_path)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    command = [sys.executable, "-m", "ddp_bench", "--device", "cpu", "--steps", "100000", "--out", str(tmp_path)]
+    with launched(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
         wait_until_catching(process, signum)
         time.sleep(3)  # usually mid-training by now; if not, the run stops at its first check all the same
         process.send_signal(signum)
         _out, err = process.communicate(timeout=60)
-    finally:
-        process.kill()
-        process.wait()
     assert process.returncode == EXIT_INTERRUPTED, err
     (row,) = read_rows(tmp_path)
     assert row["status"] == "incomplete" and int(row["steps"]) < 100000
@@ -186,12 +179,53 @@ def test_concurrent_runs_into_one_directory_lose_no_row(tmp_path):
     command = [sys.executable, "-m", "ddp_bench", *flags]
     torchrun = torchrun_command(2, flags)
     env = clean_env(OMP_NUM_THREADS="1")
-    processes = [
-        subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        for cmd in (command, command, command, torchrun)
-    ]
-    for process in processes:
-        assert process.wait(timeout=240) == 0, process.stderr.read()
+    with contextlib.ExitStack() as stack:
+        processes = [
+            stack.enter_context(launched(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+            for cmd in (command, command, command, torchrun)
+        ]
+        for process in processes:
+            assert process.wait(timeout=240) == 0, process.stderr.read()
     rows = read_rows(tmp_path)
     assert len(rows) == 5
     assert len({row["run_id"] for row in rows}) == 4
+
+
+@pytest.mark.parametrize(
+    "verb, runs",
+    [(["allreduce", "--max-bytes", "65536", "--iters", "3", "--warmup", "1"], 2), (["--steps", "5"], 1)],
+    ids=["all-reduce benchmark", "training"],
+)
+def test_two_ranks_on_one_core_leave_the_job_without_hanging(tmp_path, verb, runs):
+    # Both ranks pinned to one core, so a gloo worker thread that finishes a collective gets the CPU only after the
+    # main thread moves on. Before the job held the tensors it lends to collectives, the main thread could destroy
+    # the group (joining that worker, the GIL held) while the worker waited for the GIL to free a tensor: on torch
+    # 2.6 the all-reduce benchmark hung at exit so in every one of 6 runs here. Each run must now end promptly.
+    if shutil.which("taskset") is None:
+        pytest.skip("taskset (util-linux) is not installed")
+    env = marked_env(OMP_NUM_THREADS="1")
+    pinned = ["taskset", "-c", str(min(os.sched_getaffinity(0)))]
+    for attempt in range(runs):
+        out = tmp_path / str(attempt)
+        started = time.monotonic()
+        done = run_group(
+            [*pinned, *torchrun_command(2, [*verb, "--device", "cpu", "--out", str(out)])], timeout=90, env=env
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert time.monotonic() - started < 60
+        assert list(out.iterdir())  # it wrote its results
+    assert processes_with(env) == []
+
+
+def test_a_launch_that_outlives_its_timeout_is_ended_with_every_process_it_started():
+    # What the suite's launch helpers promise: a launcher whose ranks outlive it (here an orphan, as a rank whose
+    # torchrun died) is ended whole when the test's timeout expires, so no test leaves ranks running.
+    env = marked_env()
+    sleeper = "import time; time.sleep(300)"
+    script = f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {sleeper!r}]); time.sleep(300)"
+    with pytest.raises(subprocess.TimeoutExpired):
+        run_group([sys.executable, "-c", script], timeout=3, env=env)
+    deadline = time.monotonic() + 10
+    while processes_with(env) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert processes_with(env) == []

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import clean_env, read_rows, run_cli, torchrun_command
+from conftest import clean_env, read_rows, run_cli, run_group, torchrun_command
 
 pytestmark = [
     pytest.mark.gpu,
@@ -85,12 +85,11 @@ def test_resnet18_in_fp16_with_channels_last(tmp_path):
 
 
 def test_allreduce_benchmark_on_nccl(tmp_path):
-    import subprocess
 
     command = torchrun_command(
         1, ["allreduce", *GPU, "--max-bytes", str(2**24), "--iters", "5", "--out", str(tmp_path)]
     )
-    done = subprocess.run(command, env=clean_env(), capture_output=True, text=True, timeout=300)
+    done = run_group(command, timeout=300, env=clean_env())
     assert done.returncode == 0, done.stderr[-2000:]
     (directory,) = list(tmp_path.iterdir())
     with open(directory / "allreduce.csv", encoding="utf-8") as handle:

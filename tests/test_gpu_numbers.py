@@ -14,6 +14,8 @@ from ddp_bench.config import BenchConfig
 from ddp_bench.data import SPECS, Shard, build_batches
 from ddp_bench.launch.distributed import is_peer_failure
 from ddp_bench.launch.hardware import HardwarePlan, apply_math_mode, plan_hardware
+from ddp_bench.launch.job import Job
+from ddp_bench.launch.launchers import LaunchInfo
 from ddp_bench.measurement.comm_control import comm_control
 from ddp_bench.measurement.perf import model_flops_utilization
 from ddp_bench.models import MnistCNN
@@ -114,9 +116,8 @@ def test_exposed_comm_steps_run_the_compiled_module_with_the_runs_scaler():
         scaler = CountingScaler()
         shard = Shard(0, 1, 8, 0, torch.device("cpu"), False)
         batches = build_batches("synthetic", "", SPECS["mnist"], "device", shard, 0, train=True)
-        control = comm_control(
-            wrapper, optimizer, scaler, batches, Precision("off", "cpu"), torch.device("cpu"), 3, readiness_steps=2
-        )
+        job = Job(LaunchInfo("single", 0, 0, 1, 1, 0, 1, "127.0.0.1", 0), torch.device("cpu"), store, None)
+        control = comm_control(wrapper, optimizer, scaler, batches, Precision("off", "cpu"), job, 3, readiness_steps=2)
     finally:
         dist.destroy_process_group()
     assert control.exposed_comm_ms >= 0

@@ -15,41 +15,20 @@ import time
 from datetime import datetime
 
 import pytest
-from conftest import clean_env, read_rows
+from conftest import BIN, ROOT, clean_env, launched, read_rows, run_group
 
 from ddp_bench.launch.discovery import free_port
 
 pytestmark = pytest.mark.distributed
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.dirname(sys.executable)
 RUN = [sys.executable, "-m", "ddp_bench"]
 
 
-# A fixed place, so that a session killed before its teardown leaves PID files the next `up` stops first.
-SLURM_BASE = "/tmp/ddp_bench_slurm"
-
-
-@pytest.fixture(scope="session")
-def slurm():
-    """Environment for Slurm clients talking to a local one-node cluster that lives for the session."""
-    base = SLURM_BASE
-    script = os.path.join(ROOT, "tests", "local_slurm.sh")
-    up = subprocess.run(["bash", script, "up", base], capture_output=True, text=True, timeout=600)
-    if up.returncode != 0:
-        pytest.skip(up.stderr.strip().splitlines()[-1] if up.stderr.strip() else "local Slurm did not start")
-    conf = re.search(r"SLURM_CONF=(\S+)", up.stdout).group(1)
-    yield clean_env(SLURM_CONF=conf, PATH=f"{BIN}:{os.environ['PATH']}", OMP_NUM_THREADS="1")
-    subprocess.run(["bash", script, "down", base], capture_output=True, timeout=120)
-
-
 def test_srun_two_tasks_on_one_node(slurm, tmp_path):
-    done = subprocess.run(
+    done = run_group(
         ["srun", "-n", "2", *RUN, "--device", "cpu", "--steps", "3", "--warmup-steps", "1", "--out", str(tmp_path)],
-        env=slurm,
-        capture_output=True,
-        text=True,
         timeout=180,
+        env=slurm,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     rows = read_rows(tmp_path)
@@ -67,7 +46,7 @@ def test_srun_two_tasks_on_one_node(slurm, tmp_path):
 
 def test_sbatch_runs_the_projects_cpu_script(slurm, tmp_path):
     env = {**slurm, "DDP_BENCH_VENV": sys.prefix, "DDP_BENCH_RESULTS": str(tmp_path / "results")}
-    done = subprocess.run(
+    done = run_group(
         [
             "sbatch",
             "--wait",
@@ -83,10 +62,8 @@ def test_sbatch_runs_the_projects_cpu_script(slurm, tmp_path):
             "--tag",
             "sbatch test",
         ],
-        env=env,
-        capture_output=True,
-        text=True,
         timeout=300,
+        env=env,
     )
     log = "".join(path.read_text() for path in tmp_path.glob("*.out"))
     assert done.returncode == 0, done.stderr + log[-2000:]
@@ -98,22 +75,25 @@ def test_sbatch_runs_the_projects_cpu_script(slurm, tmp_path):
     }
 
 
-WHEELHOUSE = os.environ.get("DDP_BENCH_WHEELHOUSE", os.path.expanduser("~/.cache/ddp_bench/wheelhouse"))
+# The newest torch in the Alliance's wheelhouse (`avail_wheels torch`, August 2026; ../shared/notes/clusters-2026.md),
+# with the torchvision built for it: what `pip install --no-index torch torchvision` gives a job there.
+ALLIANCE_TORCH = ("2.13.0", "0.28.0")
+WHEELHOUSE = os.environ.get(
+    "DDP_BENCH_WHEELHOUSE", os.path.expanduser(f"~/.cache/ddp_bench/wheelhouse-torch{ALLIANCE_TORCH[0]}")
+)
 
 
 @pytest.fixture(scope="session")
 def wheelhouse():
-    """A local directory of wheels, as a cluster's wheelhouse is: what the job scripts install, at the versions
-    this suite runs (pip download, once; later sessions find it cached outside the checkout)."""
-    import torch
-    import torchvision
-
-    pins = [f"torch=={torch.__version__.split('+')[0]}", f"torchvision=={torchvision.__version__.split('+')[0]}"]
+    """A local directory of wheels, as a cluster's wheelhouse is: the Alliance's newest torch (its CUDA build, as
+    the clusters have: `--isolated`, so that pip ignores this machine's local CPU-only wheel of the same version)
+    and what else the job scripts install (pip download, once; later sessions find it cached outside the checkout)."""
+    torch_pin, vision_pin = ALLIANCE_TORCH
     os.makedirs(WHEELHOUSE, exist_ok=True)
-    fetched = subprocess.run(
-        [sys.executable, "-m", "pip", "download", "-q", "--dest", WHEELHOUSE, *pins, "numpy", "pandas", "matplotlib",
-         "rich", "nvidia-ml-py"],
-        capture_output=True, text=True, timeout=1500,
+    fetched = run_group(
+        [sys.executable, "-m", "pip", "download", "--isolated", "-q", "--dest", WHEELHOUSE, f"torch=={torch_pin}",
+         f"torchvision=={vision_pin}", "numpy", "pandas", "matplotlib", "rich", "nvidia-ml-py"],
+        timeout=1500,
     )  # fmt: skip
     if fetched.returncode != 0:
         lines = fetched.stderr.strip().splitlines()
@@ -121,6 +101,7 @@ def wheelhouse():
     return WHEELHOUSE
 
 
+@pytest.mark.slow
 def test_sbatch_builds_its_venv_offline_from_a_wheelhouse_and_gives_each_rank_its_cores(slurm, wheelhouse, tmp_path):
     # No DDP_BENCH_VENV: the job builds a venv on node-local disk with pip --no-index and the wheelhouse as
     # find-links, as on an Alliance cluster, and runs ddp_bench from the checkout (nothing is built, so no
@@ -135,11 +116,24 @@ def test_sbatch_builds_its_venv_offline_from_a_wheelhouse_and_gives_each_rank_it
         "DDP_BENCH_RESULTS": str(tmp_path / "results"),
     }
     try:
-        done = subprocess.run(
-            ["sbatch", "--wait", f"--chdir={tmp_path}", "--ntasks-per-node=1", "--cpus-per-task=2",
-             os.path.join(ROOT, "slurm", "cpu.sbatch"), "--device", "cpu", "--steps", "3", "--warmup-steps", "1"],
-            env=env, capture_output=True, text=True, timeout=900,
-        )  # fmt: skip
+        done = run_group(
+            [
+                "sbatch",
+                "--wait",
+                f"--chdir={tmp_path}",
+                "--ntasks-per-node=1",
+                "--cpus-per-task=2",
+                os.path.join(ROOT, "slurm", "cpu.sbatch"),
+                "--device",
+                "cpu",
+                "--steps",
+                "3",
+                "--warmup-steps",
+                "1",
+            ],
+            timeout=900,
+            env=env,
+        )
         log = "".join(path.read_text() for path in tmp_path.glob("*.out"))
         assert done.returncode == 0, done.stderr + log[-3000:]
         job_id = re.search(r"Submitted batch job (\d+)", done.stdout).group(1)
@@ -147,14 +141,17 @@ def test_sbatch_builds_its_venv_offline_from_a_wheelhouse_and_gives_each_rank_it
         assert "JobState=COMPLETED" in job and "ExitCode=0:0" in job, job
         (row,) = read_rows(tmp_path / "results")
         assert (row["status"], row["launcher"], row["job_id"], row["world_size"]) == ("complete", "slurm", job_id, "1")
+        assert row["torch_version"].split("+")[0] == ALLIANCE_TORCH[0]  # it ran on the cluster's torch
         assert (row["cpu_affinity"], row["threads"]) == ("0-1", "2")  # srun got --cpus-per-task
         assert float(row["setup_s"]) > 5  # the script timed its venv build (a CUDA torch from local wheels)
         assert float(row["queue_wait_s"]) >= 0
         venv_python = node_local / "env" / "bin" / "python"
-        installed = subprocess.run(
+        installed = run_group(
             [str(venv_python), "-c", "import importlib.util; print(importlib.util.find_spec('ddp_bench'))"],
-            capture_output=True, text=True, cwd=str(node_local), env={"PATH": os.environ["PATH"]}, timeout=60,
-        )  # fmt: skip
+            timeout=60,
+            env={"PATH": os.environ["PATH"]},
+            cwd=str(node_local),
+        )
         assert installed.stdout.strip() == "None"  # the venv holds the dependencies only; ddp_bench ran from src
     finally:
         shutil.rmtree(node_local, ignore_errors=True)  # a CUDA torch venv: gigabytes
@@ -163,10 +160,11 @@ def test_sbatch_builds_its_venv_offline_from_a_wheelhouse_and_gives_each_rank_it
 def test_queue_wait_is_the_time_a_job_spent_behind_another(slurm, tmp_path):
     # A job holds both cores of the node for about 20 s; a ddp_bench job submitted right after it waits in the
     # queue for as long, and its row must say so.
-    holder = subprocess.run(
+    holder = run_group(
         ["sbatch", "--parsable", "--ntasks=1", "--cpus-per-task=2", "--output=/dev/null", "--wrap", "sleep 20"],
-        env=slurm, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        timeout=60,
+        env=slurm,
+    )
     assert holder.returncode == 0, holder.stderr
     holder_id = holder.stdout.strip()
     deadline = time.monotonic() + 60
@@ -179,13 +177,15 @@ def test_queue_wait_is_the_time_a_job_spent_behind_another(slurm, tmp_path):
         assert time.monotonic() < deadline, "the holding job never started"
         time.sleep(0.2)
     command = f"srun {sys.executable} -m ddp_bench --device cpu --steps 3 --warmup-steps 1 --out {tmp_path / 'r'}"
-    waiting = subprocess.run(
+    waiting = run_group(
         ["sbatch", "--wait", "--ntasks=1", "--cpus-per-task=1", f"--output={tmp_path / 'job.out'}", "--wrap", command],
-        env=slurm, capture_output=True, text=True, timeout=240,
-    )  # fmt: skip
+        timeout=240,
+        env=slurm,
+    )
     assert waiting.returncode == 0, waiting.stderr + (tmp_path / "job.out").read_text()[-2000:]
-    shown = subprocess.run(["scontrol", "show", "job", "--oneliner", holder_id], env=slurm, capture_output=True,
-                           text=True, timeout=30).stdout  # fmt: skip
+    shown = subprocess.run(
+        ["scontrol", "show", "job", "--oneliner", holder_id], env=slurm, capture_output=True, text=True, timeout=30
+    ).stdout
     times = dict(re.findall(r"\b(StartTime|EndTime)=(\S+)", shown))
     held_s = (datetime.fromisoformat(times["EndTime"]) - datetime.fromisoformat(times["StartTime"])).total_seconds()
     (row,) = read_rows(tmp_path / "r")
@@ -196,7 +196,7 @@ def test_queue_wait_is_the_time_a_job_spent_behind_another(slurm, tmp_path):
 def test_srun_kill_on_bad_exit_ends_the_step_when_a_rank_dies(slurm, tmp_path):
     env = {**slurm, "DDP_BENCH_FAULT": "rank=1,step=2,kind=sigkill"}
     started = time.monotonic()
-    done = subprocess.run(
+    done = run_group(
         [
             "srun",
             "--kill-on-bad-exit=1",
@@ -212,10 +212,8 @@ def test_srun_kill_on_bad_exit_ends_the_step_when_a_rank_dies(slurm, tmp_path):
             "--out",
             str(tmp_path),
         ],
-        env=env,
-        capture_output=True,
-        text=True,
         timeout=120,
+        env=env,
     )
     assert time.monotonic() - started < 60
     assert done.returncode != 0
@@ -247,7 +245,7 @@ def test_sweep_submits_one_job_per_gpu_count_and_skips_finished_ones(slurm, tmp_
         "--warmup-steps",
         "1",
     ]
-    first = subprocess.run(sweep, env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    first = run_group(sweep, timeout=120, env=env, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     assert len(re.findall(r"Submitted batch job \d+", first.stdout)) == 2
     deadline = time.monotonic() + 240
@@ -259,7 +257,7 @@ def test_sweep_submits_one_job_per_gpu_count_and_skips_finished_ones(slurm, tmp_
     rows = read_rows(tmp_path / "results")
     assert sorted(int(row["world_size"]) for row in rows) == [1, 2, 2]
     assert len({row["sweep_key"] for row in rows}) == 2
-    again = subprocess.run(sweep, env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    again = run_group(sweep, timeout=120, env=env, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert again.stdout.count("# skipped: complete rows") == 2 and "Submitted" not in again.stdout
 
@@ -268,12 +266,10 @@ def test_mpiexec_two_ranks(tmp_path):
     mpiexec = os.path.join(BIN, "mpiexec")
     if not os.path.exists(mpiexec):
         pytest.skip("no mpiexec beside this Python (pip install mpich)")
-    done = subprocess.run(
+    done = run_group(
         [mpiexec, "-n", "2", *RUN, "--device", "cpu", "--steps", "3", "--warmup-steps", "1", "--out", str(tmp_path)],
-        env=clean_env(OMP_NUM_THREADS="1"),
-        capture_output=True,
-        text=True,
         timeout=180,
+        env=clean_env(OMP_NUM_THREADS="1"),
     )
     assert done.returncode == 0, done.stderr[-2000:]
     rows = read_rows(tmp_path)
@@ -282,7 +278,7 @@ def test_mpiexec_two_ranks(tmp_path):
 
 
 def test_srun_with_the_pmi2_plugin_gives_mpi_one_world(slurm, tmp_path):
-    done = subprocess.run(
+    done = run_group(
         [
             "srun",
             "--mpi=pmi2",
@@ -300,10 +296,8 @@ def test_srun_with_the_pmi2_plugin_gives_mpi_one_world(slurm, tmp_path):
             "--out",
             str(tmp_path),
         ],
-        env=slurm,
-        capture_output=True,
-        text=True,
         timeout=180,
+        env=slurm,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert {(row["launcher"], row["world_size"]) for row in read_rows(tmp_path)} == {("mpi", "2")}
@@ -318,13 +312,7 @@ def test_ranks_that_each_started_alone_are_refused(tmp_path):
         OMPI_COMM_WORLD_LOCAL_RANK="0",
         OMPI_COMM_WORLD_LOCAL_SIZE="2",
     )
-    done = subprocess.run(
-        [*RUN, "--device", "cpu", "--steps", "2", "--out", str(tmp_path)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_group([*RUN, "--device", "cpu", "--steps", "2", "--out", str(tmp_path)], timeout=120, env=env)
     assert done.returncode == 2
     # (mpi4py may warn first about the foreign OMPI_ variables; our verdict is the last line)
     assert done.stderr.strip().splitlines()[-1] == (
@@ -337,38 +325,18 @@ def test_ranks_that_each_started_alone_are_refused(tmp_path):
 
 def test_two_torchrun_agents_make_a_two_node_job(tmp_path):
     port = free_port()
-    agents = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "torch.distributed.run",
-                "--nnodes=2",
-                f"--node-rank={node}",
-                "--nproc-per-node=1",
-                "--rdzv-backend=c10d",
-                f"--rdzv-endpoint=127.0.0.1:{port}",
-                "--rdzv-id=twonode",
-                "-m",
-                "ddp_bench",
-                "--device",
-                "cpu",
-                "--steps",
-                "3",
-                "--warmup-steps",
-                "1",
-                "--out",
-                str(tmp_path),
-            ],
-            env=clean_env(OMP_NUM_THREADS="1"),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for node in (0, 1)
-    ]
-    for agent in agents:
-        assert agent.wait(timeout=180) == 0, agent.stderr.read()[-2000:]
+
+    def agent(node: int) -> list[str]:
+        return [
+            sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node-rank={node}", "--nproc-per-node=1",
+            "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=twonode",
+            "-m", "ddp_bench", "--device", "cpu", "--steps", "3", "--warmup-steps", "1", "--out", str(tmp_path),
+        ]  # fmt: skip
+
+    popen = {"env": clean_env(OMP_NUM_THREADS="1"), "stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE}
+    with launched(agent(0), text=True, **popen) as first, launched(agent(1), text=True, **popen) as second:
+        for process in (first, second):
+            assert process.wait(timeout=180) == 0, process.stderr.read()[-2000:]
     rows = read_rows(tmp_path)
     assert [row["rank"] for row in rows] == ["0", "1"]
     assert {row["num_nodes"] for row in rows} == {"2"}
@@ -383,12 +351,10 @@ def test_an_mpi_rank_that_fails_before_mpi_starts_does_not_hang_the_others(tmp_p
         pytest.skip("no mpiexec beside this Python (pip install mpich)")
     flags = ["--device", "cpu", "--init-timeout", "5", "--steps", "2", "--out", str(tmp_path)]
     started = time.monotonic()
-    done = subprocess.run(
+    done = run_group(
         [mpiexec, "-n", "1", *RUN, *flags, ":", "-n", "1", "-env", "DDP_BENCH_FAULT", "malformed", *RUN, *flags],
-        env=clean_env(OMP_NUM_THREADS="1"),
-        capture_output=True,
-        text=True,
         timeout=120,
+        env=clean_env(OMP_NUM_THREADS="1"),
     )
     assert time.monotonic() - started < 60
     assert done.returncode != 0
@@ -401,11 +367,30 @@ def test_sweep_one_job_runs_every_count_in_one_allocation_with_its_allreduce(slu
     env = {**slurm, "DDP_BENCH_VENV": sys.prefix}
     results, jobs = tmp_path / "results", tmp_path / "jobs"
     sweep = [
-        *RUN, "sweep", "--one-job", "--cluster", "cpu", "--gpus", "1,2", "--gpus-per-node", "2",
-        "--cpus-per-task", "1", "--results", str(results), "--scripts-dir", str(jobs),
-        "--", "--device", "cpu", "--steps", "3", "--warmup-steps", "1",
-    ]  # fmt: skip
-    first = subprocess.run(sweep, env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        *RUN,
+        "sweep",
+        "--one-job",
+        "--cluster",
+        "cpu",
+        "--gpus",
+        "1,2",
+        "--gpus-per-node",
+        "2",
+        "--cpus-per-task",
+        "1",
+        "--results",
+        str(results),
+        "--scripts-dir",
+        str(jobs),
+        "--",
+        "--device",
+        "cpu",
+        "--steps",
+        "3",
+        "--warmup-steps",
+        "1",
+    ]
+    first = run_group(sweep, timeout=120, env=env, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     assert len(re.findall(r"Submitted batch job \d+", first.stdout)) == 1  # one job for the whole series
     (script,) = list(jobs.iterdir())
@@ -426,20 +411,21 @@ def test_sweep_one_job_runs_every_count_in_one_allocation_with_its_allreduce(slu
     assert {(row["world_size"], row["launcher"], row["backend"]) for row in measured} == {("2", "slurm", "gloo")}
 
     # The same script submitted again (as after a time limit): every count already has complete rows.
-    again = subprocess.run(
+    again = run_group(
         ["sbatch", "--wait", f"--output={tmp_path / 'again.out'}", str(script)],
-        env={**env, "DDP_BENCH_RESULTS": str(results)}, capture_output=True, text=True, timeout=240, cwd=tmp_path,
-    )  # fmt: skip
+        timeout=240,
+        env={**env, "DDP_BENCH_RESULTS": str(results)},
+        cwd=tmp_path,
+    )
     assert again.returncode == 0, (tmp_path / "again.out").read_text()[-3000:]
     assert (tmp_path / "again.out").read_text().count("are already in") == 2
     assert len(read_rows(results)) == 3 and len(glob.glob(str(results / "*" / "allreduce.csv"))) == 1
     # and the sweep itself now has nothing to submit
-    done = subprocess.run(sweep, env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    done = run_group(sweep, timeout=120, env=env, cwd=tmp_path)
     assert done.returncode == 0 and "Submitted" not in done.stdout and done.stdout.count("# skipped") == 2
 
     # the report models the series from the rows and the all-reduce of the same allocation
-    report = subprocess.run([*RUN, "report", str(results), "--out", str(tmp_path / "report")], env=env,
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    report = run_group([*RUN, "report", str(results), "--out", str(tmp_path / "report")], timeout=120, env=env)
     assert report.returncode == 0, report.stderr
     summary = (tmp_path / "report" / "summary.md").read_text()
     assert "## Scaling model" in summary and "measured at 2 ranks on 1 node(s)" in summary

@@ -11,7 +11,7 @@ import time
 
 import pytest
 import torch
-from conftest import clean_env, read_rows, run_torchrun, torchrun_command
+from conftest import clean_env, read_rows, run_group, run_torchrun, torchrun_command
 
 from ddp_bench.cli import main
 from ddp_bench.measurement.allreduce import bus_bandwidth, default_sizes
@@ -148,7 +148,7 @@ def test_allreduce_benchmark_under_torchrun(tmp_path):
     command = torchrun_command(
         2, ["allreduce", "--device", "cpu", "--max-bytes", str(2**20), "--iters", "3", "--out", str(tmp_path)]
     )
-    done = subprocess.run(command, env=clean_env(OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=180)
+    done = run_group(command, timeout=180, env=clean_env(OMP_NUM_THREADS="1"))
     assert done.returncode == 0, done.stderr[-2000:]
     (directory,) = list(tmp_path.iterdir())
     import csv
@@ -170,12 +170,12 @@ def test_the_run_path_imports_neither_pandas_nor_matplotlib(tmp_path):
         f"code = main(['--device', 'cpu', '--steps', '1', '--warmup-steps', '0', '--out', {str(tmp_path)!r}]); "
         "print(code, 'pandas' in sys.modules, 'matplotlib' in sys.modules)"
     )
-    done = subprocess.run([sys.executable, "-c", probe], env=clean_env(), capture_output=True, text=True, timeout=120)
+    done = run_group([sys.executable, "-c", probe], timeout=120, env=clean_env())
     assert done.stdout.strip().splitlines()[-1] == "0 False False", done.stderr[-2000:]
 
 
 def test_harness_overhead_script_runs(mnist_dir):
-    done = subprocess.run(
+    done = run_group(
         [
             sys.executable,
             os.path.join(ROOT, "benchmarks", "harness_overhead.py"),
@@ -190,10 +190,8 @@ def test_harness_overhead_script_runs(mnist_dir):
             "--step-rounds",
             "10",
         ],
-        env=clean_env(),
-        capture_output=True,
-        text=True,
         timeout=300,
+        env=clean_env(),
     )
     assert done.returncode in (0, 1), done.stderr[-2000:]  # 1: a target missed, as tiny runs are noisy
     throughput = {match[1]: float(match[2]) for match in re.finditer(r"^  (.+?) +([\d.]+) images/s", done.stdout, re.M)}

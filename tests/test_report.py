@@ -9,7 +9,7 @@ import os
 
 import pandas as pd
 import pytest
-from conftest import run_cli, run_torchrun
+from conftest import run_cli, run_group, run_torchrun
 from test_records import make_record
 
 from ddp_bench.cli import main
@@ -198,7 +198,6 @@ def test_report_from_real_one_and_two_rank_cpu_runs(tmp_path):
 
 def test_analysis_script_makes_the_same_report(tmp_path):
     import os
-    import subprocess
     import sys
 
     from conftest import clean_env
@@ -206,12 +205,10 @@ def test_analysis_script_makes_the_same_report(tmp_path):
     fixture_run(tmp_path / "runs", "w1", 1, [2.0])
     fixture_run(tmp_path / "runs", "w2", 2, [2.0, 2.5])
     script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "analysis", "make_report.py")
-    done = subprocess.run(
+    done = run_group(
         [sys.executable, script, str(tmp_path / "runs"), "--out", str(tmp_path / "report")],
-        env=clean_env(),
-        capture_output=True,
-        text=True,
         timeout=120,
+        env=clean_env(),
     )
     assert done.returncode == 0, done.stderr
     summary = pd.read_csv(tmp_path / "report" / "summary.csv")

@@ -11,30 +11,19 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import socket
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
 from ddp_bench.errors import RunFailure
+from ddp_bench.launch.collectives import synchronize
+from ddp_bench.launch.job import Job
 from ddp_bench.launch.launchers import LaunchInfo
 
-_STRING_BYTES = 256  # fixed width for strings shared between ranks (run ids, host names)
-_ROLL_CALL_S = 5.0  # how long survivors of a failure wait for each other to answer the roll call
-
-
-@dataclass(frozen=True)
-class Job:
-    """This rank's handle on the running job."""
-
-    info: LaunchInfo
-    device: torch.device
-    store: dist.Store  # ddp_bench's own keys, beside the process group's
-    control: dist.ProcessGroup | None  # a gloo group for host-side agreement (None: use the default group)
+# How long leaving the job waits for the groups' threads to let go of the tensors the harness lent them.
+_RELEASE_S = 30.0
 
 
 def _rendezvous_store(info: LaunchInfo, timeout: timedelta) -> dist.Store:
@@ -72,9 +61,25 @@ def process_group(info: LaunchInfo, backend: str, device: torch.device, timeout_
         control = dist.new_group(backend="gloo", timeout=timeout) if backend != "gloo" else None
     except dist.DistError as exc:
         raise RunFailure(_rendezvous_failure(info, timeout_s, exc)) from None
-    yield Job(info, device, dist.PrefixStore("ddp_bench", store), control)
-    # Reached only when the block succeeded: after a failure a peer may be gone, and tearing down a
-    # communicator with a dead peer can block; the process exit releases everything instead.
+    job = Job(info, device, dist.PrefixStore("ddp_bench", store), control)
+    try:
+        yield job
+    except BaseException:
+        # After a failure a peer may be gone, and tearing down a communicator with a dead peer can block: the
+        # process exit releases the groups instead. Their threads must still be done with the harness's tensors
+        # first (the wait is bounded: a thread stuck in a collective with a dead peer keeps its tensor).
+        job.held.release(timeout_s=2.0)
+        raise
+    # The block succeeded: every collective it started has been waited for. Leave only once the groups' threads
+    # have let go of the tensors they were lent, so that destroying a group never joins a thread that waits for
+    # the GIL this thread holds (launch/job.py); the callers have dropped their DDP modules (and so the reducer's
+    # hold on the group) by now.
+    synchronize(device)
+    if not job.held.release(_RELEASE_S):
+        raise RunFailure(
+            f"rank {info.rank}: a process-group thread still held a tensor {_RELEASE_S:g} s after the run ended; "
+            "leaving the groups now could hang, so they are left to the process exit"
+        )
     dist.destroy_process_group()
 
 
@@ -128,109 +133,3 @@ def first_line(exc: BaseException, limit: int = 200) -> str:
         return peer.group(0)
     line = text.splitlines()[0] if text else type(exc).__name__
     return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
-def register_rank(job: Job) -> None:
-    """Leave this rank's host and PID in the store, so survivors of a failure can tell dead from stuck."""
-    job.store.set(f"pid/{job.info.rank}", f"{socket.gethostname()}:{os.getpid()}")
-
-
-def announce_failure(job: Job, reason: str) -> None:
-    """Tell the other ranks, through the store, that this rank is failing and why (best effort)."""
-    try:
-        job.store.set_timeout(timedelta(seconds=2))
-        job.store.set(f"failed/{job.info.rank}", reason)
-    except (dist.DistError, RuntimeError):
-        return  # the store is gone as well: the peers will find this rank silent instead
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has already died
-    except OSError:
-        return False
-
-
-@dataclass(frozen=True)
-class LostRanks:
-    failed: dict[int, str]  # ranks that announced their own failure, with the reason
-    dead: list[int]  # ranks on this host whose process is gone
-    silent: list[int]  # ranks elsewhere that did not answer the roll call
-
-
-def find_lost_ranks(job: Job, wait_s: float = _ROLL_CALL_S) -> LostRanks | None:
-    """After a failed collective: which ranks failed, died, or no longer answer?
-
-    Survivors answer a roll call in the store. A rank that is alive but stuck in a collective with the dead one
-    cannot answer, so ranks on this host are judged by their process instead. Returns None when the store itself
-    is gone (it lives in rank 0, or in torchrun's agent).
-    """
-    store, me, host = job.store, job.info.rank, socket.gethostname()
-    try:
-        store.set_timeout(timedelta(seconds=wait_s))
-        store.set(f"alive/{me}", "1")
-        deadline = time.monotonic() + wait_s
-        while True:
-            failed, dead, silent, stuck = {}, [], [], []
-            for rank in range(job.info.world_size):
-                if store.check([f"failed/{rank}"]):
-                    failed[rank] = store.get(f"failed/{rank}").decode()
-                elif not store.check([f"alive/{rank}"]):
-                    where, _, pid = store.get(f"pid/{rank}").decode().rpartition(":")
-                    if where != host:
-                        silent.append(rank)
-                    elif _pid_alive(int(pid)):
-                        stuck.append(rank)
-                    else:
-                        dead.append(rank)
-            if not (silent or stuck) or time.monotonic() > deadline:
-                return LostRanks(failed, dead, silent)
-            time.sleep(0.2)
-    except (dist.DistError, RuntimeError):
-        return None
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for all queued device work, so that a clock read next counts it."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def align_ranks(device: torch.device) -> None:
-    """Bring every rank to the same point (a tiny all-reduce; works the same for gloo and NCCL)."""
-    token = torch.zeros(1, device=device)
-    dist.all_reduce(token)
-    synchronize(device)
-
-
-def any_rank(flag: bool, job: Job) -> bool:
-    """True on every rank if `flag` is true on any rank (a host-side all-reduce, no device sync)."""
-    tensor = torch.tensor([1 if flag else 0], dtype=torch.int32)
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=job.control)
-    return bool(tensor.item())
-
-
-def reduce_floats(values: list[float], op: dist.ReduceOp, device: torch.device) -> list[float]:
-    """All-reduce a few float64 numbers (sums of samples, maxima of times) across the ranks."""
-    tensor = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(tensor, op=op)
-    return tensor.tolist()
-
-
-def gather_floats(values: list[float], device: torch.device) -> list[list[float]]:
-    """Every rank's few float64 numbers, in rank order, on every rank."""
-    mine = torch.tensor(values, dtype=torch.float64, device=device)
-    everyone = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
-    dist.all_gather(everyone, mine)
-    return [tensor.tolist() for tensor in everyone]
-
-
-def broadcast_string(text: str, device: torch.device, src: int = 0) -> str:
-    """Rank `src`'s string on every rank, sent as fixed-width bytes (no pickling)."""
-    buffer = torch.zeros(_STRING_BYTES, dtype=torch.uint8, device=device)
-    if dist.get_rank() == src:
-        encoded = text.encode()[:_STRING_BYTES]
-        buffer[: len(encoded)] = torch.tensor(list(encoded), dtype=torch.uint8)
-    dist.broadcast(buffer, src=src)
-    return bytes(buffer.cpu().tolist()).rstrip(b"\0").decode()

@@ -81,14 +81,9 @@ def allreduce_main(argv: Sequence[str]) -> int:
     import torch
     import torch.distributed as dist
 
+    from ddp_bench.launch.collectives import align_ranks, broadcast_string, reduce_floats, synchronize
     from ddp_bench.launch.discovery import discover_launch
-    from ddp_bench.launch.distributed import (
-        align_ranks,
-        broadcast_string,
-        process_group,
-        reduce_floats,
-        synchronize,
-    )
+    from ddp_bench.launch.distributed import process_group
     from ddp_bench.launch.hardware import plan_hardware
     from ddp_bench.results.context import collect_context
     from ddp_bench.results.results_dir import prove_output_dir
@@ -99,21 +94,22 @@ def allreduce_main(argv: Sequence[str]) -> int:
         prove_output_dir(cfg.out)
     context = collect_context(os.environ, plan.device.type, plan.device.index or 0)
     rows = []
-    with process_group(info, plan.backend, plan.device, cfg.init_timeout):
-        run_id = broadcast_string(new_run_id("allreduce", info.world_size), plan.device)
+    with process_group(info, plan.backend, plan.device, cfg.init_timeout) as job:
+        run_id = broadcast_string(job, new_run_id("allreduce", info.world_size))
         for size in default_sizes(args.max_bytes):
             tensor = torch.ones(size // 4, dtype=torch.float32, device=plan.device)
+            job.held.hold(tensor)
             for _ in range(args.warmup):
                 dist.all_reduce(tensor)
-            align_ranks(plan.device)  # every rank starts the clock together, device idle
+            align_ranks(job)  # every rank starts the clock together, device idle
             started, started_cpu = time.perf_counter(), time.process_time()
             for _ in range(args.iters):
                 dist.all_reduce(tensor)
             synchronize(plan.device)
             seconds, cpu_seconds = reduce_floats(
+                job,
                 [(time.perf_counter() - started) / args.iters, (time.process_time() - started_cpu) / args.iters],
                 dist.ReduceOp.MAX,
-                plan.device,
             )
             algbw = size / seconds / 1e9
             rows.append(

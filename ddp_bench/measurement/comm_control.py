@@ -23,7 +23,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ddp_bench.data import BatchSource
-from ddp_bench.launch.distributed import align_ranks, gather_floats
+from ddp_bench.launch.collectives import align_ranks, gather_floats
+from ddp_bench.launch.job import Job
 from ddp_bench.measurement.scaling_model import Bucket, ddp_buckets
 from ddp_bench.measurement.timing import StepTimer, percentile
 from ddp_bench.train import Precision, epochs_forever, train_step
@@ -43,7 +44,7 @@ def comm_control(
     scaler: torch.amp.GradScaler | None,
     batches: BatchSource,
     precision: Precision,
-    device: torch.device,
+    job: Job,
     pairs: int = 10,
     readiness_steps: int = 3,
 ) -> CommControl:
@@ -54,9 +55,7 @@ def comm_control(
     distributed = isinstance(ddp, DistributedDataParallel)
     exposed, compute, job_compute = (0.0, float("nan"), float("nan"))
     if distributed:
-        exposed, compute, job_compute = _paired_steps(
-            ddp_model, ddp, optimizer, scaler, stream, precision, device, pairs
-        )
+        exposed, compute, job_compute = _paired_steps(ddp_model, ddp, optimizer, scaler, stream, precision, job, pairs)
     module = ddp.module if distributed else ddp
 
     def compute_only_step() -> None:
@@ -64,11 +63,11 @@ def comm_control(
         with ddp.no_sync() if distributed else contextlib.nullcontext():
             train_step(ddp_model, optimizer, scaler, precision, x, y)
 
-    buckets = gradient_buckets(module, compute_only_step, device, readiness_steps)
+    buckets = gradient_buckets(module, compute_only_step, job.device, readiness_steps)
     return CommControl(exposed, compute, job_compute, buckets)
 
 
-def _paired_steps(ddp_model, ddp, optimizer, scaler, stream, precision, device, pairs) -> tuple[float, float, float]:
+def _paired_steps(ddp_model, ddp, optimizer, scaler, stream, precision, job, pairs) -> tuple[float, float, float]:
     """(exposed all-reduce ms, compute-only ms, the job's compute-only ms): the median, over pairs of adjacent
     steps, of (step with DDP's gradient all-reduce) minus (the same step under `no_sync`); the median `no_sync`
     step of this rank; and the median over those steps of the slowest rank's time in each. The difference
@@ -79,14 +78,14 @@ def _paired_steps(ddp_model, ddp, optimizer, scaler, stream, precision, device, 
     The steps run what the run trained: the compiled module under --compile (no_sync is DDP's switch, reached
     through the compiled wrapper), and the run's own loss scaler. One untimed pair first absorbs what switching
     to no_sync costs once (a recompilation under --compile)."""
-    timers = {True: StepTimer(device), False: StepTimer(device)}
+    timers = {True: StepTimer(job.device), False: StepTimer(job.device)}
     for pair in range(-1, pairs):
         # Every rank runs the same order, so the synced step's collective always has all its peers.
         for sync in (True, False) if pair % 2 == 0 else (False, True):
             _epoch, x, y = next(stream)
             # Start both kinds of step with the ranks aligned, as they are in steady training after each
             # all-reduce; otherwise the drift a free-running no_sync step builds up is charged to the next one.
-            align_ranks(device)
+            align_ranks(job)
             with contextlib.nullcontext() if sync else ddp.no_sync():
                 if pair < 0:  # the untimed first pair
                     train_step(ddp_model, optimizer, scaler, precision, x, y)
@@ -96,7 +95,7 @@ def _paired_steps(ddp_model, ddp, optimizer, scaler, stream, precision, device, 
                 timers[sync].stop()
     unsynced = timers[False].durations_ms()
     differences = [synced - alone for synced, alone in zip(timers[True].durations_ms(), unsynced, strict=True)]
-    slowest = [max(step) for step in zip(*gather_floats(unsynced, device), strict=True)]
+    slowest = [max(step) for step in zip(*gather_floats(job, unsynced), strict=True)]
     return max(0.0, percentile(differences, 50)), percentile(unsynced, 50), percentile(slowest, 50)
 
 

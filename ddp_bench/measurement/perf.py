@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ddp_bench.launch.distributed import synchronize
+from ddp_bench.launch.collectives import synchronize
 
 # Thresholds for the verdict, as shares of one step's wall time.
 LOADER_BOUND_SHARE = 0.25  # waiting for data takes over a quarter of the step

@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from ddp_bench.launch.distributed import synchronize
+from ddp_bench.launch.collectives import synchronize
 from ddp_bench.measurement.consumption import EnergyCounter
 
 

@@ -14,8 +14,9 @@ import torch
 from ddp_bench.config import BenchConfig
 from ddp_bench.console import print_summary
 from ddp_bench.data import BatchSource, DatasetSpec, Shard, build_batches
-from ddp_bench.launch.distributed import Job, align_ranks, gather_floats
+from ddp_bench.launch.collectives import align_ranks, gather_floats
 from ddp_bench.launch.hardware import HardwarePlan
+from ddp_bench.launch.job import Job
 from ddp_bench.launch.stopping import StopRequest
 from ddp_bench.measurement.comm_control import CommControl, comm_control
 from ddp_bench.measurement.consumption import CounterChoice, peak_memory
@@ -75,9 +76,9 @@ class JobTotals:
     # local rank 0); NaN when no rank had a counter
 
 
-def job_totals(result: TrainResult, device: torch.device) -> JobTotals:
+def job_totals(result: TrainResult, job: Job) -> JobTotals:
     """Every rank's samples, time and energy, gathered from all of them in one collective."""
-    per_rank = gather_floats([float(result.samples), result.train_time_s, result.energy_j], device)
+    per_rank = gather_floats(job, [float(result.samples), result.train_time_s, result.energy_j])
     samples = [int(n) for n, _, _ in per_rank]
     readings = [joules for _, _, joules in per_rank if joules == joules]
     return JobTotals(
@@ -119,10 +120,10 @@ def measure_after_training(
             fault=None,
             on_step=lambda: None,
         )
-        synthetic = job_totals(comparison, device).images_per_s
+        synthetic = job_totals(comparison, setup.job).images_per_s
     control = CommControl(0.0, float("nan"), float("nan"), [])
     if not result.stopped_by:
-        control = comm_control(ddp_model, optimizer, scaler, batches, precision, device)
+        control = comm_control(ddp_model, optimizer, scaler, batches, precision, setup.job)
     return AfterTraining(control, synthetic)
 
 
@@ -138,7 +139,7 @@ def record_rank(
     """Write this rank's row (or rescue it); rank 0 prints the summary once every rank has done so."""
     cfg, info, device = setup.cfg, setup.job.info, setup.job.device
     context = setup.context
-    totals = job_totals(result, device)
+    totals = job_totals(result, setup.job)
     job_images_per_s = totals.images_per_s
     rank_images_per_s = images_per_second(result.samples, result.train_time_s)
     achieved = setup.flops_per_image * rank_images_per_s
@@ -253,7 +254,7 @@ def record_rank(
         path = rank_csv_path(rescue_dir(), record.run_id, record.rank)
     if not failure:
         _write_extras(path, cfg.log_indices, batches, result, write_curve=info.rank == 0, context=context)
-    align_ranks(device)  # rank 0 reports only once every rank's row is on disk
+    align_ranks(setup.job)  # rank 0 reports only once every rank's row is on disk
     if info.rank == 0:
         print_summary(record, ADVICE[kind], os.path.dirname(path))
     return Written(path, failure)
