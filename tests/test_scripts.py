@@ -13,7 +13,14 @@ import pytest
 from conftest import run_cli
 from test_records import make_record
 
-from ddp_bench.cluster.jobscript import JobShape, reference_script_name, render, render_reference
+from ddp_bench.cluster.jobscript import (
+    TORCH_FLOOR,
+    TORCHVISION_FLOOR,
+    JobShape,
+    reference_script_name,
+    render,
+    render_reference,
+)
 from ddp_bench.cluster.profiles import PROFILES
 from ddp_bench.cluster.sweep import complete_keys, job_shape, plan_sweep, sweep_key
 from ddp_bench.errors import UsageError
@@ -239,3 +246,10 @@ def test_sweep_refuses_impossible_shapes_and_writes_nothing(tmp_path, flags, mes
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("ddp_bench: error: ") and message in line
     assert not (tmp_path / "jobs").exists()
+
+
+def test_job_scripts_install_the_torch_floor_that_pyproject_states():
+    with open(os.path.join(ROOT, "pyproject.toml"), encoding="utf-8") as handle:
+        dependencies = re.findall(r'^\s*"([^"]+)",', handle.read(), flags=re.M)  # (tomllib is Python 3.11+)
+    assert f"torch>={TORCH_FLOOR}" in dependencies and f"torchvision>={TORCHVISION_FLOOR}" in dependencies
+    assert f'"torch>={TORCH_FLOOR}" "torchvision>={TORCHVISION_FLOOR}"' in render_reference(PROFILES["narval"])

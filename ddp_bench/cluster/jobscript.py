@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from ddp_bench.cluster.profiles import ClusterProfile
 
 WARNING_SIGNAL = "USR1@120"  # SIGUSR1 two minutes before the time limit: ddp_bench stops and writes its rows
+TORCH_FLOOR, TORCHVISION_FLOOR = "2.6", "0.21"  # pyproject.toml's floor, for venvs built from a site's wheelhouse
 
 
 @dataclass(frozen=True)
@@ -173,9 +174,10 @@ if command -v module >/dev/null 2>&1; then
 {modules}
 fi
 
-# Python: a virtualenv on node-local disk of every node, from the cluster's wheelhouse (no internet needed).
-# ddp_bench itself is pure Python and runs from the checkout through PYTHONPATH: nothing is built, so the venv
-# needs neither setuptools nor wheel (Python 3.12+ venvs have neither).
+# Python: a virtualenv on node-local disk of every node, from the cluster's wheelhouse (no internet needed), with
+# its newest torch at or above the one ddp_bench supports. ddp_bench itself is pure Python and runs from the
+# checkout through PYTHONPATH: nothing is built, so the venv needs neither setuptools nor wheel (Python 3.12+
+# venvs have neither).
 if [ -n "${{DDP_BENCH_VENV:-}}" ]; then
     venv=$DDP_BENCH_VENV
 else
@@ -187,7 +189,8 @@ else
     # shellcheck disable=SC2016  # the single-quoted script expands the exported variables on each node
     srun --ntasks="$SLURM_NNODES" --ntasks-per-node=1 bash -c '
         python -m venv "$venv" &&
-        "$venv/bin/pip" install --no-index --quiet torch torchvision numpy pandas matplotlib rich &&
+        "$venv/bin/pip" install --no-index --quiet "torch>={TORCH_FLOOR}" "torchvision>={TORCHVISION_FLOOR}" \\
+            numpy pandas matplotlib rich &&
         {{ "$venv/bin/pip" install --no-index --quiet nvidia-ml-py 2>/dev/null ||
           echo "ddp_bench: note: no nvidia-ml-py in this wheelhouse: GPU energy will not be recorded" >&2; }}'
 fi

@@ -13,6 +13,7 @@ import torch
 
 from ddp_bench.config import BenchConfig
 from ddp_bench.errors import UsageError
+from ddp_bench.launch.cuda_build import cuda_problem, driver_view, torch_view
 from ddp_bench.launch.launchers import LaunchInfo
 
 
@@ -65,7 +66,13 @@ def steady_cpu_allocator(env: Mapping[str, str]) -> str:
 
 def plan_hardware(cfg: BenchConfig, info: LaunchInfo, env: Mapping[str, str]) -> HardwarePlan:
     """Device, backend and CPU threads for this rank, or a UsageError for what the hardware cannot do."""
-    cuda_ok = torch.cuda.is_available()
+    cuda_ok = False
+    if cfg.device != "cpu":  # a GPU this torch cannot drive is refused, under --device auto too
+        view = torch_view()
+        problem = cuda_problem(view, None if view.available else driver_view(), env)
+        if problem:
+            raise UsageError(problem)
+        cuda_ok = view.available
     if cfg.device == "cuda" and not cuda_ok:
         raise UsageError(f"--device cuda, but no CUDA GPU is visible to torch {torch.__version__}")
     kind = cfg.device if cfg.device != "auto" else ("cuda" if cuda_ok else "cpu")

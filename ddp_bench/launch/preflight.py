@@ -115,6 +115,9 @@ def run_checks(cfg: BenchConfig, env: Mapping[str, str]) -> list[Finding]:
             + (f", rendezvous {info.master_addr}:{info.master_port}" if info.world_size > 1 else ""),
         )
     )
+    from ddp_bench.launch.cuda_build import describe, driver_view, torch_view
+
+    findings.append(Finding("torch", "ok", describe(torch_view(), driver_view())))
     try:
         plan = plan_hardware(cfg, info, env)
         findings.append(Finding("device", "ok", f"{plan.device} with {plan.backend}, {plan.threads} CPU thread(s)"))
