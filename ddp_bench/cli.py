@@ -83,7 +83,7 @@ def check_main(argv: Sequence[str]) -> int:
 
 
 def allreduce_cli(argv: Sequence[str]) -> int:
-    from ddp_bench.measurement.allreduce import allreduce_main  # imports torch
+    from ddp_bench.allreduce import allreduce_main  # imports torch
 
     return allreduce_main(argv)
 

@@ -29,12 +29,13 @@ from ddp_bench.launch.launchers import LaunchInfo
 from ddp_bench.launch.peers import announce_failure, find_lost_ranks, register_rank
 from ddp_bench.launch.preflight import data_location_note, gpu_note, require_launcher_for_allocation
 from ddp_bench.launch.stopping import StopRequest
+from ddp_bench.measurement.after_training import measure_after_training
 from ddp_bench.measurement.consumption import CounterChoice, cpu_counter, gpu_counter
 from ddp_bench.measurement.job_timing import WaitBeforeTraining, setup_seconds, slurm_queue_wait_s
 from ddp_bench.measurement.perf import flops_per_image, matmul_dtype, measured_peak_flops
 from ddp_bench.models import build_model, build_recipe, lr_factor
 from ddp_bench.results.context import collect_context
-from ddp_bench.results.recording import RunSetup, measure_after_training, record_rank
+from ddp_bench.results.recording import RunSetup, record_rank
 from ddp_bench.results.records import new_run_id
 from ddp_bench.results.results_dir import check_output_dir, prove_output_dir
 from ddp_bench.train import Precision, run_training
@@ -154,7 +155,7 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
                     fault=fault,
                     on_step=on_step,
                 )
-            extras = measure_after_training(setup, ddp_model, optimizer, scaler, batches, result)
+            extras = measure_after_training(cfg, job, spec, ddp_model, optimizer, scaler, batches, result)
             written = record_rank(setup, batches, optimizer, result, extras)
             del ddp_model  # and with it DDP's reducer and its hold on the process group, before the groups go
         except torch.OutOfMemoryError as exc:

@@ -1,5 +1,4 @@
-"""After the timed stage: the untimed measurements (the synthetic-data comparison, then exposed communication),
-the job totals gathered across ranks, and this rank's row on disk."""
+"""This rank's row, built from what was measured, written to disk (or rescued), and the summary printed."""
 
 from __future__ import annotations
 
@@ -9,16 +8,13 @@ import sys
 import time
 from dataclasses import dataclass
 
-import torch
-
 from ddp_bench.config import BenchConfig
 from ddp_bench.console import print_summary
-from ddp_bench.data import BatchSource, DatasetSpec, Shard, build_batches
-from ddp_bench.launch.collectives import align_ranks, gather_floats
+from ddp_bench.data import BatchSource, DatasetSpec
+from ddp_bench.launch.collectives import align_ranks
 from ddp_bench.launch.hardware import HardwarePlan
 from ddp_bench.launch.job import Job
-from ddp_bench.launch.stopping import StopRequest
-from ddp_bench.measurement.comm_control import CommControl, comm_control
+from ddp_bench.measurement.after_training import AfterTraining, job_totals
 from ddp_bench.measurement.consumption import CounterChoice, peak_memory
 from ddp_bench.measurement.job_timing import WaitBeforeTraining
 from ddp_bench.measurement.perf import ADVICE, model_flops_utilization, verdict
@@ -30,7 +26,6 @@ from ddp_bench.results.records import (
     ACCURACY_CURVE_COLUMNS,
     ACCURACY_CURVE_FILE,
     RankRecord,
-    global_images_per_second,
     images_per_second,
     rank_csv_path,
     render_table,
@@ -38,7 +33,7 @@ from ddp_bench.results.records import (
     write_rank_csv,
 )
 from ddp_bench.results.results_dir import rescue_dir, rescue_row
-from ddp_bench.train import Precision, TrainResult, run_training
+from ddp_bench.train import TrainResult
 
 
 @dataclass(frozen=True)
@@ -60,71 +55,6 @@ class RunSetup:
     waits: WaitBeforeTraining
     energy: CounterChoice  # this rank's energy counter, or why it has none
     cpu_allocator: str  # launch.hardware.steady_cpu_allocator: the malloc settings the process trained with
-
-
-@dataclass(frozen=True)
-class AfterTraining:
-    control: CommControl  # exposed communication, compute-only step time, gradient buckets
-    synthetic_images_per_s: float  # NaN unless --compare-synthetic
-
-
-@dataclass(frozen=True)
-class JobTotals:
-    images_per_s: float  # the job's throughput from what every rank really did (never rank 0 x N)
-    samples: int  # images trained by all ranks
-    energy_j: float  # the sum of the counters that were read (GPUs: one per rank; CPUs: one per node, read by its
-    # local rank 0); NaN when no rank had a counter
-
-
-def job_totals(result: TrainResult, job: Job) -> JobTotals:
-    """Every rank's samples, time and energy, gathered from all of them in one collective."""
-    per_rank = gather_floats(job, [float(result.samples), result.train_time_s, result.energy_j])
-    samples = [int(n) for n, _, _ in per_rank]
-    readings = [joules for _, _, joules in per_rank if joules == joules]
-    return JobTotals(
-        global_images_per_second(samples, [seconds for _, seconds, _ in per_rank]),
-        sum(samples),
-        sum(readings) if readings else float("nan"),
-    )
-
-
-def measure_after_training(
-    setup: RunSetup, ddp_model, optimizer, scaler, batches: BatchSource, result: TrainResult
-) -> AfterTraining:
-    """Untimed extras, on the module, optimizer and loss scaler the run trained; every rank runs them in the same
-    order (they contain collectives). The exposed-comm control comes last: its no_sync steps leave the replicas
-    apart, so nothing that trains may follow it."""
-    cfg, device = setup.cfg, setup.job.device
-    precision = Precision(cfg.amp, device.type)
-    synthetic = float("nan")
-    if cfg.compare_synthetic and cfg.data != "synthetic" and not result.stopped_by:
-        # The same model, batch and steps on synthetic data of the same shape, kept on the device: the ratio
-        # of the two throughputs prices the input pipeline.
-        shard: Shard = batches.shard
-        fake = build_batches("synthetic", "", setup.spec, "device", shard, 0, train=True)
-        comparison = run_training(
-            job=setup.job,
-            ddp_model=ddp_model,
-            eval_model=ddp_model,
-            optimizer=optimizer,
-            scaler=scaler,
-            scheduler=torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0),
-            step_scheduler=None,
-            batches=fake,
-            test_batches=None,
-            precision=precision,
-            warmup_steps=cfg.warmup_steps,
-            steps=result.steps,
-            epochs=None,
-            stop=StopRequest(),
-            fault=None,
-            on_step=lambda: None,
-        )
-        synthetic = job_totals(comparison, setup.job).images_per_s
-    control = CommControl(0.0, float("nan"), float("nan"), [])
-    if not result.stopped_by:
-        control = comm_control(ddp_model, optimizer, scaler, batches, precision, setup.job)
-    return AfterTraining(control, synthetic)
 
 
 @dataclass(frozen=True)

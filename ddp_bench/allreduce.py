@@ -1,0 +1,156 @@
+"""`python -m ddp_bench allreduce`: the network's limit, to read a scaling plot against.
+
+All-reduce of float32 tensors from KBs to hundreds of MB under any launcher, timed on every rank (device
+synchronised, slowest rank counts), reported as nccl-tests defines it (measurement/allreduce.py).
+Rank 0 writes `allreduce.csv` and `allreduce.png` in a new directory under --out.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+
+from ddp_bench.args import Parser
+from ddp_bench.config import BenchConfig, choices
+from ddp_bench.errors import UsageError
+from ddp_bench.measurement.allreduce import bus_bandwidth, default_sizes
+from ddp_bench.results.allreduce_table import AllreduceRow, write_allreduce_csv
+from ddp_bench.results.records import new_run_id
+
+
+def _parse(argv: Sequence[str]):
+    parser = Parser(prog="python -m ddp_bench allreduce", description="All-reduce bandwidth, nccl-tests style.")
+    parser.add_argument("--max-bytes", type=int, default=256 * 2**20, help="largest message (default 256 MiB)")
+    parser.add_argument("--iters", type=int, default=20, help="timed all-reduces per size (default 20)")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed all-reduces per size (default 5)")
+    parser.add_argument("--device", choices=choices("device"), default="auto")
+    parser.add_argument("--backend", choices=choices("backend"), default="auto")
+    parser.add_argument("--launcher", choices=choices("launcher"), default="auto")
+    parser.add_argument("--out", default="results")
+    parser.add_argument("--init-timeout", type=float, default=180.0)
+    args = parser.parse_args(list(argv))
+    if args.max_bytes < 4096 or args.iters <= 0 or args.warmup < 0:
+        raise UsageError("--max-bytes must be at least 4096, --iters positive, --warmup zero or more")
+    return args
+
+
+def allreduce_main(argv: Sequence[str]) -> int:
+    args = _parse(argv)
+    cfg = BenchConfig(
+        device=args.device, backend=args.backend, launcher=args.launcher, out=args.out, init_timeout=args.init_timeout
+    )
+    import torch
+    import torch.distributed as dist
+
+    from ddp_bench.launch.collectives import align_ranks, broadcast_string, reduce_floats, synchronize
+    from ddp_bench.launch.discovery import discover_launch
+    from ddp_bench.launch.distributed import process_group
+    from ddp_bench.launch.hardware import plan_hardware
+    from ddp_bench.results.context import collect_context
+    from ddp_bench.results.results_dir import prove_output_dir
+
+    info = discover_launch(os.environ, cfg.launcher, cfg.init_timeout)
+    plan = plan_hardware(cfg, info, os.environ)
+    if info.rank == 0:  # the one rank that writes proves it can, before anything is measured
+        prove_output_dir(cfg.out)
+    context = collect_context(os.environ, plan.device.type, plan.device.index or 0)
+    rows = []
+    with process_group(info, plan.backend, plan.device, cfg.init_timeout) as job:
+        run_id = broadcast_string(job, new_run_id("allreduce", info.world_size))
+        for size in default_sizes(args.max_bytes):
+            tensor = torch.ones(size // 4, dtype=torch.float32, device=plan.device)
+            job.held.hold(tensor)
+            for _ in range(args.warmup):
+                dist.all_reduce(tensor)
+            align_ranks(job)  # every rank starts the clock together, device idle
+            started, started_cpu = time.perf_counter(), time.process_time()
+            for _ in range(args.iters):
+                dist.all_reduce(tensor)
+            synchronize(plan.device)
+            seconds, cpu_seconds = reduce_floats(
+                job,
+                [(time.perf_counter() - started) / args.iters, (time.process_time() - started_cpu) / args.iters],
+                dist.ReduceOp.MAX,
+            )
+            algbw = size / seconds / 1e9
+            rows.append(
+                AllreduceRow(
+                    run_id,
+                    info.launcher,
+                    context.platform,
+                    context.cluster,
+                    context.hostname,
+                    info.num_nodes,
+                    info.world_size,
+                    plan.backend,
+                    str(plan.device),
+                    context.device_name,
+                    size,
+                    args.iters,
+                    seconds * 1e6,
+                    cpu_seconds * 1e6,
+                    algbw,
+                    bus_bandwidth(algbw, info.world_size),
+                    context.torch_version,
+                    context.ddp_bench_version,
+                    context.git_commit,
+                )
+            )
+    if info.rank == 0:
+        directory = os.path.join(cfg.out, run_id)
+        os.makedirs(directory)
+        write_allreduce_csv(rows, directory)
+        _print_and_plot(rows, directory)
+    return 0
+
+
+def _print_and_plot(rows: list[AllreduceRow], directory: str) -> None:
+    from rich.table import Table
+
+    from ddp_bench.console import wide_console
+
+    first = rows[0]
+    table = Table(
+        title=f"all-reduce · {first.backend} · {first.world_size} ranks on {first.num_nodes} node(s) · "
+        f"{first.device_name}",
+        title_justify="left",
+    )
+    for column in ("size", "time (us)", "algbw (GB/s)", "busbw (GB/s)"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(_size(row.size_bytes), f"{row.time_us:,.1f}", f"{row.algbw_gbps:.3f}", f"{row.busbw_gbps:.3f}")
+    console = wide_console()
+    console.print(table)
+
+    from matplotlib.figure import Figure  # rendered to a file: no pyplot, no display needed
+
+    figure = Figure(figsize=(8, 5))
+    axis = figure.subplots()
+    axis.plot([row.size_bytes for row in rows], [row.busbw_gbps for row in rows], marker="o", label="bus bandwidth")
+    axis.plot(
+        [row.size_bytes for row in rows],
+        [row.algbw_gbps for row in rows],
+        marker=".",
+        linestyle="--",
+        label="algorithm bandwidth",
+    )
+    axis.set_xscale("log", base=2)
+    axis.set_xticks([row.size_bytes for row in rows], [_size(row.size_bytes) for row in rows], rotation=45)
+    axis.set_xlabel("message size")
+    axis.set_ylabel("bandwidth (GB/s)")
+    axis.set_title(
+        f"All-reduce, {first.world_size} ranks ({first.backend}) on {first.num_nodes} node(s): "
+        f"peak busbw {max(row.busbw_gbps for row in rows):.2f} GB/s"
+    )
+    axis.grid(True, alpha=0.3)
+    axis.legend()
+    figure.savefig(os.path.join(directory, "allreduce.png"), dpi=150, bbox_inches="tight")
+    console.print(f"wrote {directory}/allreduce.csv and allreduce.png", soft_wrap=True)
+
+
+def _size(size: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= scale:
+            return f"{size / scale:g} {unit}"
+    return f"{size} B"

@@ -1,0 +1,89 @@
+"""After the timed stage: the untimed measurements every rank runs in the same order (the synthetic-data
+comparison, then the exposed-communication control), and the job's totals gathered from every rank."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ddp_bench.config import BenchConfig
+from ddp_bench.data import BatchSource, DatasetSpec, Shard, build_batches
+from ddp_bench.launch.collectives import gather_floats
+from ddp_bench.launch.job import Job
+from ddp_bench.launch.stopping import StopRequest
+from ddp_bench.measurement.comm_control import CommControl, comm_control
+from ddp_bench.results.records import global_images_per_second
+from ddp_bench.train import Precision, TrainResult, run_training
+
+
+@dataclass(frozen=True)
+class AfterTraining:
+    control: CommControl  # exposed communication, compute-only step time, gradient buckets
+    synthetic_images_per_s: float  # NaN unless --compare-synthetic
+
+
+@dataclass(frozen=True)
+class JobTotals:
+    images_per_s: float  # the job's throughput from what every rank really did (never rank 0 x N)
+    samples: int  # images trained by all ranks
+    energy_j: float  # the sum of the counters that were read (GPUs: one per rank; CPUs: one per node, read by its
+    # local rank 0); NaN when no rank had a counter
+
+
+def job_totals(result: TrainResult, job: Job) -> JobTotals:
+    """Every rank's samples, time and energy, gathered from all of them in one collective."""
+    per_rank = gather_floats(job, [float(result.samples), result.train_time_s, result.energy_j])
+    samples = [int(n) for n, _, _ in per_rank]
+    readings = [joules for _, _, joules in per_rank if joules == joules]
+    return JobTotals(
+        global_images_per_second(samples, [seconds for _, seconds, _ in per_rank]),
+        sum(samples),
+        sum(readings) if readings else float("nan"),
+    )
+
+
+def measure_after_training(
+    cfg: BenchConfig,
+    job: Job,
+    spec: DatasetSpec,
+    ddp_model,
+    optimizer,
+    scaler,
+    batches: BatchSource,
+    result: TrainResult,
+) -> AfterTraining:
+    """Untimed extras, on the module, optimizer and loss scaler the run trained; every rank runs them in the same
+    order (they contain collectives). The exposed-comm control comes last: its no_sync steps leave the replicas
+    apart, so nothing that trains may follow it."""
+    device = job.device
+    precision = Precision(cfg.amp, device.type)
+    synthetic = float("nan")
+    if cfg.compare_synthetic and cfg.data != "synthetic" and not result.stopped_by:
+        # The same model, batch and steps on synthetic data of the same shape, kept on the device: the ratio
+        # of the two throughputs prices the input pipeline.
+        shard: Shard = batches.shard
+        fake = build_batches("synthetic", "", spec, "device", shard, 0, train=True)
+        comparison = run_training(
+            job=job,
+            ddp_model=ddp_model,
+            eval_model=ddp_model,
+            optimizer=optimizer,
+            scaler=scaler,
+            scheduler=torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0),
+            step_scheduler=None,
+            batches=fake,
+            test_batches=None,
+            precision=precision,
+            warmup_steps=cfg.warmup_steps,
+            steps=result.steps,
+            epochs=None,
+            stop=StopRequest(),
+            fault=None,
+            on_step=lambda: None,
+        )
+        synthetic = job_totals(comparison, job).images_per_s
+    control = CommControl(0.0, float("nan"), float("nan"), [])
+    if not result.stopped_by:
+        control = comm_control(ddp_model, optimizer, scaler, batches, precision, job)
+    return AfterTraining(control, synthetic)
