@@ -45,7 +45,7 @@ def allreduce_main(argv: Sequence[str]) -> int:
 
     from ddp_bench.launch.collectives import align_ranks, broadcast_string, reduce_floats, synchronize
     from ddp_bench.launch.discovery import discover_launch
-    from ddp_bench.launch.distributed import process_group
+    from ddp_bench.launch.distributed import apply_comm_defaults, process_group
     from ddp_bench.launch.hardware import plan_hardware
     from ddp_bench.results.context import collect_context
     from ddp_bench.results.results_dir import prove_output_dir
@@ -54,7 +54,8 @@ def allreduce_main(argv: Sequence[str]) -> int:
     plan = plan_hardware(cfg, info, os.environ)
     if info.rank == 0:  # the one rank that writes proves it can, before anything is measured
         prove_output_dir(cfg.out)
-    context = collect_context(os.environ, plan.device.type, plan.device.index or 0)
+    apply_comm_defaults(plan.backend)
+    context = collect_context(os.environ, plan.device.type, plan.device.index or 0, plan.backend)
     rows = []
     with process_group(info, plan.backend, plan.device, cfg.init_timeout) as job:
         run_id = broadcast_string(job, new_run_id("allreduce", info.world_size))

@@ -2,12 +2,15 @@
 
     DDP_BENCH_FAULT="rank=1,step=5,kind=sigkill"
     DDP_BENCH_FAULT="rank=1,kind=slow,ms=40"
+    DDP_BENCH_FAULT="rank=1,step=5,kind=sigkill;rank=0,step=5,kind=stall"   (several, separated by ';')
 
 kinds: `raise` (an exception in that rank), `oom` (torch.OutOfMemoryError, as a too-large batch would raise),
-`sigkill` (the rank kills itself: no handler, no clean-up, exactly what the OOM killer or a node crash does),
-`sigterm` (only that rank receives SIGTERM), `slow` (a straggler: that rank's every forward pass, from the
-first, takes `ms` milliseconds longer, as on a slower or throttled device; it has no step). Unset, it costs one
-comparison per step.
+`alloc` (the RuntimeError cuDNN raises when it cannot allocate its workspace), `sigkill` (the rank kills itself:
+no handler, no clean-up, exactly what the OOM killer or a node crash does), `sigterm` (only that rank receives
+SIGTERM), `stall` (that rank's main thread blocks for an hour without holding the GIL, as a GPU host does inside
+a kernel launch when the launch queue is full behind a collective that will never finish), `slow` (a straggler:
+that rank's every forward pass, from the first, takes `ms` milliseconds longer, as on a slower or throttled
+device; it has no step). Unset, it costs one comparison per step.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 FAULT_ENV = "DDP_BENCH_FAULT"
-KINDS = ("raise", "oom", "sigkill", "sigterm", "slow")
+KINDS = ("raise", "oom", "alloc", "sigkill", "sigterm", "stall", "slow")
 
 
 @dataclass(frozen=True)
@@ -50,15 +53,39 @@ class Fault:
             import torch
 
             raise torch.OutOfMemoryError(f"injected out-of-memory on rank {rank} at step {step}")
+        if self.kind == "alloc":
+            raise RuntimeError(f"cuDNN error: CUDNN_STATUS_ALLOC_FAILED (injected on rank {rank} at step {step})")
+        if self.kind == "stall":
+            time.sleep(3600)
+            return
         os.kill(os.getpid(), signal.SIGKILL if self.kind == "sigkill" else signal.SIGTERM)
 
 
-def fault_from_env(env: Mapping[str, str]) -> Fault | None:
+@dataclass(frozen=True)
+class Faults:
+    """Every fault DDP_BENCH_FAULT asked for; each strikes on its own rank."""
+
+    faults: tuple[Fault, ...]
+
+    def slow_down(self, model: nn.Module, rank: int) -> None:
+        for fault in self.faults:
+            fault.slow_down(model, rank)
+
+    def strike(self, rank: int, step: int) -> None:
+        for fault in self.faults:
+            fault.strike(rank, step)
+
+
+def fault_from_env(env: Mapping[str, str]) -> Faults | None:
     text = env.get(FAULT_ENV, "")
     if not text:
         return None
+    return Faults(tuple(_one_fault(part, text) for part in text.split(";")))
+
+
+def _one_fault(part: str, text: str) -> Fault:
     try:
-        fields = dict(part.split("=", 1) for part in text.split(","))
+        fields = dict(field.split("=", 1) for field in part.split(","))
         slow = fields.get("kind") == "slow"
         fault = Fault(
             int(fields["rank"]),

@@ -8,6 +8,7 @@ every rank instead of a hang or a half-written results directory.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from collections.abc import Mapping
@@ -22,11 +23,17 @@ from ddp_bench.errors import EXIT_INTERRUPTED, EXIT_OK, RunFailure, UsageError
 from ddp_bench.faults import fault_from_env
 from ddp_bench.launch.collectives import align_ranks, broadcast_string
 from ddp_bench.launch.discovery import discover_launch
-from ddp_bench.launch.distributed import abort_collectives, first_line, is_peer_failure, process_group
+from ddp_bench.launch.distributed import (
+    abort_collectives,
+    apply_comm_defaults,
+    first_line,
+    is_peer_failure,
+    process_group,
+)
 from ddp_bench.launch.hardware import HardwarePlan, apply_math_mode, plan_hardware, steady_cpu_allocator
-from ddp_bench.launch.job import Job
 from ddp_bench.launch.launchers import LaunchInfo
-from ddp_bench.launch.peers import announce_failure, find_lost_ranks, register_rank
+from ddp_bench.launch.peer_watch import PeerWatch, WatchThread
+from ddp_bench.launch.peers import announce_failure, find_lost_ranks, lost_peer_message, register_rank
 from ddp_bench.launch.preflight import data_location_note, gpu_note, require_launcher_for_allocation
 from ddp_bench.launch.stopping import StopRequest
 from ddp_bench.measurement.after_training import measure_after_training
@@ -48,6 +55,7 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
     info = discover_launch(env, cfg.launcher, cfg.init_timeout)
     require_launcher_for_allocation(cfg, env, info)
     plan = plan_hardware(cfg, info, env)
+    apply_comm_defaults(plan.backend)
     torch.set_num_threads(plan.threads)
     apply_math_mode(plan)
     cpu_allocator = steady_cpu_allocator(env)
@@ -64,14 +72,17 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
         )
     evaluate = cfg.epoch_limit is not None and cfg.data != "synthetic"  # random labels have no accuracy to find
     test_batches = build_batches(cfg.data, cfg.data_dir, spec, loader, shard, cfg.workers, False) if evaluate else None
-    context = collect_context(env, plan.device.type, plan.device.index or 0, node_leader=info.local_rank == 0)
+    context = collect_context(env, plan.device.type, plan.device.index or 0, plan.backend, info.local_rank == 0)
     prove_output_dir(cfg.out)  # every rank writes its own row: each proves it can, before anything trains
     if info.rank == 0:
         _print_notes(cfg, env, info, plan)
 
     with process_group(info, plan.backend, plan.device, cfg.init_timeout) as job:
+        watch = None
         try:
             register_rank(job)
+            if info.world_size > 1:  # names a lost peer even while this rank's main thread is blocked
+                watch = WatchThread(PeerWatch(job), lambda: abort_collectives(plan.backend), cfg.init_timeout).start()
             run_id = broadcast_string(job, new_run_id(cfg.model, info.world_size))
             started_at = broadcast_string(job, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
             startup_s = time.perf_counter() - started
@@ -156,16 +167,22 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
                     on_step=on_step,
                 )
             extras = measure_after_training(cfg, job, spec, ddp_model, optimizer, scaler, batches, result)
-            written = record_rank(setup, batches, optimizer, result, extras)
+            written = record_rank(setup, batches, optimizer, result, extras)  # its last collective
+            if watch is not None:
+                watch.stop(finished=True)
             del ddp_model  # and with it DDP's reducer and its hold on the process group, before the groups go
-        except torch.OutOfMemoryError as exc:
-            reason = f"ran out of memory ({first_line(exc)}); lower --batch-size"
-            announce_failure(job, reason)
-            abort_collectives(plan.backend)
-            raise RunFailure(f"rank {info.rank} {reason}") from None
         except Exception as exc:
+            if watch is not None:
+                if not watch.watch.claim():
+                    watch.wait_for_its_report()  # the watch is reporting this failure and ending the process
+                watch.stop(finished=False)
+            if is_out_of_memory(exc):
+                reason = f"ran out of memory ({first_line(exc)}); lower --batch-size"
+                announce_failure(job, reason)
+                abort_collectives(plan.backend)
+                raise RunFailure(f"rank {info.rank} {reason}") from None
             if is_peer_failure(exc):  # a collective failed because a peer died or left: name it if we can
-                message = _lost_peer_message(job, exc)
+                message = lost_peer_message(job, find_lost_ranks(job), first_line(exc))
                 abort_collectives(plan.backend)
                 raise RunFailure(message) from None
             # Anything else happened on this rank: its peers will see it as a lost rank; this rank says what.
@@ -186,6 +203,20 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
     return EXIT_OK
 
 
+# What cuDNN and cuBLAS say when they, not the caching allocator, run out of device memory (RuntimeErrors, not
+# torch.OutOfMemoryError): the same advice applies.
+_OUT_OF_MEMORY = re.compile(
+    r"CUDNN_STATUS_ALLOC_FAILED|CUBLAS_STATUS_ALLOC_FAILED|Unable to find a valid cuDNN algorithm|"
+    r"CUDA out of memory|CUDA error: out of memory"
+)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and bool(_OUT_OF_MEMORY.search(str(exc)))
+    )
+
+
 def energy_counter(device: torch.device, local_rank: int) -> CounterChoice:
     """NVML for this rank's GPU, or RAPL for the node's CPU packages (read by its local rank 0 only)."""
     if device.type == "cuda":
@@ -202,21 +233,3 @@ def _print_notes(cfg: BenchConfig, env: Mapping[str, str], info: LaunchInfo, pla
     for note in notes:
         if note is not None and note.level == "note":
             print(f"ddp_bench: note: {note.message}", file=sys.stderr)
-
-
-def _lost_peer_message(job: Job, exc: Exception) -> str:
-    rank, world = job.info.rank, job.info.world_size
-    lost = find_lost_ranks(job)
-    if lost is None:
-        who = (
-            "the torchrun agent" if job.info.launcher == "torchrun" else "rank 0 (it hosts the rendezvous) or its node"
-        )
-        return f"rank {rank}: lost contact with {who} during training ({first_line(exc)})"
-    parts = [f"rank {r} {why}" for r, why in sorted(lost.failed.items())]
-    if lost.dead:
-        parts.append(f"lost rank {', '.join(map(str, lost.dead))} of {world} (process gone)")
-    if lost.silent:
-        parts.append(f"rank {', '.join(map(str, lost.silent))} of {world} on other nodes stopped answering")
-    if not parts:
-        return f"rank {rank}: a collective failed though every rank still answers ({first_line(exc)})"
-    return f"rank {rank}: stopping because " + "; ".join(parts) + f" ({first_line(exc)})"

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ddp_bench.data import BatchSource
-from ddp_bench.faults import Fault
+from ddp_bench.faults import Faults
 from ddp_bench.launch.collectives import align_ranks, any_rank, reduce_floats
 from ddp_bench.launch.job import Job
 from ddp_bench.launch.stopping import StopRequest, check_interval
@@ -144,7 +144,7 @@ def run_training(
     steps: int | None,
     epochs: int | None,
     stop: StopRequest,
-    fault: Fault | None,
+    fault: Faults | None,
     on_step: Callable[[], None],
 ) -> TrainResult:
     """Warm up, then train for `steps` measured steps or `epochs` whole epochs (evaluating after each), or until

@@ -37,7 +37,7 @@ def test_cluster_name_comes_from_slurm():
 
 def test_provenance_names_the_cpu_and_the_commit():
     assert cpu_name()
-    context = collect_context({}, "cpu", 0)
+    context = collect_context({}, "cpu", 0, "gloo")
     assert context.torch_version == torch.__version__
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     if head:  # a checkout: the commit is recorded, marked dirty when the tree has changes

@@ -5,20 +5,44 @@ import os
 import stat
 
 import torch
-from conftest import read_rows
+from conftest import clean_env, read_rows, run_cli, run_torchrun
 from test_platforms import fixture_run
 
 from ddp_bench.cli import main
+from ddp_bench.launch.distributed import apply_comm_defaults
 from ddp_bench.report.build import build_report
 from ddp_bench.results.context import collect_context, comm_env
 
 TOPOLOGY = "\tGPU0\tGPU1\tCPU Affinity\nGPU0\t X \tNV12\t0-23\nGPU1\tNV12\t X \t0-23\n"  # a fixture, not a reading
 
 
-def test_comm_env_is_every_nccl_setting_sorted():
-    env = {"NCCL_IB_HCA": "mlx5_0", "PATH": "/bin", "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1", "NCCL_DEBUG": "WARN"}
-    assert comm_env(env) == "NCCL_DEBUG=WARN;NCCL_IB_HCA=mlx5_0;TORCH_NCCL_ASYNC_ERROR_HANDLING=1"
-    assert comm_env({"PATH": "/bin"}) == ""
+def test_comm_env_is_every_setting_of_the_backend_in_force_sorted():
+    env = {"NCCL_IB_HCA": "mlx5_0", "PATH": "/bin", "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1", "NCCL_DEBUG": "WARN",
+           "GLOO_SOCKET_IFNAME": "ib0"}  # fmt: skip
+    assert comm_env(env, "nccl") == (
+        "GLOO_SOCKET_IFNAME=ib0;NCCL_DEBUG=WARN;NCCL_IB_HCA=mlx5_0;TORCH_NCCL_ASYNC_ERROR_HANDLING=1"
+    )  # an NCCL job's gloo side group reads GLOO_SOCKET_IFNAME too
+    assert comm_env(env, "gloo") == "GLOO_SOCKET_IFNAME=ib0"  # NCCL's settings are no provenance of a gloo run
+    assert comm_env({"PATH": "/bin"}, "nccl") == ""
+
+
+def test_an_nccl_row_records_the_default_ddp_bench_sets_whatever_launched_it(monkeypatch):
+    monkeypatch.delenv("TORCH_NCCL_ASYNC_ERROR_HANDLING", raising=False)
+    apply_comm_defaults("nccl")  # what run() does before it takes the row's provenance (srun and mpiexec set none)
+    assert "TORCH_NCCL_ASYNC_ERROR_HANDLING=1" in collect_context(os.environ, "cpu", 0, "nccl").comm_env
+    monkeypatch.setenv("TORCH_NCCL_ASYNC_ERROR_HANDLING", "3")
+    apply_comm_defaults("nccl")  # the user's choice stays, and is what the row says
+    assert "TORCH_NCCL_ASYNC_ERROR_HANDLING=3" in collect_context(os.environ, "cpu", 0, "nccl").comm_env
+
+
+def test_rows_of_one_series_from_torchrun_and_a_plain_process_agree_on_comm_env(tmp_path):
+    # torchrun exports TORCH_NCCL_ASYNC_ERROR_HANDLING to its workers; a gloo run must not record it as a setting.
+    flags = ["--device", "cpu", "--steps", "2", "--warmup-steps", "1", "--out", str(tmp_path)]
+    assert run_cli(flags).returncode == 0
+    done = run_torchrun(2, flags, env=clean_env(OMP_NUM_THREADS="1"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = read_rows(tmp_path)
+    assert {row["launcher"] for row in rows} == {"single", "torchrun"} and {row["comm_env"] for row in rows} == {""}
 
 
 def test_a_gpu_node_leader_keeps_the_topology_and_the_nccl_version(tmp_path, monkeypatch):
@@ -28,16 +52,17 @@ def test_a_gpu_node_leader_keeps_the_topology_and_the_nccl_version(tmp_path, mon
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=None: "NVIDIA A100-SXM4-40GB")
     monkeypatch.setattr(torch.cuda.nccl, "version", lambda: (2, 21, 5))
-    leader = collect_context({"NCCL_DEBUG": "INFO"}, "cuda", 0, node_leader=True)
+    leader = collect_context({"NCCL_DEBUG": "INFO"}, "cuda", 0, "nccl", node_leader=True)
     assert (leader.nccl_version, leader.comm_env, leader.topology) == ("2.21.5", "NCCL_DEBUG=INFO", TOPOLOGY)
-    assert collect_context({}, "cuda", 1, node_leader=False).topology == ""  # one per node is enough
+    assert collect_context({}, "cuda", 1, "nccl", node_leader=False).topology == ""  # one per node is enough
 
 
-def test_a_cpu_row_records_its_nccl_settings_and_no_gpu_stack(tmp_path, monkeypatch):
+def test_a_cpu_row_records_its_gloo_settings_and_no_gpu_stack(tmp_path, monkeypatch):
     monkeypatch.setenv("NCCL_SOCKET_IFNAME", "eth0")
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")
     assert main(["--device", "cpu", "--steps", "2", "--warmup-steps", "1", "--out", str(tmp_path)]) == 0
     (row,) = read_rows(tmp_path)
-    assert (row["nccl_version"], row["driver_version"], row["comm_env"]) == ("", "", "NCCL_SOCKET_IFNAME=eth0")
+    assert (row["nccl_version"], row["driver_version"], row["comm_env"]) == ("", "", "GLOO_SOCKET_IFNAME=lo")
     assert not list(tmp_path.glob("*/topology-*.txt"))
 
 

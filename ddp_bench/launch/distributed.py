@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import socket
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -21,9 +22,21 @@ from ddp_bench.errors import RunFailure
 from ddp_bench.launch.collectives import synchronize
 from ddp_bench.launch.job import Job
 from ddp_bench.launch.launchers import LaunchInfo
+from ddp_bench.launch.peers import refuse_shared_gpus
 
 # How long leaving the job waits for the groups' threads to let go of the tensors the harness lent them.
 _RELEASE_S = 30.0
+# What ddp_bench sets for a backend unless the user did. NCCL's watchdog then aborts the communicator and ends the
+# process when a collective fails or outlasts the timeout (torch's default, 3, ends it without aborting): the
+# backstop for a collective that hangs with every rank alive, which ddp_bench's own peer watch cannot see.
+COMM_DEFAULTS = {"nccl": {"TORCH_NCCL_ASYNC_ERROR_HANDLING": "1"}}
+
+
+def apply_comm_defaults(backend: str) -> None:
+    """Put the backend's defaults in force, before the row's provenance is taken, so that every launcher's rows
+    record the same settings (torchrun exports TORCH_NCCL_ASYNC_ERROR_HANDLING itself; srun and mpiexec do not)."""
+    for name, value in COMM_DEFAULTS.get(backend, {}).items():
+        os.environ.setdefault(name, value)
 
 
 def _rendezvous_store(info: LaunchInfo, timeout: timedelta) -> dist.Store:
@@ -42,13 +55,12 @@ def process_group(info: LaunchInfo, backend: str, device: torch.device, timeout_
     timeout = timedelta(seconds=timeout_s)
     if device.type == "cuda":
         torch.cuda.set_device(device)  # NCCL binds a communicator to the current device
-    if backend == "nccl":
-        # NCCL's watchdog aborts the communicator and ends the process when a collective fails or outlasts the
-        # timeout (torch's default, 3, ends it without aborting). ddp_bench's own stop checks over gloo find a lost
-        # peer within about a second and say which, long before that; this bounds the case they cannot see.
-        os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
+    apply_comm_defaults(backend)
     try:
         store = _rendezvous_store(info, timeout)
+        if backend == "nccl" and info.world_size > 1:
+            gpu = str(torch.cuda.get_device_properties(device).uuid)
+            refuse_shared_gpus(dist.PrefixStore("ddp_bench", store), info, socket.gethostname(), gpu, timeout_s)
         dist.init_process_group(
             backend,
             store=dist.PrefixStore("process_group", store),
@@ -56,11 +68,14 @@ def process_group(info: LaunchInfo, backend: str, device: torch.device, timeout_
             world_size=info.world_size,
             timeout=timeout,
         )
-        # NCCL collectives run on the GPU stream; agreeing on host-side decisions (stop now?) through NCCL would
-        # synchronise the device. A small gloo group answers those without touching the GPU.
-        control = dist.new_group(backend="gloo", timeout=timeout) if backend != "gloo" else None
     except dist.DistError as exc:
         raise RunFailure(_rendezvous_failure(info, timeout_s, exc)) from None
+    # NCCL collectives run on the GPU stream; agreeing on host-side decisions (stop now?) through NCCL would
+    # synchronise the device. A small gloo group answers those without touching the GPU.
+    try:
+        control = dist.new_group(backend="gloo", timeout=timeout) if backend != "gloo" else None
+    except (dist.DistError, RuntimeError) as exc:
+        raise RunFailure(_side_group_failure(info, exc)) from None
     job = Job(info, device, dist.PrefixStore("ddp_bench", store), control)
     try:
         yield job
@@ -81,6 +96,21 @@ def process_group(info: LaunchInfo, backend: str, device: torch.device, timeout_
             "leaving the groups now could hang, so they are left to the process exit"
         )
     dist.destroy_process_group()
+
+
+def _side_group_failure(info: LaunchInfo, exc: Exception) -> str:
+    """gloo binds the address this host's name resolves to; where that is loopback or unroutable from the other
+    nodes (127.0.1.1 in /etc/hosts, a management network), its group cannot form until told which interface."""
+    chosen = os.environ.get("GLOO_SOCKET_IFNAME")
+    hint = (
+        f"GLOO_SOCKET_IFNAME={chosen} is set: is that interface up on every node, and routable between them?"
+        if chosen
+        else "set GLOO_SOCKET_IFNAME to the interface the nodes reach each other on (e.g. ib0, hsn0, eth0)"
+    )
+    return (
+        f"rank {info.rank}: NCCL started, but the gloo group ddp_bench uses beside it for host-side agreement could "
+        f"not form ({first_line(exc)}): {hint}"
+    )
 
 
 def _rendezvous_failure(info: LaunchInfo, timeout_s: float, exc: Exception) -> str:

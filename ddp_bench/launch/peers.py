@@ -11,9 +11,21 @@ from datetime import timedelta
 
 import torch.distributed as dist
 
+from ddp_bench.errors import RunFailure, UsageError
 from ddp_bench.launch.job import Job
+from ddp_bench.launch.launchers import LaunchInfo
 
 _ROLL_CALL_S = 5.0  # how long survivors of a failure wait for each other to answer the roll call
+FAILURES_KEY = "failures"  # how many ranks have announced their own failure
+
+
+def pid_alive(pid: int) -> bool:
+    """Is this process (on this host) still running? A zombie has already died."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def register_rank(job: Job) -> None:
@@ -26,16 +38,9 @@ def announce_failure(job: Job, reason: str) -> None:
     try:
         job.store.set_timeout(timedelta(seconds=2))
         job.store.set(f"failed/{job.info.rank}", reason)
+        job.store.add(FAILURES_KEY, 1)  # one counter every rank's peer watch reads
     except (dist.DistError, RuntimeError):
         return  # the store is gone as well: the peers will find this rank silent instead
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has already died
-    except OSError:
-        return False
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,7 @@ def find_lost_ranks(job: Job, wait_s: float = _ROLL_CALL_S) -> LostRanks | None:
                     where, _, pid = store.get(f"pid/{rank}").decode().rpartition(":")
                     if where != host:
                         silent.append(rank)
-                    elif _pid_alive(int(pid)):
+                    elif pid_alive(int(pid)):
                         stuck.append(rank)
                     else:
                         dead.append(rank)
@@ -75,3 +80,53 @@ def find_lost_ranks(job: Job, wait_s: float = _ROLL_CALL_S) -> LostRanks | None:
             time.sleep(0.2)
     except (dist.DistError, RuntimeError):
         return None
+
+
+def refuse_shared_gpus(store: dist.Store, info: LaunchInfo, host: str, gpu: str, timeout_s: float) -> None:
+    """Several ranks of an NCCL job on one GPU would fail at their first collective with NCCL's "Duplicate GPU
+    detected" and a traceback. Every rank leaves its GPU's UUID in the store, reads those of its node, and says
+    whether it found a GPU held twice; once every rank has looked, all of them stop with the same line if any did.
+    (Ranks can share a GPU only by mistake: --gres=gpu:1 with two tasks, or CUDA_VISIBLE_DEVICES=0 exported
+    before torchrun --nproc_per_node 2.)"""
+    timeout = timedelta(seconds=timeout_s)
+    store.set(f"gpu/{host}/{info.local_rank}", f"{info.rank}={gpu}")
+    keys = [f"gpu/{host}/{local}" for local in range(info.local_world_size)]
+    store.wait(keys, timeout)
+    holders: dict[str, list[str]] = {}
+    for key in keys:
+        rank, _, uuid = store.get(key).decode().partition("=")
+        holders.setdefault(uuid, []).append(rank)
+    shared = [ranks for ranks in holders.values() if len(ranks) > 1]
+    if shared:
+        store.set(
+            "gpu/shared",
+            f"ranks {' and '.join(shared[0])} on {host} share one GPU ({gpu}), which NCCL cannot do: start one rank "
+            "per GPU (--ntasks-per-node or --nproc_per_node equal to the GPUs per node, or --gpus-per-task=1), or "
+            "pass --backend gloo to share a GPU on purpose",
+        )
+    store.add("gpu/checked", 1)
+    deadline = time.monotonic() + timeout_s
+    while store.add("gpu/checked", 0) < info.world_size:
+        if time.monotonic() > deadline:
+            raise RunFailure(f"rank {info.rank}: not every rank said which GPU it holds within {timeout_s:g} s")
+        time.sleep(0.05)
+    if store.check(["gpu/shared"]):
+        raise UsageError(store.get("gpu/shared").decode())
+
+
+def lost_peer_message(job: Job, lost: LostRanks | None, cause: str) -> str:
+    """The survivor's one line: which ranks failed (and why), died, or went silent; `cause` is what noticed."""
+    rank, world = job.info.rank, job.info.world_size
+    if lost is None:
+        who = (
+            "the torchrun agent" if job.info.launcher == "torchrun" else "rank 0 (it hosts the rendezvous) or its node"
+        )
+        return f"rank {rank}: lost contact with {who} during training ({cause})"
+    parts = [f"rank {r} {why}" for r, why in sorted(lost.failed.items())]
+    if lost.dead:
+        parts.append(f"lost rank {', '.join(map(str, lost.dead))} of {world} (process gone)")
+    if lost.silent:
+        parts.append(f"rank {', '.join(map(str, lost.silent))} of {world} on other nodes stopped answering")
+    if not parts:
+        return f"rank {rank}: a collective failed though every rank still answers ({cause})"
+    return f"rank {rank}: stopping because " + "; ".join(parts) + f" ({cause})"

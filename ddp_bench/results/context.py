@@ -71,12 +71,16 @@ def cpu_ranges(cpus: set[int]) -> str:
     return ",".join(parts) if ordered else ""
 
 
-COMM_ENV_PREFIXES = ("NCCL_", "TORCH_NCCL_")
+# The variables each backend reads: NCCL's own and torch's for it, and gloo's (an NCCL job also has a gloo group
+# for host-side agreement, which needs GLOO_SOCKET_IFNAME on sites whose host names resolve to an unroutable address).
+COMM_ENV_PREFIXES = {"nccl": ("NCCL_", "TORCH_NCCL_", "GLOO_"), "gloo": ("GLOO_",)}
 
 
-def comm_env(env: Mapping[str, str]) -> str:
-    """The communication settings in force: every NCCL_* and TORCH_NCCL_* variable, sorted, 'NAME=value;...'."""
-    return ";".join(f"{name}={env[name]}" for name in sorted(env) if name.startswith(COMM_ENV_PREFIXES))
+def comm_env(env: Mapping[str, str], backend: str) -> str:
+    """The communication settings in force for this backend, sorted, 'NAME=value;...'; NCCL's settings are no
+    provenance of a gloo run."""
+    prefixes = COMM_ENV_PREFIXES.get(backend, ())
+    return ";".join(f"{name}={env[name]}" for name in sorted(env) if name.startswith(prefixes))
 
 
 def nccl_version() -> str:
@@ -123,7 +127,7 @@ class RunContext:
     cuda_version: str
     nccl_version: str  # the NCCL torch uses, on GPU runs ('' on CPU)
     driver_version: str  # the NVIDIA driver, on GPU runs ('' on CPU or without NVML)
-    comm_env: str  # every NCCL_* and TORCH_NCCL_* variable set for this rank, 'NAME=value;...' sorted
+    comm_env: str  # the backend's settings in force for this rank (COMM_ENV_PREFIXES), 'NAME=value;...' sorted
     python_version: str
     ddp_bench_version: str
     git_commit: str
@@ -131,8 +135,10 @@ class RunContext:
 
 
 def collect_context(
-    env: Mapping[str, str], device_type: str, device_index: int, node_leader: bool = False
+    env: Mapping[str, str], device_type: str, device_index: int, backend: str, node_leader: bool = False
 ) -> RunContext:
+    """Where this rank runs. Take it once the backend's defaults are in force (launch.distributed.apply_comm_defaults),
+    so that `comm_env` is what the backend really ran with, whatever launched it."""
     import torch
 
     if device_type == "cuda":
@@ -149,7 +155,7 @@ def collect_context(
         cuda_version=torch.version.cuda or "",
         nccl_version=nccl_version() if device_type == "cuda" else "",
         driver_version=driver_version() if device_type == "cuda" else "",
-        comm_env=comm_env(env),
+        comm_env=comm_env(env, backend),
         python_version=_platform.python_version(),
         ddp_bench_version=ddp_bench.__version__,
         git_commit=git_commit(),

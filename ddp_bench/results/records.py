@@ -110,7 +110,7 @@ class RankRecord:
     cuda_version: str
     nccl_version: str  # GPU runs: the NCCL torch uses
     driver_version: str  # GPU runs: the NVIDIA driver
-    comm_env: str  # every NCCL_* and TORCH_NCCL_* variable set for this rank: 'NAME=value;...'
+    comm_env: str  # the backend's settings in force for this rank (NCCL_*, TORCH_NCCL_*, GLOO_*): 'NAME=value;...'
     python_version: str
     ddp_bench_version: str
     git_commit: str
