@@ -94,9 +94,7 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
             # ranks sharing a node's cores measure the share they have.
             align_ranks(job)
             peak_flops = measured_peak_flops(plan.device, matmul_dtype(cfg.amp))
-            if plan.device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(plan.device)  # the peak memory columns are training's
-            energy = energy_counter(plan.device, info.local_rank)
+            energy = energy_counter(plan.device, info.local_rank, env)
 
             torch.manual_seed(cfg.seed)  # identical initial weights everywhere (DDP also broadcasts rank 0's)
             model = build_model(cfg.model, spec.channels, spec.num_classes, spec.image_size).to(plan.device)
@@ -106,7 +104,9 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
                 fault.slow_down(model, info.rank)
             torch.manual_seed(cfg.seed + 1 + info.rank)  # but independent dropout masks per rank
             x, y = next(iter(batches.epoch(0)))
-            image_flops = flops_per_image(model, x, y)  # counted once on the bare model, before any timing
+            # Counted once on the bare model, before any timing, on two images: FLOPs are linear in the batch, and
+            # a whole fp32 batch outside autocast would keep twice the activations AMP training does.
+            image_flops = flops_per_image(model, x[:2], y[:2])
             # One rank trains the bare model: the single-GPU baseline pays no DDP cost it would not pay alone.
             ddp_model = model
             if info.world_size > 1:
@@ -217,11 +217,11 @@ def is_out_of_memory(exc: BaseException) -> bool:
     )
 
 
-def energy_counter(device: torch.device, local_rank: int) -> CounterChoice:
+def energy_counter(device: torch.device, local_rank: int, env: Mapping[str, str]) -> CounterChoice:
     """NVML for this rank's GPU, or RAPL for the node's CPU packages (read by its local rank 0 only)."""
     if device.type == "cuda":
-        index = device.index or 0
-        return gpu_counter(str(torch.cuda.get_device_properties(index).uuid), index)
+        uuid = str(torch.cuda.get_device_properties(device.index or 0).uuid)
+        return gpu_counter(uuid, env.get("CUDA_VISIBLE_DEVICES", ""))
     return cpu_counter(local_rank)
 
 

@@ -29,7 +29,7 @@ from ddp_bench.faults import Faults
 from ddp_bench.launch.collectives import align_ranks, any_rank, reduce_floats
 from ddp_bench.launch.job import Job
 from ddp_bench.launch.stopping import StopRequest, check_interval
-from ddp_bench.measurement.consumption import EnergyCounter
+from ddp_bench.measurement.consumption import DevicePeak, EnergyCounter
 from ddp_bench.measurement.timing import StageClock, StepTimer
 
 
@@ -39,6 +39,8 @@ class TrainResult:
     samples: int  # images this rank trained on in those steps
     train_time_s: float
     energy_j: float  # this rank's counter over the same intervals as train_time_s; NaN without a counter
+    peak_device_allocated_mb: float  # GPU: the allocator's peak over the same intervals, MiB; NaN on CPU
+    peak_device_reserved_mb: float
     step_times_ms: list[float]
     final_loss: float
     test_accuracy: float  # NaN when nothing was evaluated
@@ -180,7 +182,8 @@ def run_training(
 
     # Stage 2, timed. Every rank starts the clock at the same moment, after its warm-up work has finished.
     align_ranks(job)
-    clock = StageClock(device, energy)  # energy read at the clock's starts and stops only, never per step
+    # energy read at the clock's starts and stops only, never per step; the device memory peak over the same intervals
+    clock = StageClock(device, energy, DevicePeak.of(device))
     step_timer = StepTimer(device)
     loss = torch.full((), float("nan"), device=device)
     taken_per_epoch: list[int] = [0]
@@ -266,6 +269,8 @@ def run_training(
         samples=step * batches.shard.batch_size,
         train_time_s=clock.elapsed_s,
         energy_j=clock.energy_j,
+        peak_device_allocated_mb=clock.memory.allocated_mb if clock.memory else float("nan"),
+        peak_device_reserved_mb=clock.memory.reserved_mb if clock.memory else float("nan"),
         step_times_ms=step_timer.durations_ms(),
         final_loss=float(loss.item()),
         test_accuracy=curve[-1].test_accuracy if curve else float("nan"),

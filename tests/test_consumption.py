@@ -12,7 +12,14 @@ import torch
 from conftest import read_rows
 
 from ddp_bench.cli import main
-from ddp_bench.measurement.consumption import cpu_counter, gpu_counter, rapl_package_zones
+from ddp_bench.measurement.consumption import (
+    MIG_NOTE,
+    DevicePeak,
+    cpu_counter,
+    gpu_counter,
+    rapl_package_zones,
+    stage_energy,
+)
 from ddp_bench.measurement.job_timing import queue_wait_from_scontrol, setup_seconds, slurm_queue_wait_s
 from ddp_bench.measurement.timing import StageClock
 
@@ -65,10 +72,11 @@ class FakeNvml(types.ModuleType):
     class NVMLError(Exception):
         pass
 
-    def __init__(self, readings_mj: list[int], supported: bool = True) -> None:
+    def __init__(self, readings_mj: list[int], supported: bool = True, known: tuple[str, ...] = ("GPU-",)) -> None:
         super().__init__("pynvml")
         self.readings = list(readings_mj)
         self.supported = supported
+        self.known = known  # the UUID prefixes NVML answers to
         self.asked_for: list[str] = []
 
     def nvmlInit(self):  # noqa: N802 (pynvml's names)
@@ -76,12 +84,15 @@ class FakeNvml(types.ModuleType):
 
     def nvmlDeviceGetHandleByUUID(self, uuid):  # noqa: N802
         self.asked_for.append(uuid)
-        if not uuid.startswith("GPU-"):
+        if not uuid.startswith(self.known):
             raise self.NVMLError("Not Found")
         return ("handle", uuid)
 
     def nvmlDeviceGetHandleByIndex(self, index):  # noqa: N802
-        return ("handle", index)
+        raise AssertionError("a GPU is never looked up by index: NVML's numbers are not torch's")
+
+    def nvmlDeviceIsMigDeviceHandle(self, handle):  # noqa: N802
+        return handle[1].startswith("MIG-")
 
     def nvmlDeviceGetTotalEnergyConsumption(self, handle):  # noqa: N802
         if not self.supported:
@@ -93,7 +104,7 @@ def test_nvml_energy_over_the_timed_stage_only(monkeypatch):
     # TEST FIXTURE values (mJ): the check reading, then start/stop, start/stop of a clock paused once.
     nvml = FakeNvml([5_000_000, 5_000_100, 5_250_600, 5_300_000, 5_400_000])
     monkeypatch.setitem(sys.modules, "pynvml", nvml)
-    choice = gpu_counter("6c1c2f0e-0000-0000-0000-000000000000", 0)
+    choice = gpu_counter("6c1c2f0e-0000-0000-0000-000000000000", "")
     assert choice.note == "" and choice.counter.source == "nvml"
     assert nvml.asked_for[-1] == "GPU-6c1c2f0e-0000-0000-0000-000000000000"  # NVML's form of torch's UUID
     clock = StageClock(torch.device("cpu"), choice.counter)
@@ -107,8 +118,59 @@ def test_nvml_energy_over_the_timed_stage_only(monkeypatch):
 
 def test_a_gpu_without_the_energy_counter_says_so(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", FakeNvml([], supported=False))
-    choice = gpu_counter("x", 0)
+    choice = gpu_counter("x", "")
     assert choice.counter is None and "NVML energy counter unavailable (Not Supported)" == choice.note
+
+
+def test_a_mig_slice_records_no_energy_of_another_gpu(monkeypatch):
+    nvml = FakeNvml([1, 2], known=("MIG-",))
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    choice = gpu_counter("6c1c2f0e-0000-0000-0000-000000000000", "")  # NVML finds it only as a MIG device
+    assert choice.counter is None and choice.note == MIG_NOTE
+    assert nvml.asked_for == ["GPU-6c1c2f0e-0000-0000-0000-000000000000", "MIG-6c1c2f0e-0000-0000-0000-000000000000"]
+    by_env = gpu_counter("6c1c2f0e", "MIG-2a5bc3d0-1111-2222-3333-444455556666")  # Slurm handed over a slice
+    assert by_env.counter is None and by_env.note == MIG_NOTE
+
+
+def test_a_gpu_nvml_does_not_know_is_never_read_by_index(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", FakeNvml([1, 2], known=("nothing",)))
+    choice = gpu_counter("6c1c2f0e", "")
+    assert (
+        choice.counter is None
+        and choice.note == "NVML knows no GPU with this device's UUID (6c1c2f0e); energy not recorded"
+    )
+
+
+@pytest.mark.parametrize(
+    "source, seconds, recorded", [("nvml", 0.4, False), ("nvml", 5.0, True), ("rapl", 0.4, True), ("", 0.4, False)]
+)
+def test_nvml_energy_of_a_stage_shorter_than_five_seconds_is_left_empty_with_the_reason(source, seconds, recorded):
+    joules, note = stage_energy(source, 123.0 if source else float("nan"), seconds)
+    assert (joules == 123.0) is recorded
+    assert ("under the 5 s NVML's energy counter" in note) is (source == "nvml" and not recorded)
+
+
+def test_the_device_memory_peak_is_the_timed_intervals_only():
+    # A fake allocator: the peak since the last reset. Warm-up and an evaluation between the intervals allocate
+    # more than training does; neither may show.
+    peak = {"now": 900 * 2**20}  # left over from the FLOP count and cuDNN's autotuning
+    resets = []
+
+    def reset():
+        resets.append(1)
+        peak["now"] = 0
+
+    memory = DevicePeak(reset, lambda: peak["now"], lambda: 2 * peak["now"])
+    clock = StageClock(torch.device("cpu"), memory=memory)
+    clock.start()
+    peak["now"] = 300 * 2**20  # training
+    clock.stop()
+    peak["now"] = 700 * 2**20  # evaluation, with the clock paused
+    clock.start()
+    peak["now"] = 320 * 2**20
+    clock.stop()
+    assert (memory.allocated_mb, memory.reserved_mb, len(resets)) == (320.0, 640.0, 2)
+    assert DevicePeak.of(torch.device("cpu")) is None  # a CPU has no allocator peak: the cells stay empty
 
 
 def test_a_clock_without_a_counter_has_no_energy():

@@ -119,3 +119,16 @@ def test_describe_says_what_a_build_is():
         "torch 2.15.0+cu132 · CUDA 13.2 · driver 580.65.06, 8 GPU(s) seen by nvidia-smi · "
         "kernels: sm_75 sm_80 sm_86 sm_90 sm_100 sm_120"
     )
+
+
+def test_several_ranks_on_mig_slices_are_refused_and_one_rank_on_a_slice_is_not(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3 MIG 3g.40gb")
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: list(PYPI_2_15))
+    slice_env = {"CUDA_VISIBLE_DEVICES": "MIG-2a5bc3d0-1111-2222-3333-444455556666"}
+    two = LaunchInfo("slurm", 1, 0, 2, 1, 1, 2, "h", 1)
+    with pytest.raises(UsageError, match=r"^2 ranks on MIG slices .*: a job may hold one MIG slice"):
+        hardware.plan_hardware(BenchConfig(), two, slice_env)
+    assert str(hardware.plan_hardware(BenchConfig(), one_rank(), slice_env).device) == "cuda:0"

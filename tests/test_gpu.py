@@ -1,6 +1,7 @@
 """Tier 4, `-m gpu`: the whole GPU path on one CUDA GPU. Every test here skips cleanly where torch sees no GPU
-(CI has none); on a GPU node, `python -m pytest -m gpu` runs them. They need no second GPU: NCCL is exercised
-by one-rank process groups and the all-reduce benchmark under torchrun with one process."""
+(CI has none); on a GPU node, `python -m pytest -m gpu` runs them. They need no second GPU: NCCL is exercised by
+one-rank process groups, and the multi-rank paths (DDP with device_ids, the no_sync control with CUDA events, the
+gloo stop checks, the peer watch, a killed peer's line, the shared-GPU refusal) by two ranks on the one GPU."""
 
 import csv
 import math
@@ -8,7 +9,8 @@ import shutil
 
 import pytest
 import torch
-from conftest import clean_env, read_rows, run_cli, run_group, torchrun_command
+from conftest import clean_env, read_rows, run_cli, run_group, run_torchrun, torchrun_command
+from test_failures import OUR_TRACEBACK
 
 pytestmark = [
     pytest.mark.gpu,
@@ -68,8 +70,16 @@ def test_compile(tmp_path):
 @pytest.mark.parametrize("loader", ["device", "torch"])
 def test_both_loaders_on_synthetic_data(tmp_path, loader):
     row = run_on_gpu(tmp_path, ["--loader", loader, "--workers", "2" if loader == "torch" else "0", "--steps", "50"])
-    assert row["loader"] == loader
-    if loader == "device":  # with the DataLoader, waiting for data makes the stage slower than its steps
+    assert row["loader"] == loader and int(row["samples"]) == 50 * 64
+    per_step_ms = float(row["train_time_s"]) * 1e3 / 50
+    step_ms, waited, exposed = (
+        float(row[key]) for key in ("step_time_median_ms", "data_wait_median_ms", "data_exposed_ms")
+    )
+    # the wait the step did not hide is the stage's time per step beyond the device's step, never negative
+    assert exposed == pytest.approx(max(0.0, per_step_ms - step_ms), rel=1e-6, abs=1e-6)
+    if loader == "torch":  # the DataLoader hands over batches from pinned host memory: its wait is real
+        assert waited > 0
+    else:  # with the data on the device, the stage runs at the step's pace
         check_gpu_row(row)
 
 
@@ -84,18 +94,124 @@ def test_resnet18_in_fp16_with_channels_last(tmp_path):
     check_gpu_row(row)
 
 
-def test_allreduce_benchmark_on_nccl(tmp_path):
+def read_allreduce(tmp_path) -> list[dict[str, str]]:
+    (table,) = list(tmp_path.glob("*/allreduce.csv"))
+    with open(table, encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
 
+
+def test_allreduce_benchmark_on_nccl(tmp_path):
     command = torchrun_command(
         1, ["allreduce", *GPU, "--max-bytes", str(2**24), "--iters", "5", "--out", str(tmp_path)]
     )
     done = run_group(command, timeout=300, env=clean_env())
     assert done.returncode == 0, done.stderr[-2000:]
-    (directory,) = list(tmp_path.iterdir())
-    with open(directory / "allreduce.csv", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = read_allreduce(tmp_path)
     assert {(row["backend"], row["device"]) for row in rows} == {("nccl", "cuda:0")}
-    assert all(float(row["time_us"]) > 0 for row in rows)
+    # one rank: an all-reduce is a copy in device memory; at 16 MiB that is between 1 GB/s and 100 TB/s
+    largest = max(rows, key=lambda row: int(row["size_bytes"]))
+    assert 1 < float(largest["algbw_gbps"]) < 1e5
+
+
+def test_allreduce_benchmark_of_two_gloo_ranks_on_one_gpu_has_a_plausible_bus_bandwidth(tmp_path):
+    # Two ranks, CUDA tensors, gloo: the data goes device -> host -> loopback -> host -> device.
+    command = torchrun_command(
+        2, ["allreduce", *GPU, "--backend", "gloo", "--max-bytes", str(2**24), "--iters", "3", "--out", str(tmp_path)]
+    )
+    done = run_group(command, timeout=300, env=clean_env(CUDA_VISIBLE_DEVICES="0"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = read_allreduce(tmp_path)
+    largest = max(rows, key=lambda row: int(row["size_bytes"]))
+    assert float(largest["busbw_gbps"]) == pytest.approx(float(largest["algbw_gbps"]) * 2 * (2 - 1) / 2)
+    assert 0.05 < float(largest["busbw_gbps"]) < 200  # host copies and loopback TCP: not zero, not NVLink
+
+
+TWO_RANKS_ON_ONE_GPU = ["--device", "cuda", "--backend", "gloo", "--warmup-steps", "3"]
+
+
+def test_two_gloo_ranks_on_one_gpu_run_ddp_with_the_comm_control(tmp_path):
+    done = run_torchrun(
+        2, [*TWO_RANKS_ON_ONE_GPU, "--steps", "30", "--out", str(tmp_path)], env=clean_env(CUDA_VISIBLE_DEVICES="0")
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = read_rows(tmp_path)
+    assert [(row["rank"], row["device"], row["backend"]) for row in rows] == [
+        ("0", "cuda:0", "gloo"),
+        ("1", "cuda:0", "gloo"),
+    ]
+    for row in rows:
+        exposed, alone, job = (float(row[key]) for key in ("comm_exposed_ms", "compute_step_ms", "job_compute_step_ms"))
+        assert exposed >= 0 and 0 < alone <= job * 1.0001  # the job's step waits for the slower rank
+        assert row["grad_buckets"] and "TORCH_NCCL" not in row["comm_env"]  # gloo: NCCL settings are no provenance
+    assert rows[0]["global_images_per_s"] == rows[1]["global_images_per_s"]
+
+
+def test_a_killed_peer_on_a_gpu_is_named(tmp_path):
+    env = clean_env(CUDA_VISIBLE_DEVICES="0", DDP_BENCH_FAULT="rank=1,step=5,kind=sigkill")
+    done = run_torchrun(2, [*TWO_RANKS_ON_ONE_GPU, "--steps", "100000", "--out", str(tmp_path)], env=env, timeout=180)
+    assert done.returncode != 0
+    assert "ddp_bench: failed: rank 0: stopping because lost rank 1 of 2 (process gone)" in done.stderr
+
+
+def test_a_survivor_whose_main_thread_is_blocked_on_a_gpu_is_ended_by_the_peer_watch(tmp_path):
+    env = clean_env(CUDA_VISIBLE_DEVICES="0", DDP_BENCH_FAULT="rank=1,step=5,kind=sigkill;rank=0,step=5,kind=stall")
+    done = run_torchrun(2, [*TWO_RANKS_ON_ONE_GPU, "--steps", "100000", "--out", str(tmp_path)], env=env, timeout=180)
+    assert done.returncode != 0
+    assert "stopping because lost rank 1 of 2 (process gone) (noticed by the peer watch)" in done.stderr
+
+
+def test_two_ranks_sharing_one_gpu_under_nccl_are_refused_in_one_line(tmp_path):
+    done = run_torchrun(
+        2, ["--device", "cuda", "--steps", "5", "--out", str(tmp_path)], env=clean_env(CUDA_VISIBLE_DEVICES="0")
+    )
+    assert done.returncode != 0 and "Duplicate GPU" not in done.stderr
+    assert "share one GPU" in done.stderr and "--backend gloo" in done.stderr
+    assert not OUR_TRACEBACK.search(done.stderr) and not any(tmp_path.iterdir())
+
+
+def test_the_math_mode_in_force_is_what_the_row_says(tmp_path):
+    # Read what the GPU really does: an fp32 product on TF32 tensor cores keeps ~10 mantissa bits (error ~1e-3),
+    # full fp32 keeps 23 (~1e-6). The row's columns must match the mode measured, not the flag asked for.
+    from ddp_bench.launch.hardware import HardwarePlan, apply_math_mode
+
+    a = torch.randn(1024, 1024, device="cuda", dtype=torch.float64)
+    b = torch.randn(1024, 1024, device="cuda", dtype=torch.float64)
+    exact = a @ b
+    errors = {}
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    try:
+        for tf32 in (True, False):
+            apply_math_mode(HardwarePlan(torch.device("cuda", 0), "nccl", 1, tf32=tf32))
+            product = a.float() @ b.float()
+            errors[tf32] = float(((product.double() - exact).abs().max() / exact.abs().max()).item())
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+    tf32_units = errors[True] > 10 * errors[False]
+    assert tf32_units == (capability() >= (8, 0))
+    for flag in ("on", "off"):
+        row = run_on_gpu(tmp_path / flag, ["--tf32", flag, "--steps", "20"])
+        in_force = flag == "on" and tf32_units
+        assert (row["tf32_matmul"], row["tf32_cudnn"]) == (str(in_force), str(in_force))
+
+
+def test_amp_training_peaks_below_fp32_training(tmp_path):
+    def peak_mb(flags: list[str]) -> float:
+        flags = ["--model", "resnet18", "--batch-size", "256", "--steps", "20", *flags]
+        return float(run_on_gpu(tmp_path / "-".join(flags), flags)["peak_device_allocated_mb"])
+
+    # half-size activations under autocast; before, the fp32 FLOP pass on a whole batch set both peaks
+    assert peak_mb(["--amp", "fp16"]) < 0.75 * peak_mb([])
+
+
+def test_compare_synthetic_does_not_change_the_training_peak(tmp_path, mnist_dir):
+    # --compare-synthetic puts a second whole training split on the device after training: not training's memory.
+    flags = ["--data", "mnist", "--data-dir", mnist_dir, "--loader", "device", "--steps", "50"]
+    plain = run_on_gpu(tmp_path / "plain", flags)
+    compared = run_on_gpu(tmp_path / "compared", [*flags, "--compare-synthetic"])
+    assert compared["synthetic_images_per_s"] != ""
+    assert float(compared["peak_device_allocated_mb"]) == pytest.approx(
+        float(plain["peak_device_allocated_mb"]), rel=0.05
+    )
 
 
 def test_out_of_memory_is_one_line_and_exit_1(tmp_path):
@@ -121,10 +237,16 @@ def test_bf16_is_refused_on_a_pre_ampere_capability(tmp_path, monkeypatch, capsy
 
 
 def test_energy_and_memory_are_read_from_the_gpu(tmp_path):
-    row = run_on_gpu(tmp_path, ["--model", "resnet18", "--batch-size", "128", "--steps", "200"])
-    if row["energy_source"] != "nvml":  # a pre-Volta GPU, or NVML not installed: the note says which
-        pytest.skip(f"no NVML energy counter: {row['energy_note']}")
+    short = run_on_gpu(tmp_path / "short", ["--model", "resnet18", "--batch-size", "128", "--steps", "20"])
+    if short["energy_source"] != "nvml":  # a pre-Volta GPU, or NVML not installed: the note says which
+        pytest.skip(f"no NVML energy counter: {short['energy_note']}")
+    seconds = float(short["train_time_s"])
+    if seconds < 5:  # under the counter's update period's reach: no number, and why
+        assert short["energy_j"] == "" and "under the 5 s NVML's energy counter" in short["energy_note"]
+    steps = max(20, math.ceil(20 * 6 / seconds))  # a stage of about 6 s
+    row = run_on_gpu(tmp_path / "long", ["--model", "resnet18", "--batch-size", "128", "--steps", str(steps)])
     energy, seconds = float(row["energy_j"]), float(row["train_time_s"])
+    assert seconds >= 5 and row["energy_note"] == ""
     assert energy > 0 and float(row["avg_power_w"]) == pytest.approx(energy / seconds)
     assert 10 < float(row["avg_power_w"]) < 1500  # a GPU under load: tens to hundreds of watts
     assert float(row["job_energy_j"]) == pytest.approx(energy)  # one rank, one GPU

@@ -15,8 +15,8 @@ from conftest import clean_env, read_rows, run_group, run_torchrun, torchrun_com
 
 from ddp_bench.cli import main
 from ddp_bench.measurement.allreduce import bus_bandwidth, default_sizes
-from ddp_bench.measurement.perf import ADVICE, flops_per_image, measured_peak_flops, verdict
-from ddp_bench.models import MnistCNN
+from ddp_bench.measurement.perf import ADVICE, exposed_data_wait_ms, flops_per_image, measured_peak_flops, verdict
+from ddp_bench.models import MnistCNN, build_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,15 +34,28 @@ def test_measured_peak_is_a_real_positive_rate():
 @pytest.mark.parametrize(
     "numbers, expected",
     [
-        (dict(data_wait_ms=40, step_ms=60, comm_ms=0, mfu=0.5, device_type="cuda"), "loader-bound"),
-        (dict(data_wait_ms=1, step_ms=100, comm_ms=40, mfu=0.5, device_type="cuda"), "comm-bound"),
-        (dict(data_wait_ms=1, step_ms=10, comm_ms=1, mfu=0.03, device_type="cuda"), "overhead-bound"),
-        (dict(data_wait_ms=1, step_ms=10, comm_ms=1, mfu=0.03, device_type="cpu"), "compute-bound"),
-        (dict(data_wait_ms=1, step_ms=10, comm_ms=1, mfu=0.6, device_type="cuda"), "compute-bound"),
+        (dict(data_exposed_ms=40, step_ms=60, comm_ms=0, mfu=0.5, device_type="cuda"), "loader-bound"),
+        (dict(data_exposed_ms=1, step_ms=100, comm_ms=40, mfu=0.5, device_type="cuda"), "comm-bound"),
+        (dict(data_exposed_ms=1, step_ms=10, comm_ms=1, mfu=0.03, device_type="cuda"), "overhead-bound"),
+        (dict(data_exposed_ms=1, step_ms=10, comm_ms=1, mfu=0.03, device_type="cpu"), "compute-bound"),
+        (dict(data_exposed_ms=1, step_ms=10, comm_ms=1, mfu=0.6, device_type="cuda"), "compute-bound"),
     ],
 )
 def test_verdicts(numbers, expected):
     assert verdict(**numbers) == expected and ADVICE[expected]
+
+
+@pytest.mark.parametrize(
+    "device, wait, step, stage, exposed, kind",
+    [
+        ("cuda", 5.0, 12.0, 12.2, 0.2, "compute-bound"),  # the DataLoader's 5 ms hid behind a 12 ms device step
+        ("cuda", 5.0, 12.0, 20.0, 8.0, "loader-bound"),  # the device waited 8 ms a step for data
+        ("cpu", 5.0, 12.0, 17.0, 5.0, "loader-bound"),  # on a CPU nothing overlaps: every wait counts
+    ],
+)
+def test_loader_bound_means_data_the_step_did_not_hide(device, wait, step, stage, exposed, kind):
+    assert exposed_data_wait_ms(wait, step, stage, device) == pytest.approx(exposed)
+    assert verdict(data_exposed_ms=exposed, step_ms=step, comm_ms=0.0, mfu=0.5, device_type=device) == kind
 
 
 def test_bus_bandwidth_is_nccl_tests_definition():
@@ -228,3 +241,11 @@ def test_harness_overhead_script_runs(mnist_dir):
     _point, low, high = interleaved["ddp_bench / hand loop (interleaved)"]
     verdict = "met" if low >= 0.98 else "MISSED" if high < 0.98 else "undecided"
     assert f"target >= 0.98: {verdict}\n" in done.stdout, done.stdout
+
+
+def test_the_flop_count_of_two_images_is_the_count_of_a_whole_batch_per_image():
+    # The run counts FLOPs on two images (a whole fp32 batch outside autocast could run out of the memory AMP
+    # training fits in): valid because every counted operation is linear in the batch.
+    model = build_model("resnet18", 3, 10, 32)
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    assert flops_per_image(model, x[:2], y[:2]) == pytest.approx(flops_per_image(model, x, y), rel=1e-6)

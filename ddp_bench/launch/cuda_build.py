@@ -101,6 +101,11 @@ def has_kernels(arch_list: tuple[str, ...], capability: tuple[int, int]) -> bool
     return False
 
 
+def is_mig(visible_devices: str) -> bool:
+    """Does CUDA_VISIBLE_DEVICES hand this process MIG slices (their UUIDs start with MIG-)?"""
+    return any(entry.strip().startswith("MIG-") for entry in visible_devices.split(","))
+
+
 def hides_every_gpu(env: Mapping[str, str]) -> bool:
     """CUDA_VISIBLE_DEVICES set to show no GPU at all: a choice, not a broken build."""
     return "CUDA_VISIBLE_DEVICES" in env and env["CUDA_VISIBLE_DEVICES"].strip() in ("", "-1", "none", "NoDevFiles")

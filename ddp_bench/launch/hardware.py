@@ -13,7 +13,7 @@ import torch
 
 from ddp_bench.config import BenchConfig
 from ddp_bench.errors import UsageError
-from ddp_bench.launch.cuda_build import cuda_problem, driver_view, torch_view
+from ddp_bench.launch.cuda_build import cuda_problem, driver_view, is_mig, torch_view
 from ddp_bench.launch.launchers import LaunchInfo
 
 
@@ -84,6 +84,12 @@ def plan_hardware(cfg: BenchConfig, info: LaunchInfo, env: Mapping[str, str]) ->
     if kind == "cuda":
         visible = torch.cuda.device_count()
         bound = env.get("CUDA_VISIBLE_DEVICES", "")
+        if is_mig(bound) and info.world_size > 1:
+            raise UsageError(
+                f"{info.world_size} ranks on MIG slices ({bound}): a job may hold one MIG slice, and slices cannot "
+                "run multi-rank DDP (no CUDA IPC or peer access between them); run one rank on the slice, or "
+                "request whole GPUs (e.g. --gpus-per-node=h100:4)"
+            )
         if info.local_world_size <= visible:
             device = torch.device("cuda", info.local_rank)
         elif visible == 1 and bound and "," not in bound:

@@ -31,9 +31,9 @@ class JobTotals:
     # local rank 0); NaN when no rank had a counter
 
 
-def job_totals(result: TrainResult, job: Job) -> JobTotals:
-    """Every rank's samples, time and energy, gathered from all of them in one collective."""
-    per_rank = gather_floats(job, [float(result.samples), result.train_time_s, result.energy_j])
+def job_totals(result: TrainResult, job: Job, energy_j: float = float("nan")) -> JobTotals:
+    """Every rank's samples, time and energy (this rank's usable reading), gathered from all in one collective."""
+    per_rank = gather_floats(job, [float(result.samples), result.train_time_s, energy_j])
     samples = [int(n) for n, _, _ in per_rank]
     readings = [joules for _, _, joules in per_rank if joules == joules]
     return JobTotals(

@@ -12,7 +12,7 @@ Where no counter can be read (a VM without powercap, a kernel that keeps it root
 cells stay empty and `energy_note` says why. Nothing is ever estimated from a datasheet.
 
 Memory: the process's peak resident set (every device), and on GPUs the caching allocator's peak allocated and
-reserved bytes since the last reset (the run resets them after its peak-FLOP measurement, so they are training's).
+reserved bytes over the timed stage only (DevicePeak).
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import os
 import resource
 from dataclasses import dataclass
 from typing import Protocol
+
+from ddp_bench.launch.cuda_build import is_mig
 
 POWERCAP = "/sys/class/powercap"
 
@@ -97,9 +99,15 @@ def cpu_counter(local_rank: int, root: str = POWERCAP) -> CounterChoice:
         return CounterChoice(None, f"RAPL counters not readable ({exc.strerror if isinstance(exc, OSError) else exc})")
 
 
-def gpu_counter(uuid: str, index: int) -> CounterChoice:
-    """NVML's energy counter for the GPU torch calls `index` (found by UUID: NVML numbers every GPU of the node,
-    torch only the visible ones)."""
+MIG_NOTE = "a MIG slice: NVML's energy counter is the whole board's, other slices' work included, so none is recorded"
+
+
+def gpu_counter(uuid: str, visible_devices: str) -> CounterChoice:
+    """NVML's energy counter for the GPU whose UUID torch reports. Found by UUID only, never by index: NVML numbers
+    every GPU of the node, torch only the visible ones, so an index would read another GPU's board. On a MIG slice
+    there is no counter of the slice's own."""
+    if is_mig(visible_devices):
+        return CounterChoice(None, MIG_NOTE)
     try:
         import pynvml  # the nvidia-ml-py package
     except ImportError:
@@ -107,14 +115,17 @@ def gpu_counter(uuid: str, index: int) -> CounterChoice:
     try:
         pynvml.nvmlInit()
         handle = None
-        for name in (uuid, f"GPU-{uuid}"):
+        for name in (f"GPU-{uuid}", f"MIG-{uuid}", uuid):  # torch prints the UUID without NVML's prefix
             try:
                 handle = pynvml.nvmlDeviceGetHandleByUUID(name)
                 break
             except pynvml.NVMLError:
                 continue
         if handle is None:
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            return CounterChoice(None, f"NVML knows no GPU with this device's UUID ({uuid}); energy not recorded")
+        is_slice = getattr(pynvml, "nvmlDeviceIsMigDeviceHandle", None)
+        if is_slice is not None and is_slice(handle):
+            return CounterChoice(None, MIG_NOTE)
         counter = NvmlCounter(pynvml, handle)
         counter.read_j()  # pre-Volta GPUs answer NotSupported here
         return CounterChoice(counter, "")
@@ -122,19 +133,53 @@ def gpu_counter(uuid: str, index: int) -> CounterChoice:
         return CounterChoice(None, f"NVML energy counter unavailable ({exc})")
 
 
-@dataclass(frozen=True)
-class PeakMemory:
-    rss_mb: float  # the process's peak resident set, MiB
-    device_allocated_mb: float  # GPU: peak bytes held by tensors, MiB; NaN on CPU
-    device_reserved_mb: float  # GPU: peak bytes the caching allocator held from the driver, MiB; NaN on CPU
+# NVML's energy counter advances every 20-100 ms (PETSc's PetscLogGpuEnergyMeter notes on
+# nvmlDeviceGetTotalEnergyConsumption): read at a stage's start and stop, it can be off by up to two updates.
+# Below 5 s that is more than 4 % of the stage, so shorter stages record no energy.
+MIN_NVML_STAGE_S = 5.0
 
 
-def peak_memory(device) -> PeakMemory:
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports kilobytes
-    if device.type != "cuda":
-        return PeakMemory(rss_mb, float("nan"), float("nan"))
-    import torch
+def stage_energy(source: str, joules: float, seconds: float) -> tuple[float, str]:
+    """(joules, note) for the row: the reading, or NaN and why, when the stage was too short for this counter."""
+    if source == "nvml" and joules == joules and seconds < MIN_NVML_STAGE_S:
+        return float("nan"), (
+            f"the timed stage lasted {seconds:.2f} s, under the {MIN_NVML_STAGE_S:g} s NVML's energy counter "
+            "(updated every 20-100 ms) needs to be within 4 %: run more --steps for energy"
+        )
+    return joules, ""
 
-    return PeakMemory(
-        rss_mb, torch.cuda.max_memory_allocated(device) / 2**20, torch.cuda.max_memory_reserved(device) / 2**20
-    )
+
+class DevicePeak:
+    """The caching allocator's peak memory over chosen intervals (the timed stage's), not since the process began:
+    the FLOP count, cuDNN's autotuning in warm-up and a second dataset for --compare-synthetic stay out of it.
+    Reset when an interval starts, read when it stops; the largest interval's peak is kept."""
+
+    def __init__(self, reset, read_allocated, read_reserved) -> None:
+        self._reset, self._allocated, self._reserved = reset, read_allocated, read_reserved
+        self.allocated_mb = float("nan")
+        self.reserved_mb = float("nan")
+
+    @classmethod
+    def of(cls, device) -> DevicePeak | None:
+        if device.type != "cuda":
+            return None
+        import torch
+
+        return cls(
+            lambda: torch.cuda.reset_peak_memory_stats(device),
+            lambda: torch.cuda.max_memory_allocated(device),
+            lambda: torch.cuda.max_memory_reserved(device),
+        )
+
+    def start(self) -> None:
+        self._reset()
+
+    def stop(self) -> None:
+        allocated, reserved = self._allocated() / 2**20, self._reserved() / 2**20
+        self.allocated_mb = allocated if not self.allocated_mb >= allocated else self.allocated_mb
+        self.reserved_mb = reserved if not self.reserved_mb >= reserved else self.reserved_mb
+
+
+def peak_rss_mb() -> float:
+    """The process's peak resident set, MiB (Linux reports kilobytes)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

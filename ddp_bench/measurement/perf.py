@@ -103,10 +103,20 @@ ADVICE = {
 }
 
 
-def verdict(*, data_wait_ms: float, step_ms: float, comm_ms: float, mfu: float, device_type: str) -> str:
-    """What bounds one run, from its median per-step numbers: one of the keys of ADVICE."""
-    whole = data_wait_ms + step_ms
-    if whole > 0 and data_wait_ms / whole > LOADER_BOUND_SHARE:
+def exposed_data_wait_ms(data_wait_ms: float, step_ms: float, stage_step_ms: float, device_type: str) -> float:
+    """The part of waiting for data that the step did not hide. On a CPU nothing overlaps: all of the loop's wait.
+    On a GPU the host queues work ahead of the device, so a wait can pass while the device is still busy with
+    earlier steps; what it cost is the stage's time per step beyond the median step (device time, CUDA events)."""
+    if device_type == "cuda":
+        return max(0.0, stage_step_ms - step_ms)
+    return data_wait_ms
+
+
+def verdict(*, data_exposed_ms: float, step_ms: float, comm_ms: float, mfu: float, device_type: str) -> str:
+    """What bounds one run, from its median per-step numbers (the data wait the step did not hide, the step, the
+    exposed all-reduce): one of the keys of ADVICE."""
+    whole = data_exposed_ms + step_ms
+    if whole > 0 and data_exposed_ms / whole > LOADER_BOUND_SHARE:
         return "loader-bound"
     if step_ms > 0 and comm_ms / step_ms > COMM_BOUND_SHARE:
         return "comm-bound"

@@ -13,18 +13,22 @@ import time
 import torch
 
 from ddp_bench.launch.collectives import synchronize
-from ddp_bench.measurement.consumption import EnergyCounter
+from ddp_bench.measurement.consumption import DevicePeak, EnergyCounter
 
 
 class StageClock:
     """Wall-clock seconds of a stage, device work included; may be paused (e.g. around evaluation).
 
     Given an energy counter, it also accumulates the joules spent while it runs, read at the same two moments
-    as the clock (after the device is synchronised), so energy and time cover exactly the same intervals.
+    as the clock (after the device is synchronised), so energy and time cover exactly the same intervals; given a
+    DevicePeak, the device memory peak is taken over the same intervals too.
     """
 
-    def __init__(self, device: torch.device, energy: EnergyCounter | None = None) -> None:
+    def __init__(
+        self, device: torch.device, energy: EnergyCounter | None = None, memory: DevicePeak | None = None
+    ) -> None:
         self.device = device
+        self.memory = memory
         self.elapsed_s = 0.0
         self.energy_j = 0.0 if energy is not None else float("nan")
         self._energy = energy
@@ -33,6 +37,8 @@ class StageClock:
 
     def start(self) -> None:
         synchronize(self.device)
+        if self.memory is not None:
+            self.memory.start()
         self._started = time.perf_counter()
         if self._energy is not None:
             self._started_j = self._energy.read_j()
@@ -44,6 +50,8 @@ class StageClock:
         self.elapsed_s += time.perf_counter() - self._started
         if self._energy is not None:
             self.energy_j += self._energy.read_j() - self._started_j
+        if self.memory is not None:
+            self.memory.stop()
         self._started = None
         return self.elapsed_s
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import ddp_bench
+from ddp_bench.launch.cuda_build import is_mig
 
 
 def detect_platform(env: Mapping[str, str]) -> str:
@@ -131,6 +132,7 @@ class RunContext:
     python_version: str
     ddp_bench_version: str
     git_commit: str
+    mig_slice: str = ""  # the MIG slice this rank runs on (CUDA_VISIBLE_DEVICES' MIG-... UUID); '' on a whole GPU
     topology: str = ""  # `nvidia-smi topo -m`, taken by one rank per GPU node; written beside the rows, not in them
 
 
@@ -141,6 +143,7 @@ def collect_context(
     so that `comm_env` is what the backend really ran with, whatever launched it."""
     import torch
 
+    visible = env.get("CUDA_VISIBLE_DEVICES", "")
     if device_type == "cuda":
         device_name = torch.cuda.get_device_name(device_index)
     else:
@@ -159,5 +162,6 @@ def collect_context(
         python_version=_platform.python_version(),
         ddp_bench_version=ddp_bench.__version__,
         git_commit=git_commit(),
+        mig_slice=visible if device_type == "cuda" and is_mig(visible) else "",
         topology=gpu_topology() if device_type == "cuda" and node_leader else "",
     )

@@ -8,6 +8,8 @@ import sys
 import time
 from dataclasses import dataclass
 
+import torch
+
 from ddp_bench.config import BenchConfig
 from ddp_bench.console import print_summary
 from ddp_bench.data import BatchSource, DatasetSpec
@@ -15,9 +17,9 @@ from ddp_bench.launch.collectives import align_ranks
 from ddp_bench.launch.hardware import HardwarePlan
 from ddp_bench.launch.job import Job
 from ddp_bench.measurement.after_training import AfterTraining, job_totals
-from ddp_bench.measurement.consumption import CounterChoice, peak_memory
+from ddp_bench.measurement.consumption import CounterChoice, peak_rss_mb, stage_energy
 from ddp_bench.measurement.job_timing import WaitBeforeTraining
-from ddp_bench.measurement.perf import ADVICE, model_flops_utilization, verdict
+from ddp_bench.measurement.perf import ADVICE, exposed_data_wait_ms, model_flops_utilization, verdict
 from ddp_bench.measurement.scaling_model import format_buckets
 from ddp_bench.measurement.timing import percentile
 from ddp_bench.models import Recipe
@@ -69,7 +71,9 @@ def record_rank(
     """Write this rank's row (or rescue it); rank 0 prints the summary once every rank has done so."""
     cfg, info, device = setup.cfg, setup.job.info, setup.job.device
     context = setup.context
-    totals = job_totals(result, setup.job)
+    source = setup.energy.counter.source if setup.energy.counter else ""
+    energy_j, short_note = stage_energy(source, result.energy_j, result.train_time_s)
+    totals = job_totals(result, setup.job, energy_j)
     job_images_per_s = totals.images_per_s
     rank_images_per_s = images_per_second(result.samples, result.train_time_s)
     achieved = setup.flops_per_image * rank_images_per_s
@@ -77,9 +81,10 @@ def record_rank(
     step_ms = percentile(result.step_times_ms, 50)
     wait_ms = percentile(result.data_wait_ms, 50)
     comm_ms = extras.control.exposed_comm_ms
-    kind = verdict(data_wait_ms=wait_ms, step_ms=step_ms, comm_ms=comm_ms, mfu=mfu, device_type=device.type)
+    stage_step_ms = result.train_time_s * 1e3 / result.steps if result.steps else float("nan")
+    exposed_wait_ms = exposed_data_wait_ms(wait_ms, step_ms, stage_step_ms, device.type)
+    kind = verdict(data_exposed_ms=exposed_wait_ms, step_ms=step_ms, comm_ms=comm_ms, mfu=mfu, device_type=device.type)
     reached = result.reached
-    memory = peak_memory(device)
     record = RankRecord(
         run_id=setup.run_id,
         status="incomplete" if result.stopped_by else "complete",
@@ -98,6 +103,7 @@ def record_rank(
         backend=setup.plan.backend,
         device=str(device),
         device_name=context.device_name,
+        mig_slice=context.mig_slice,
         model=cfg.model,
         data=cfg.data,
         loader=setup.loader,
@@ -106,8 +112,8 @@ def record_rank(
         scaling=cfg.scaling,
         dataset_size=batches.dataset_size,
         amp=cfg.amp,
-        tf32_matmul=setup.plan.tf32,
-        tf32_cudnn=setup.plan.tf32,
+        tf32_matmul=torch.backends.cuda.matmul.allow_tf32,  # the math mode in force, read back from torch
+        tf32_cudnn=torch.backends.cudnn.allow_tf32,
         cudnn_benchmark=setup.plan.cudnn_benchmark,
         channels_last=cfg.channels_last,
         compile=cfg.compile,
@@ -130,6 +136,7 @@ def record_rank(
         step_time_median_ms=step_ms,
         step_time_p90_ms=percentile(result.step_times_ms, 90),
         data_wait_median_ms=wait_ms,
+        data_exposed_ms=exposed_wait_ms,
         comm_exposed_ms=comm_ms,
         # one rank has no all-reduce to leave out: its timed steps are compute-only steps
         compute_step_ms=step_ms if info.world_size == 1 else extras.control.compute_step_ms,
@@ -145,16 +152,16 @@ def record_rank(
         queue_wait_s=setup.waits.queue_wait_s,
         setup_s=setup.waits.setup_s,
         startup_s=setup.waits.startup_s,
-        energy_source=setup.energy.counter.source if setup.energy.counter else "",
-        energy_note=setup.energy.note,
-        energy_j=result.energy_j,
-        avg_power_w=result.energy_j / result.train_time_s if result.train_time_s > 0 else float("nan"),
-        images_per_joule=result.samples / result.energy_j if result.energy_j > 0 else float("nan"),
+        energy_source=source,
+        energy_note=setup.energy.note or short_note,
+        energy_j=energy_j,
+        avg_power_w=energy_j / result.train_time_s if result.train_time_s > 0 else float("nan"),
+        images_per_joule=result.samples / energy_j if energy_j > 0 else float("nan"),
         job_energy_j=totals.energy_j,
         job_images_per_joule=totals.samples / totals.energy_j if totals.energy_j > 0 else float("nan"),
-        peak_rss_mb=memory.rss_mb,
-        peak_device_allocated_mb=memory.device_allocated_mb,
-        peak_device_reserved_mb=memory.device_reserved_mb,
+        peak_rss_mb=peak_rss_mb(),
+        peak_device_allocated_mb=result.peak_device_allocated_mb,
+        peak_device_reserved_mb=result.peak_device_reserved_mb,
         final_loss=result.final_loss,
         test_accuracy=result.test_accuracy,
         target_accuracy=cfg.target_accuracy if cfg.target_accuracy is not None else float("nan"),

@@ -40,6 +40,7 @@ class RankRecord:
     backend: str
     device: str
     device_name: str
+    mig_slice: str  # the MIG slice's UUID when the rank ran on one ('' on a whole GPU or a CPU)
     model: str
     data: str
     loader: str
@@ -72,6 +73,7 @@ class RankRecord:
     step_time_median_ms: float
     step_time_p90_ms: float
     data_wait_median_ms: float  # per step, time the loop waited for its batch (host side)
+    data_exposed_ms: float  # per step, the part of that wait the step did not hide (perf.exposed_data_wait_ms)
     comm_exposed_ms: float  # per step, all-reduce time not hidden behind backward (paired no_sync control)
     compute_step_ms: float  # median step on this rank with DDP's all-reduce off (no_sync control): its own speed
     job_compute_step_ms: float  # the same steps' median of the slowest rank's time in each: the job's compute step
