@@ -5,6 +5,8 @@
 #                                    slurmctld and slurmd, wait until the node is idle; prints SLURM_CONF=...
 #   tests/local_slurm.sh down BASE   cancel the jobs still queued or running, then stop exactly the daemons that
 #                                    `up` started (by their PID files)
+#   tests/local_slurm.sh stop-daemons BASE   stop slurmd and slurmctld only: munged stays, for the emulated
+#                                    multi-node Slurm of tests/emulated_slurm.py
 #
 # Needs root and apt-get; exits 3 with a one-line reason when the machine cannot do it (tests then skip).
 # Everything Slurm writes lives under BASE, so `down` then `up` again starts from a clean state.
@@ -34,6 +36,11 @@ stop_pidfile() {
     rm -f "$pidfile"
 }
 
+stop_daemons() {  # slurmd and slurmctld; munged stays (an emulated multi-node Slurm uses it)
+    stop_pidfile "$base/slurmd.pid"
+    stop_pidfile "$base/slurmctld.pid"
+}
+
 down() {
     # Jobs first (a test that timed out may have left one running), while the daemons can still end them.
     if [ -f "$base/slurmctld.pid" ] && [ -f "$conf" ]; then
@@ -48,8 +55,7 @@ down() {
             done
         fi
     fi
-    stop_pidfile "$base/slurmd.pid"
-    stop_pidfile "$base/slurmctld.pid"
+    stop_daemons
     stop_pidfile "$base/munged.pid"
 }
 
@@ -123,5 +129,6 @@ EOF
 case "$command" in
     up) up ;;
     down) down ;;
-    *) echo "usage: $0 up|down [BASE]" >&2; exit 2 ;;
+    stop-daemons) stop_daemons ;;
+    *) echo "usage: $0 up|down|stop-daemons [BASE]" >&2; exit 2 ;;
 esac

@@ -166,3 +166,29 @@ def test_slow_fault_needs_its_delay(tmp_path):
     env = clean_env(DDP_BENCH_FAULT="rank=1,kind=slow")
     done = run_cli(["--device", "cpu", "--steps", "1", "--out", str(tmp_path)], env=env)
     assert done.returncode == 2 and "kind=slow,ms=M" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_job_of_multi_gpu_nodes_is_predicted_in_two_stages_by_hand(tmp_path):
+    # TEST FIXTURE curves: inside one node (2 ranks) 100 µs per MB, so α = 0 and β_intra = 2·1/2 / 1e-10 = 10 GB/s;
+    # across 2 nodes × 2 ranks 1100 µs per MB, of which the intra stage at 2 ranks takes 100: the network's
+    # 1000 µs per MB gives β_inter = 2·1/2 / 1e-9 = 1 GB/s per node. At 4 nodes × 2: T = 2·1/2·S/10e9 + 2·3/4·S/1e9
+    # = 0.1 + 1.5 = 1.6 ms per MB (a flat ring fitted at 4 ranks would say 1.1 × (14/8)/(6/4) = 1.283).
+    fixture_run(tmp_path, "w1", 1, [2.0], compute_step_ms=20.0, job_compute_step_ms=20.0, grad_buckets=BUCKETS, **GPU)
+    fixture_run(tmp_path, "w2", 2, [2.5] * 2, compute_step_ms=25.0, job_compute_step_ms=25.0, grad_buckets=BUCKETS,
+                **GPU)  # fmt: skip
+    fixture_run(tmp_path, "w4", 4, [2.5] * 4, compute_step_ms=25.0, job_compute_step_ms=25.0, grad_buckets=BUCKETS,
+                num_nodes=2, local_world_size=2, **GPU)  # fmt: skip
+    allreduce_fixture(tmp_path, world=2, nodes=1, us_per_mb=100.0)
+    allreduce_fixture(tmp_path, world=4, nodes=2, us_per_mb=1100.0)
+    report = build_report([str(tmp_path)], str(tmp_path / "report"), predict_to=8)
+    (model,) = report.models
+    rows = model.predictions.set_index("world_size")
+    assert rows.loc[4, "comm_from"] == "measured at 4 ranks on 2 node(s)"
+    assert (rows.loc[8, "comm_from"], rows.loc[8, "num_nodes"]) == ("two-stage fit (4 node(s) × 2)", 4)
+    # the 4 MB bucket (6.4 ms from 30 ms before the end) is hidden; the 1 MB one is exposed for 1.6 ms
+    assert rows.loc[8, "step_ms"] == pytest.approx(25.0 + 1.6)
+    assert rows.loc[8, "predicted_images_per_s"] == pytest.approx(8 * 64 * 1000 / 26.6)
+    assert "between nodes α = 0.0 µs and β = 1.000 GB/s per node (fitted across 2 nodes), 2 rank(s) per node" in (
+        model.allreduce_source
+    )
+    assert "inside a node α = 0.0 µs per hop and β = 10.000 GB/s" in model.allreduce_source

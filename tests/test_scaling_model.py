@@ -7,9 +7,11 @@ import pytest
 from ddp_bench.measurement.allreduce import bus_bandwidth
 from ddp_bench.measurement.scaling_model import (
     AllreduceCurve,
+    AlphaBeta,
     Bucket,
     ddp_buckets,
     fit_alpha_beta,
+    fit_two_stage,
     format_buckets,
     overlap_schedule,
     parse_buckets,
@@ -120,3 +122,22 @@ def test_prediction_counts():
     assert prediction_counts([1, 2], 16) == [1, 2, 4, 8, 16]
     assert prediction_counts([1, 2, 3], 12) == [1, 2, 3, 4, 8, 12]
     assert prediction_counts([1, 8], 8) == [1, 8]
+
+
+def test_the_two_stage_model_recovers_its_stages_and_predicts_by_hand():
+    # TEST FIXTURE curves made from known stages: inside a node α = 5 µs, β = 50 GB/s; between nodes α = 20 µs,
+    # β = 1 GB/s per node. Measured: 2 ranks on one node, and 2 nodes × 2 ranks.
+    intra, inter = AlphaBeta(5e-6, 50e9, 2), AlphaBeta(20e-6, 1e9, 2)
+    sizes = (2**20, 4 * 2**20, 16 * 2**20)
+    inside = AllreduceCurve(2, 1, sizes, tuple(intra.time_s(2, size) for size in sizes))
+    across = AllreduceCurve(4, 2, sizes, tuple(intra.time_s(2, s) + inter.time_s(2, s) for s in sizes))
+    stages = fit_two_stage(inside, across)
+    assert stages.intra.alpha_s == pytest.approx(5e-6) and stages.intra.beta_bytes_per_s == pytest.approx(50e9)
+    assert stages.inter.alpha_s == pytest.approx(20e-6) and stages.inter.beta_bytes_per_s == pytest.approx(1e9)
+    # 4 MB on 4 nodes × 2: intra 2·1·5 µs + 2·1/2 · 4e6/50e9 = 10 + 80 µs; inter 2·3·20 µs + 2·3/4 · 4e6/1e9 =
+    # 120 + 6000 µs; 6210 µs in all
+    assert stages.time_s(4, 2, 4_000_000) == pytest.approx(6210e-6)
+    assert stages.time_s(4, 1, 4_000_000) == pytest.approx(6120e-6)  # one rank per node: the network alone
+    assert stages.time_s(1, 2, 4_000_000) == pytest.approx(90e-6)  # one node: the fabric alone
+    with pytest.raises(ValueError):
+        fit_two_stage(across, across)

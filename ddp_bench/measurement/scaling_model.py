@@ -20,7 +20,10 @@ One synchronous DDP step on N ranks is modelled as
       T(N, S) = 2(N-1)·α + 2(N-1)/N · S/β
 
   α is the per-hop latency and β the bandwidth each link sustains (the ring's busbw for large messages): β from
-  the slope between the two largest messages measured, α from what the smallest takes beyond it.
+  the slope between the two largest messages measured, α from what the smallest takes beyond it. Where curves
+  were measured both inside one node and across nodes, the job is modelled instead as two stages (TwoStage), one
+  inside each node and one between nodes, each with its own α and β: a flat ring of N·G ranks at one β is wrong
+  for both NVLink inside a node and the network between them.
 
 On CPU ranks (gloo), the all-reduce runs on the same cores as compute: while it overlaps backward, its own CPU
 time (`cpu_ms`, measured by the all-reduce benchmark from the process's CPU clock) is added to the step. On GPUs
@@ -121,6 +124,38 @@ def _large_end_slope(sizes: Sequence[int], times: Sequence[float]) -> float:
         if slope > 0:
             return slope
     return times[-1] / sizes[-1]
+
+
+@dataclass(frozen=True)
+class TwoStage:
+    """An all-reduce over nodes of several ranks each, in two stages with their own α and β, as NCCL's hierarchical
+    ring and tree behave to first order: a reduce-scatter and, at the end, an all-gather among the G ranks of each
+    node over the node's fabric (NVLink, PCIe, or loopback; together a ring all-reduce among G ranks), and between
+    them an all-reduce of each rank's 1/G shard across the n nodes, the G shards at once through the node's
+    network links, so that each node sends 2(n-1)/n of the whole buffer over them:
+
+        T(n, G, S) = [2(G-1)·α_intra + 2(G-1)/G · S/β_intra] + [2(n-1)·α_inter + 2(n-1)/n · S/β_inter]
+
+    One rank per node leaves the network stage alone; one node, the fabric stage alone (a flat ring)."""
+
+    intra: AlphaBeta  # inside a node: fitted to an all-reduce measured on one node
+    inter: AlphaBeta  # between nodes, per node: fitted to one measured across nodes, the intra stage taken out
+
+    def time_s(self, nodes: int, per_node: int, size: int) -> float:
+        return self.intra.time_s(per_node, size) + self.inter.time_s(nodes, size)
+
+
+def fit_two_stage(inside: AllreduceCurve, across: AllreduceCurve) -> TwoStage:
+    """The intra stage from a curve on one node (several ranks), the inter stage from a curve across nodes: with
+    one rank per node it is the network alone; with G per node the intra stage's time at G is taken out first."""
+    if inside.num_nodes != 1 or inside.world_size < 2 or across.num_nodes < 2:
+        raise ValueError("a two-stage fit needs an all-reduce on one node of several ranks and one across nodes")
+    intra = inside.fit()
+    per_node = across.world_size // across.num_nodes
+    pairs = zip(across.sizes, across.times_s, strict=True)
+    network = [max(total - intra.time_s(per_node, size), 1e-12) for size, total in pairs]
+    inter = fit_alpha_beta(across.num_nodes, across.sizes, network)
+    return TwoStage(intra, inter)
 
 
 @dataclass(frozen=True)

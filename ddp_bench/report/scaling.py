@@ -23,6 +23,8 @@ import pandas as pd
 
 from ddp_bench.measurement.scaling_model import (
     AllreduceCurve,
+    TwoStage,
+    fit_two_stage,
     parse_buckets,
     predict_step,
     prediction_counts,
@@ -120,14 +122,18 @@ def predict_series(
 def _predict(series: str, points: pd.DataFrame, curves: list[AllreduceCurve], predict_to: int) -> SeriesModel:
     biggest = max(curves, key=lambda curve: (curve.world_size, curve.num_nodes))
     fit = biggest.fit() if biggest.world_size > 1 else None
+    stages = _two_stage(curves)
     base = points.iloc[0]
     base_per_rank = base["global_images_per_s"] / base["world_size"]
     largest = points.iloc[-1]
+    per_node = max(1, int(largest["world_size"]) // int(largest["num_nodes"]))  # how the largest run was laid out
     rows = []
     for count in prediction_counts(points["world_size"].tolist(), max(predict_to, int(largest["world_size"]))):
         measured = points[points["world_size"] == count]
         source = measured.iloc[0] if len(measured) else largest
-        comm = _comm_at(count, int(source["num_nodes"]), curves, biggest, on_cpu=source["device_kind"] == "CPU")
+        nodes = int(source["num_nodes"]) if len(measured) else -(-count // per_node)
+        on_cpu = source["device_kind"] == "CPU"
+        comm = _comm_at(count, nodes, curves, biggest, stages, on_cpu)
         if comm is None:
             continue  # only a 1-rank all-reduce measured: nothing to extrapolate from
         comm_from, allreduce_ms, cpu_ms = comm
@@ -139,6 +145,7 @@ def _predict(series: str, points: pd.DataFrame, curves: list[AllreduceCurve], pr
         rows.append(
             {
                 "world_size": count,
+                "num_nodes": nodes,
                 "measured_images_per_s": measured["global_images_per_s"].iloc[0] if len(measured) else float("nan"),
                 "measured_efficiency": measured["efficiency"].iloc[0] if len(measured) else float("nan"),
                 "predicted_images_per_s": predicted,
@@ -160,26 +167,52 @@ def _predict(series: str, points: pd.DataFrame, curves: list[AllreduceCurve], pr
         f"({float(largest['job_compute_step_ms']):.1f} ms), with its gradient buckets and their ready times "
         "(`grad_buckets`)"
     )
+    if stages is not None:
+        past = (
+            f"; past that, two stages: inside a node α = {stages.intra.alpha_s * 1e6:.1f} µs per hop and β = "
+            f"{stages.intra.beta_bytes_per_s / 1e9:.3f} GB/s (fitted on one node at {stages.intra.fitted_at} ranks), "
+            f"between nodes α = {stages.inter.alpha_s * 1e6:.1f} µs and β = {stages.inter.beta_bytes_per_s / 1e9:.3f} "
+            f"GB/s per node (fitted across {stages.inter.fitted_at} nodes), {per_node} rank(s) per node"
+        )
+    elif fit:
+        past = (
+            f"; past that, α = {fit.alpha_s * 1e6:.1f} µs per hop and β = {fit.beta_bytes_per_s / 1e9:.3f} GB/s "
+            f"per link, fitted at {fit.fitted_at} ranks"
+        )
+    else:
+        past = ""
     allreduce_source = (
         "allreduce.csv at "
         + ", ".join(f"{curve.world_size} ranks on {curve.num_nodes} node(s)" for curve in curves)
-        + (
-            f"; past that, α = {fit.alpha_s * 1e6:.1f} µs per hop and β = {fit.beta_bytes_per_s / 1e9:.3f} GB/s "
-            f"per link, fitted at {fit.fitted_at} ranks"
-            if fit
-            else ""
-        )
+        + past
     )
     return SeriesModel(series, pd.DataFrame(rows), compute_source, allreduce_source)
 
 
+def _two_stage(curves: list[AllreduceCurve]) -> TwoStage | None:
+    """The two-stage model, where one curve was measured on one node of several ranks and another across nodes."""
+    inside = [curve for curve in curves if curve.num_nodes == 1 and curve.world_size > 1]
+    across = [curve for curve in curves if curve.num_nodes > 1]
+    if not inside or not across:
+        return None
+    return fit_two_stage(
+        max(inside, key=lambda curve: curve.world_size),
+        max(across, key=lambda curve: (curve.num_nodes, curve.world_size)),
+    )
+
+
 def _comm_at(
-    count: int, nodes: int, curves: list[AllreduceCurve], biggest: AllreduceCurve, on_cpu: bool
+    count: int,
+    nodes: int,
+    curves: list[AllreduceCurve],
+    biggest: AllreduceCurve,
+    stages: TwoStage | None,
+    on_cpu: bool,
 ) -> tuple[str, Callable[[int], float], Callable[[int], float]] | None:
-    """(where the all-reduce times come from, ms per all-reduce of S bytes, its CPU ms) at `count` ranks: the
-    curve measured at that count (on the same number of nodes if there is one), else the α–β fit to the biggest
-    curve; None when that was measured on one rank. The CPU term applies on CPU ranks only (gloo shares their
-    cores with backward)."""
+    """(where the all-reduce times come from, ms per all-reduce of S bytes, its CPU ms) at `count` ranks on `nodes`:
+    the curve measured at that count (on the same number of nodes if there is one); else the two-stage model where
+    it could be fitted, else the α–β fit to the biggest curve; None when that was measured on one rank. The CPU term
+    applies on CPU ranks only (gloo shares their cores with backward)."""
     if count == 1:
         return "none (one rank)", lambda _size: 0.0, lambda _size: 0.0
     exact = [curve for curve in curves if curve.world_size == count]
@@ -189,6 +222,12 @@ def _comm_at(
 
         def allreduce_ms(size: int) -> float:
             return curve.time_s(size) * 1e3
+    elif stages is not None:
+        curve, per_node = biggest, max(1, count // nodes)
+        comm_from = f"two-stage fit ({nodes} node(s) × {per_node})"
+
+        def allreduce_ms(size: int) -> float:
+            return stages.time_s(nodes, per_node, size) * 1e3
     elif biggest.world_size > 1:
         curve, fit = biggest, biggest.fit()
         comm_from = f"α–β fit at {fit.fitted_at} ranks"
