@@ -57,10 +57,22 @@ def report_cli(argv: Sequence[str]) -> int:
         metavar="N",
         help="scaling model: predict up to N ranks, from the runs and allreduce.csv found (default: measured counts)",
     )
+    parser.add_argument(
+        "--efficiency-threshold",
+        type=float,
+        default=0.75,
+        metavar="F",
+        help="Proposal: efficiency counted good, and where the knee is (default: 0.75, the Alliance's 75 %%)",
+    )
+    request = parser.add_mutually_exclusive_group()
+    request.add_argument("--request-epochs", type=float, metavar="E", help="Proposal: what E epochs cost at each count")
+    request.add_argument("--request-images", type=int, metavar="N", help="Proposal: what N images cost at each count")
     args = parser.parse_args(list(argv))
     from ddp_bench.report.build import report_main  # pandas and matplotlib: only for this verb
 
-    return report_main(args.results, args.out, args.predict_to)
+    return report_main(
+        args.results, args.out, args.predict_to, args.efficiency_threshold, args.request_epochs, args.request_images
+    )
 
 
 def check_main(argv: Sequence[str]) -> int:

@@ -25,7 +25,10 @@ from ddp_bench.report.data import (
     series_title,
     summarise_runs,
 )
+from ddp_bench.report.model_trust import SeriesTrust, signed_percent, trust_models, where_text, with_trust
 from ddp_bench.report.platforms import accuracy_series, course_rows, platform_table
+from ddp_bench.report.proposal import GOOD_EFFICIENCY, Proposal, ProposalOptions, build_proposal
+from ddp_bench.report.proposal_text import markdown_section, write_proposal
 from ddp_bench.report.scaling import SeriesModel, load_allreduce, predict_series, straggler_table
 
 
@@ -41,6 +44,8 @@ class Report:
     models: list[SeriesModel]  # scaling.predict_series
     not_modelled: list[str]  # series the model could not serve, and why
     stragglers: pd.DataFrame  # scaling.straggler_table
+    trust: list[SeriesTrust]  # model_trust.trust_models, one per model
+    proposal: Proposal  # proposal.build_proposal
 
 
 def markdown(report: Report) -> str:
@@ -89,7 +94,8 @@ def markdown(report: Report) -> str:
                 f"{accuracy} | {row['repeats']} |"
             )
         lines.append("")
-    lines += model_markdown(report.models, report.not_modelled, summary)
+    lines += model_markdown(report.models, report.not_modelled, summary, report.trust)
+    lines += markdown_section(report.proposal)
     lines += straggler_markdown(report.stragglers)
     lines += platform_markdown(report.platforms, report.course)
     lines += provenance_markdown(provenance_differences(report.tables.runs))
@@ -111,8 +117,11 @@ def _percent(value: float) -> str:
     return "—" if value != value else f"{value * 100:.0f} %"
 
 
-def model_markdown(models: list[SeriesModel], not_modelled: list[str], summary: pd.DataFrame) -> list[str]:
-    """The Scaling model section: what each prediction was built from, then measured beside predicted."""
+def model_markdown(
+    models: list[SeriesModel], not_modelled: list[str], summary: pd.DataFrame, trust: list[SeriesTrust]
+) -> list[str]:
+    """The Scaling model section: what each prediction was built from, then measured beside predicted, with how
+    far each row is from the measured counts and the model's error where the rows can check it."""
     if not models and not not_modelled:
         return []
     lines = [
@@ -124,19 +133,25 @@ def model_markdown(models: list[SeriesModel], not_modelled: list[str], summary: 
         "ranks, plus the measured CPU time of the all-reduce that overlaps backward on the same cores. "
         "Predicted images/s = "
         "ranks × batch ÷ step; the range runs from no overlap at all to perfect overlap. Efficiency is against the "
-        "series' smallest measured run, as in the measured column.",
+        "series' smallest measured run, as in the measured column. Where: a measured count, an interpolation or "
+        "an extrapolation (× the largest measured count); model vs measured = predicted ÷ measured − 1 at measured "
+        "counts, where compute and all-reduce come from that count's own runs; checked = the largest measured count "
+        "predicted from the smaller ones alone, the rows' own test of an extrapolation.",
         "",
     ]
-    for model in models:
+    for model, checked in zip(models, trust, strict=True):
+        where = checked.rows.set_index("world_size")
         first = summary[summary["series"] == model.series].iloc[0]
         lines += [f"### {series_title(first)}", ""]
         lines += [f"- compute: {model.compute_source}.", f"- all-reduce: {model.allreduce_source}.", ""]
         lines += [
             "| ranks | measured images/s | predicted images/s (range) | measured efficiency | predicted efficiency "
-            "| step = compute + comm CPU + exposed (ms) | all-reduce per step (ms) | compute from | all-reduce from |",
-            "|---:|---:|---:|---:|---:|---:|---:|---|---|",
+            "| step = compute + comm CPU + exposed (ms) | all-reduce per step (ms) | compute from | all-reduce from "
+            "| where | model vs measured |",
+            "|---:|---:|---:|---:|---:|---:|---:|---|---|---|---:|",
         ]
         for _, row in model.predictions.iterrows():
+            at = where.loc[row["world_size"]]
             lines.append(
                 f"| {row['world_size']} | {format_number(row['measured_images_per_s'])} | "
                 f"{format_number(row['predicted_images_per_s'])} ({format_number(row['predicted_images_per_s_low'])}"
@@ -145,9 +160,15 @@ def model_markdown(models: list[SeriesModel], not_modelled: list[str], summary: 
                 f"{format_number(row['comm_cpu_ms'], 1)} + "
                 f"{format_number(row['step_ms'] - row['compute_ms'] - row['comm_cpu_ms'], 1)} | "
                 f"{format_number(row['comm_ms'], 1)} | "
-                f"{row['compute_from']} | {row['comm_from']} |"
+                f"{row['compute_from']} | {row['comm_from']} | {where_text(at['position'], at['reach'])} | "
+                f"{signed_percent(at['error_here'])} |"
             )
-        lines.append("")
+        lines += [
+            "",
+            f"- {checked.backtest.statement()}.",
+            f"- model vs measured at each measured count: {checked.errors_here() or 'none predicted'}.",
+            "",
+        ]
     lines += [f"- not modelled: {why}" for why in not_modelled]
     return lines + ([""] if not_modelled else [])
 
@@ -293,8 +314,11 @@ def print_console(report: Report, console: Console) -> None:
         console.print(f"[red]cannot use {path}: {why}[/red]", soft_wrap=True)
 
 
-def build_report(directories: Sequence[str], out_dir: str, predict_to: int = 0) -> Report:
-    """predict_to: the scaling model's largest count (0: the measured counts only)."""
+def build_report(
+    directories: Sequence[str], out_dir: str, predict_to: int = 0, options: ProposalOptions | None = None
+) -> Report:
+    """predict_to: the scaling model's largest count (0: the measured counts only); options: the Proposal's
+    threshold and request (default: 75 %, no request)."""
     from ddp_bench.report.plots import plot_efficiency, plot_platforms, plot_throughput, plot_time_to_accuracy
 
     loaded = load_rows(list(directories))
@@ -309,19 +333,22 @@ def build_report(directories: Sequence[str], out_dir: str, predict_to: int = 0) 
     loaded.problems.extend(allreduce_problems)
     models, not_modelled = predict_series(summary, allreduce, predict_to)
     summary = _with_predictions(summary, models)
+    trust = trust_models(summary, allreduce, models)
+    proposal = build_proposal(summary, models, trust, not_modelled, options or ProposalOptions())
     stragglers = straggler_table(loaded.rows, tables.runs)
     os.makedirs(out_dir, exist_ok=True)
     files = [os.path.join(out_dir, "summary.csv")]
     summary.to_csv(files[0], index=False)
     if models:
         files.append(os.path.join(out_dir, "predictions.csv"))
-        pd.concat([model.predictions.assign(series=model.series) for model in models]).to_csv(files[-1], index=False)
+        pd.concat([with_trust(*pair) for pair in zip(models, trust, strict=True)]).to_csv(files[-1], index=False)
     if not stragglers.empty:
         files.append(os.path.join(out_dir, "stragglers.csv"))
         stragglers.to_csv(files[-1], index=False)
     platforms = platform_table(tables.runs)
     course = course_rows(tables.runs, platforms)
     accuracy = accuracy_series(tables.runs)
+    files += write_proposal(proposal, out_dir)
     if not platforms.empty:
         files.append(os.path.join(out_dir, "platforms.csv"))
         platforms.to_csv(files[-1], index=False)
@@ -331,7 +358,7 @@ def build_report(directories: Sequence[str], out_dir: str, predict_to: int = 0) 
         files += plot_platforms(summary, out_dir)
     if not accuracy.empty:
         files += plot_time_to_accuracy(accuracy, out_dir)
-    parts = (platforms, course, accuracy, models, not_modelled, stragglers)
+    parts = (platforms, course, accuracy, models, not_modelled, stragglers, trust, proposal)
     path = os.path.join(out_dir, "summary.md")
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(markdown(Report(loaded, tables, summary, files, *parts)))
@@ -349,7 +376,14 @@ def _with_predictions(summary: pd.DataFrame, models: list[SeriesModel]) -> pd.Da
     return summary
 
 
-def report_main(directories: Sequence[str], out_dir: str, predict_to: int = 0) -> int:
+def report_main(
+    directories: Sequence[str],
+    out_dir: str,
+    predict_to: int = 0,
+    threshold: float = GOOD_EFFICIENCY,
+    request_epochs: float | None = None,
+    request_images: int | None = None,
+) -> int:
     missing = [directory for directory in directories if not os.path.isdir(directory)]
     if missing:
         raise UsageError(f"no such results directory: {', '.join(missing)}")
@@ -357,7 +391,8 @@ def report_main(directories: Sequence[str], out_dir: str, predict_to: int = 0) -
         raise UsageError(f"--out {out_dir} is a file, not a directory")
     if predict_to < 0:
         raise UsageError(f"--predict-to {predict_to}: give a rank count, 1 or more")
-    report = build_report(directories, out_dir, predict_to)
+    options = ProposalOptions(threshold, request_epochs, request_images)  # a bad value: one line, nothing written
+    report = build_report(directories, out_dir, predict_to, options)
     console = wide_console()
     print_console(report, console)
     if report.summary.empty:

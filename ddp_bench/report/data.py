@@ -273,6 +273,7 @@ SUMMARY_COLUMNS = [
     "backend",
     "job_compute_step_ms",
     "grad_buckets",
+    "dataset_size",
 ]
 
 
@@ -310,6 +311,7 @@ def scaling_summary(runs: pd.DataFrame) -> pd.DataFrame:
                         "backend": first["backend"],
                         "job_compute_step_ms": repeats["job_compute_step_ms"].median(),
                         "grad_buckets": first["grad_buckets"],
+                        "dataset_size": repeats["dataset_size"].median(),  # images per epoch
                     }
                 )
             base = points[0]  # the smallest world size of this series is its baseline
