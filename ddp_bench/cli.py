@@ -76,14 +76,17 @@ def report_cli(argv: Sequence[str]) -> int:
 
 
 def check_main(argv: Sequence[str]) -> int:
-    """Run the pre-flight checks for these run flags and print what they found; exit 2 on any error."""
+    """Run the pre-flight checks for these run flags (and the cluster's rules for the job flags) and print what
+    they found; exit 2 on any error."""
     from rich.table import Table
 
+    from ddp_bench.cluster.site_check import cluster_findings, split_check_args
     from ddp_bench.console import wide_console
     from ddp_bench.launch.preflight import run_checks
 
-    cfg = parse_args(argv)
-    findings = run_checks(cfg, os.environ)
+    own, run_argv = split_check_args(argv)
+    cfg = parse_args(run_argv)
+    findings = [*cluster_findings(own, cfg, os.environ), *run_checks(cfg, os.environ)]
     table = Table(title=f"ddp_bench check · {socket.gethostname()}", title_justify="left")
     for column in ("check", "", "finding"):
         table.add_column(column)

@@ -3,6 +3,11 @@
 #
 #   tests/local_slurm.sh up   BASE   install (Debian packages) if needed, configure under BASE, start munged,
 #                                    slurmctld and slurmd, wait until the node is idle; prints SLURM_CONF=...
+#   tests/local_slurm.sh up BASE NODE TYPE:COUNT [NODES]   the same, with the node shaped as a cluster's GPU node
+#                                    (../shared/notes/local-slurm.md): NODE is its hardware as slurm.conf writes it
+#                                    ("CPUs=48 RealMemory=510000"), TYPE:COUNT its GPUs (h100:4; plain files stand
+#                                    in for the devices); NODES > 1 adds nodes of the same shape without a slurmd,
+#                                    configured idle, so that sbatch --test-only judges multi-node jobs
 #   tests/local_slurm.sh down BASE   cancel the jobs still queued or running, then stop exactly the daemons that
 #                                    `up` started (by their PID files)
 #   tests/local_slurm.sh stop-daemons BASE   stop slurmd and slurmctld only: munged stays, for the emulated
@@ -14,6 +19,9 @@ set -euo pipefail
 
 command=${1:-}
 base=${2:-/tmp/ddp_bench_slurm}
+shape=${3:-}
+gpus=${4:-}
+nodes=${5:-1}
 conf="$base/slurm.conf"
 
 cannot() { echo "cannot start a local Slurm: $*" >&2; exit 3; }
@@ -59,6 +67,28 @@ down() {
     stop_pidfile "$base/munged.pid"
 }
 
+# A cluster's GPU node on this VM: Slurm takes the node line's CPUs, memory and GPUs on trust (config_overrides),
+# and judges jobs by them, memory included (CR_Core_Memory); tasks are not bound (task/none: the CPUs are not
+# there). The nodes past the first have no slurmd: they are configured idle, which is enough for --test-only, and
+# weighted so that a real job lands on the first.
+shape_nodes() {
+    local type=${gpus%%:*} count=${gpus##*:} files names=$host i
+    mkdir -p "$base/gpu-files"
+    for i in $(seq 0 $((count - 1))); do : > "$base/gpu-files/gpu$i"; done
+    files="$base/gpu-files/gpu0"
+    if [ "$count" -gt 1 ]; then files="$base/gpu-files/gpu[0-$((count - 1))]"; fi
+    node_lines="NodeName=$host NodeAddr=127.0.0.1 $shape Gres=gpu:$gpus Weight=1 State=UNKNOWN"
+    for i in $(seq 2 "$nodes"); do
+        node_lines+=$'\n'"NodeName=$host-$i NodeAddr=127.0.0.1 $shape Gres=gpu:$gpus Weight=100 State=IDLE"
+        names+=",$host-$i"
+    done
+    partition_nodes=$names
+    echo "NodeName=$names Name=gpu Type=$type File=$files" > "$base/gres.conf"
+    extra=$'GresTypes=gpu\nSlurmdParameters=config_overrides'
+    task_plugin=task/none
+    select_parameters=CR_Core_Memory
+}
+
 up() {
     [ "$(id -u)" = 0 ] || cannot "needs root"
     if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v munged >/dev/null \
@@ -85,9 +115,15 @@ up() {
     for _ in $(seq 50); do [ -s /run/munge/munged.pid ] && break; sleep 0.1; done
     cp /run/munge/munged.pid "$base/munged.pid" || cannot "munged wrote no PID file"
 
-    local host hardware
+    local host hardware node_lines partition_nodes extra="" task_plugin=task/affinity select_parameters=CR_Core
     host=$(hostname -s)
     hardware=$(slurmd -C | head -n 1 | sed 's/^NodeName=[^ ]* //')
+    node_lines="NodeName=$host NodeAddr=127.0.0.1 $hardware State=UNKNOWN"
+    partition_nodes=$host
+    rm -rf "${base:?}/gres.conf" "${base:?}/gpu-files"
+    if [ -n "$shape" ]; then
+        shape_nodes
+    fi
     cat > "$conf" <<EOF
 ClusterName=ddpbench
 SlurmctldHost=$host(127.0.0.1)
@@ -100,23 +136,24 @@ SlurmdPidFile=$base/slurmd.pid
 SlurmctldLogFile=$base/log/slurmctld.log
 SlurmdLogFile=$base/log/slurmd.log
 ProctrackType=proctrack/linuxproc
-TaskPlugin=task/affinity
+TaskPlugin=$task_plugin
 SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
+SelectTypeParameters=$select_parameters
 MpiDefault=none
 MailProg=/bin/true
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 ReturnToService=2
 KillWait=5
-NodeName=$host NodeAddr=127.0.0.1 $hardware State=UNKNOWN
-PartitionName=cpu Nodes=$host Default=YES MaxTime=INFINITE State=UP
+$extra
+$node_lines
+PartitionName=cpu Nodes=$partition_nodes Default=YES MaxTime=INFINITE State=UP
 EOF
     export SLURM_CONF="$conf"
     slurmctld -f "$conf" || cannot "slurmctld did not start (see $base/log/slurmctld.log)"
     slurmd -f "$conf" || cannot "slurmd did not start (see $base/log/slurmd.log)"
     for _ in $(seq 100); do
-        state=$(sinfo -h -o %T 2>/dev/null | head -n 1 || true)
+        state=$(sinfo -h -n "$host" -o %T 2>/dev/null | head -n 1 || true)
         case "$state" in
             idle*) echo "SLURM_CONF=$conf"; return 0 ;;
             down*|drain*) scontrol update NodeName="$host" State=RESUME >/dev/null 2>&1 || true ;;
@@ -130,5 +167,5 @@ case "$command" in
     up) up ;;
     down) down ;;
     stop-daemons) stop_daemons ;;
-    *) echo "usage: $0 up|down|stop-daemons [BASE]" >&2; exit 2 ;;
+    *) echo "usage: $0 up|down|stop-daemons [BASE [NODE TYPE:COUNT [NODES]]]" >&2; exit 2 ;;
 esac

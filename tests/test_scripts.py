@@ -13,16 +13,10 @@ import pytest
 from conftest import run_cli
 from test_records import make_record
 
-from ddp_bench.cluster.jobscript import (
-    TORCH_FLOOR,
-    TORCHVISION_FLOOR,
-    JobShape,
-    reference_script_name,
-    render,
-    render_reference,
-)
+from ddp_bench.cluster.jobscript import TORCH_FLOOR, TORCHVISION_FLOOR, JobShape, render
 from ddp_bench.cluster.profiles import PROFILES
-from ddp_bench.cluster.sweep import complete_keys, job_shape, plan_sweep, sweep_key
+from ddp_bench.cluster.scripts import render_reference, shipped_files
+from ddp_bench.cluster.sweep import JobOptions, complete_keys, job_shape, plan_sweep, sweep_key
 from ddp_bench.errors import UsageError
 from ddp_bench.results.records import render_csv, write_rank_csv
 
@@ -49,11 +43,20 @@ def test_shell_scripts_pass_bash_n_and_shellcheck(path):
     lint(path)
 
 
-@pytest.mark.parametrize("name", sorted(PROFILES))
-def test_shipped_slurm_scripts_match_their_profiles(name):
-    profile = PROFILES[name]
-    with open(os.path.join(ROOT, reference_script_name(profile)), encoding="utf-8") as handle:
-        assert handle.read() == render_reference(profile), f"regenerate {reference_script_name(profile)}"
+REFERENCE = dict(shipped_files())
+
+
+@pytest.mark.parametrize("path", sorted(REFERENCE))
+def test_shipped_scripts_match_their_profiles(path):
+    with open(os.path.join(ROOT, path), encoding="utf-8") as handle:
+        assert handle.read() == REFERENCE[path], f"regenerate {path} (README: Running on a cluster)"
+
+
+def test_slurm_holds_the_shipped_scripts_and_nothing_stale():
+    shipped = {f"slurm/{name}" for name in os.listdir(os.path.join(ROOT, "slurm"))}
+    assert shipped - set(REFERENCE) == {"slurm/fetch_data.sh"}
+    for retired in ("beluga", "cedar", "graham"):
+        assert f"slurm/{retired}.sbatch" not in shipped
 
 
 def test_scripts_follow_the_cluster_conventions():
@@ -73,7 +76,7 @@ def test_scripts_follow_the_cluster_conventions():
     assert "--gpus-per-node" not in render_reference(PROFILES["cpu"])
 
 
-@pytest.mark.parametrize("name", sorted(PROFILES))
+@pytest.mark.parametrize("name", sorted(name for name, profile in PROFILES.items() if profile.scheduler == "slurm"))
 def test_scripts_run_the_checkout_and_give_ranks_their_cores(name):
     script = render_reference(PROFILES[name])
     # Nothing is built from the checkout: a stock venv without setuptools or wheel can run it.
@@ -105,6 +108,7 @@ def test_sweep_dry_run_1_to_16_gpus_at_4_per_node(tmp_path):
         ]
     )
     assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("# cluster: narval (--cluster narval)\n")
     parts = re.split(r"^# --- .* ---$", done.stdout, flags=re.M)[1:]
     assert len(parts) == 5
     expected = {1: (1, 1), 2: (1, 2), 4: (1, 4), 8: (2, 4), 16: (4, 4)}
@@ -137,7 +141,7 @@ def test_one_job_sweep_runs_every_count_as_a_step_of_the_largest_allocation(tmp_
     assert len(re.findall(r"sweep --check-done g\d+-[0-9a-f]{12} --results", done.stdout)) == 4
     assert "--tag 'my $HOME run'" in done.stdout and 'exit "$failed"' in done.stdout
     path = tmp_path / "series.sbatch"
-    path.write_text(done.stdout.split("\n", 1)[1])
+    path.write_text(done.stdout.split("\n", 2)[2])
     lint(str(path))
     assert not (tmp_path / "r").exists()
 
@@ -147,26 +151,26 @@ def test_check_done_answers_with_the_exit_code(tmp_path):
     assert run_cli(["sweep", "--check-done", "g1-k", "--results", str(tmp_path)]).returncode == 0
     assert run_cli(["sweep", "--check-done", "g2-k", "--results", str(tmp_path)]).returncode == 1
     assert run_cli(["sweep", "--check-done", "g1-k", "--results", str(tmp_path / "none")]).returncode == 1
-    missing = run_cli(["sweep", "--results", str(tmp_path)])
+    missing = run_cli(["sweep", "--cluster", "generic", "--results", str(tmp_path)])
     assert missing.returncode == 2 and "sweep needs --gpus" in missing.stderr
 
 
 def test_strong_scaling_divides_the_global_batch():
-    points = plan_sweep("generic", [1, 2, 4], 4, "strong", 256, [], "00:10:00", "")
+    points = plan_sweep("generic", [1, 2, 4], 4, "strong", 256, [])
     assert [point.flags[point.flags.index("--batch-size") + 1] for point in points] == ["256", "128", "64"]
     assert all("strong" in point.flags for point in points)
     with pytest.raises(UsageError, match="does not divide evenly"):
-        plan_sweep("generic", [3], 4, "strong", 256, [], "00:10:00", "")
+        plan_sweep("generic", [3], 4, "strong", 256, [])
     with pytest.raises(UsageError, match="--batch-size must be positive"):
-        plan_sweep("generic", [1, 2], 4, "strong", 0, [], "00:10:00", "")
+        plan_sweep("generic", [1, 2], 4, "strong", 0, [])
 
 
 def test_uneven_node_counts_and_bad_run_flags_are_refused():
-    assert job_shape(6, 4, "00:10:00", "") == JobShape(2, 3, "00:10:00", "")  # 2 nodes x 3
+    assert job_shape(6, 4, JobOptions("00:10:00")) == JobShape(2, 3, "00:10:00", "")  # 2 nodes x 3
     with pytest.raises(UsageError, match="spread evenly"):
-        job_shape(7, 4, "00:10:00", "")
+        job_shape(7, 4)
     with pytest.raises(UsageError, match="--batch-size must be positive"):
-        plan_sweep("generic", [1], 4, "weak", None, ["--batch-size", "0"], "00:10:00", "")
+        plan_sweep("generic", [1], 4, "weak", None, ["--batch-size", "0"])
 
 
 def test_sweep_keys_are_stable_and_distinct():
@@ -210,6 +214,8 @@ def test_sweep_is_a_clear_error_without_sbatch(tmp_path):
     done = run_cli(
         [
             "sweep",
+            "--cluster",
+            "generic",
             "--gpus",
             "1",
             "--results",
@@ -241,7 +247,8 @@ def test_render_refuses_unsafe_sbatch_values():
     ],
 )
 def test_sweep_refuses_impossible_shapes_and_writes_nothing(tmp_path, flags, message):
-    done = run_cli(["sweep", *flags, "--scripts-dir", str(tmp_path / "jobs"), "--", "--steps", "2"], cwd=tmp_path)
+    jobs = ["--scripts-dir", str(tmp_path / "jobs")]
+    done = run_cli(["sweep", "--cluster", "generic", *flags, *jobs, "--", "--steps", "2"], cwd=tmp_path)
     assert done.returncode == 2
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("ddp_bench: error: ") and message in line

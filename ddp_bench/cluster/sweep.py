@@ -1,9 +1,10 @@
-"""`python -m ddp_bench sweep --gpus 1,2,4,8,16 --gpus-per-node 4 [--cluster C] [--one-job] [--dry-run] -- RUN FLAGS`
+"""`python -m ddp_bench sweep --gpus 1,2,4,8,16 [--cluster auto|NAME] [--one-job] [--dry-run] -- RUN FLAGS`
 
-One job script per GPU count (nodes = ceil(GPUs / GPUs per node)), submitted with sbatch unless --dry-run; or,
-with --one-job, one script on the nodes of the largest count that runs every count as consecutive srun steps in
-that one allocation (one queue wait, the same nodes, the environment built once), each count followed by the
-all-reduce benchmark on the same ranks.
+One job script per GPU count (nodes = ceil(GPUs / GPUs per node)), submitted with sbatch (qsub on PBS machines)
+unless --dry-run; or, with --one-job, one script on the nodes of the largest count that runs every count as
+consecutive steps in that one allocation (one queue wait, the same nodes, the environment built once), each count
+followed by the all-reduce benchmark on the same ranks. `--study strong|weak|both` picks the counts an allocation
+request needs (study.py). The site's rules (rules.py) are checked before anything is written or submitted.
 Each configuration carries a sweep key in its rows; a configuration whose rows are complete is skipped, so a
 sweep re-run after a failure or a time limit redoes only what is missing or incomplete.
 Weak scaling (default) keeps --batch-size per GPU; strong scaling keeps the global batch and divides it.
@@ -20,10 +21,32 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ddp_bench.args import Parser, parse_args
-from ddp_bench.cluster.jobscript import JobShape, SeriesStep, render, render_series
-from ddp_bench.cluster.profiles import PROFILES, get_profile
+from ddp_bench.cluster.detect import resolve_cluster, this_host
+from ddp_bench.cluster.jobscript import JobShape, SeriesStep
+from ddp_bench.cluster.profiles import get_profile
+from ddp_bench.cluster.rules import MEMORY, JobRequest, first_refusal, parse_walltime
+from ddp_bench.cluster.scripts import render_job, render_job_series
+from ddp_bench.cluster.study import calibrate, length_warnings, sized_flags, study_counts
 from ddp_bench.errors import EXIT_FAILURE, UsageError
 from ddp_bench.results.records import find_rank_files, incomplete_reason, read_rank_csv
+
+# The scaling model reads the all-reduce at the sizes of DDP's buckets (25 MiB at most, scaling_model.BUCKET_BYTES):
+# messages up to 64 MiB cover them and keep each count's all-reduce step short (256 MiB over 1 Gbit/s is seconds
+# an iteration).
+MODEL_ALLREDUCE_BYTES = 64 * 2**20
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """What every job of a sweep shares: the flags of `sweep` that shape a job."""
+
+    time: str = "00:30:00"
+    account: str = ""
+    cpus_per_task: int = 0
+    gpu_type: str = ""
+    mig: str = ""
+    mem_per_gpu: str = ""
+    queue: str = ""
 
 
 @dataclass(frozen=True)
@@ -33,6 +56,7 @@ class SweepPoint:
     flags: tuple[str, ...]  # ddp_bench flags for this point, sweep key included
     key: str
     script_name: str
+    scaling: str
 
 
 def parse_gpu_counts(text: str) -> list[int]:
@@ -45,14 +69,15 @@ def parse_gpu_counts(text: str) -> list[int]:
     return sorted(set(counts))
 
 
-def job_shape(gpus: int, gpus_per_node: int, time: str, account: str, cpus_per_task: int = 0) -> JobShape:
+def job_shape(gpus: int, gpus_per_node: int, options: JobOptions = JobOptions()) -> JobShape:
     nodes = -(-gpus // gpus_per_node)
     if gpus % nodes:
         raise UsageError(
             f"{gpus} GPUs cannot be spread evenly over {nodes} nodes of {gpus_per_node}: "
             "choose GPU counts that are multiples of --gpus-per-node beyond one node"
         )
-    return JobShape(nodes, gpus // nodes, time, account, cpus_per_task)
+    o = options
+    return JobShape(nodes, gpus // nodes, o.time, o.account, o.cpus_per_task, o.gpu_type, o.mig, o.mem_per_gpu, o.queue)
 
 
 def sweep_key(cluster: str, run_flags: Sequence[str], scaling: str, gpus: int) -> str:
@@ -68,9 +93,8 @@ def plan_sweep(
     scaling: str,
     global_batch: int | None,
     run_flags: Sequence[str],
-    time: str,
-    account: str,
-    cpus_per_task: int = 0,
+    options: JobOptions = JobOptions(),
+    extension: str = "sbatch",
 ) -> list[SweepPoint]:
     cfg = parse_args(run_flags)  # bad run flags fail here, before any script exists
     if scaling == "strong" and global_batch is None:
@@ -85,15 +109,8 @@ def plan_sweep(
         key = sweep_key(cluster, run_flags, scaling, gpus)
         flags += ["--scaling", scaling, "--sweep-key", key]
         parse_args(flags)  # what each job will run must itself be valid (e.g. a derived batch of 0)
-        points.append(
-            SweepPoint(
-                gpus,
-                job_shape(gpus, gpus_per_node, time, account, cpus_per_task),
-                tuple(flags),
-                key,
-                f"ddp_bench-{cluster}-g{gpus}.sbatch",
-            )
-        )
+        name = f"ddp_bench-{cluster}-{scaling}-g{gpus}.{extension}"
+        points.append(SweepPoint(gpus, job_shape(gpus, gpus_per_node, options), tuple(flags), key, name, scaling))
     return points
 
 
@@ -121,51 +138,90 @@ def complete_keys(results_dir: str) -> set[str]:
     return done
 
 
+def _parser() -> Parser:
+    parser = Parser(prog="python -m ddp_bench sweep", description="One job per GPU count, or one for all.")
+    add = parser.add_argument
+    add("--gpus", help="GPU counts, e.g. 1,2,4,8,16 (default with --study: the study's counts)")
+    add("--gpus-per-node", type=int, help="default: the cluster profile's")
+    add("--cluster", default="auto", help="a profile (fir, nibi, rorqual, trillium, narval, killarney, tamia, "
+        "vulcan, polaris, sophia, generic, cpu), or auto (default): recognise this cluster")  # fmt: skip
+    add("--gpu-type", default="", help="which GPU nodes, where the cluster has two kinds (killarney, tamia)")
+    add("--mig", default="", metavar="SLICE", help="one rank on one MIG slice, e.g. 3g.40gb (one slice per job)")
+    add("--mem-per-gpu", default="", help="memory per GPU, e.g. 64G (default: the site's recommendation)")
+    add("--queue", default="", help="PBS: the queue (default: the first of the site's queues that fits)")
+    series = parser.add_mutually_exclusive_group()
+    series.add_argument("--scaling", choices=("weak", "strong"), help="default: weak")
+    series.add_argument("--study", choices=("strong", "weak", "both"), help="an allocation request's scaling study")
+    add("--global-batch", type=int, help="strong scaling: the global batch held fixed")
+    add("--problem-minutes", type=float, help="test problem length: the smallest count's timed stage (30-60)")
+    add("--calibration", metavar="DIR", help="--problem-minutes: rows with a measured step time (default --results)")
+    add("--time", default="00:30:00", help="time limit per job (default 00:30:00)")
+    add("--account", default="", help="Slurm account (def-yourpi, aip-yourpi) or PBS project")
+    add("--cpus-per-task", type=int, default=0, help="cores per rank (default: the profile's)")
+    add("--results", default="results", help="where the jobs write rows (default ./results)")
+    add("--scripts-dir", default="sweep_jobs", help="where job scripts are written")
+    add("--dry-run", action="store_true", help="print the scripts; write and submit nothing")
+    add("--one-job", action="store_true", help="every count as steps of one job on the largest count's nodes")
+    add("--check-done", metavar="KEY", help=argparse.SUPPRESS)  # used by --one-job scripts
+    return parser
+
+
 def sweep_main(argv: Sequence[str]) -> int:
     argv = list(argv)
     run_flags = argv[argv.index("--") + 1 :] if "--" in argv else []
-    own = argv[: argv.index("--")] if "--" in argv else argv
-    parser = Parser(prog="python -m ddp_bench sweep", description="One Slurm job per GPU count, or one for all.")
-    parser.add_argument("--gpus", help="GPU counts, e.g. 1,2,4,8,16")
-    parser.add_argument("--gpus-per-node", type=int, help="default: the cluster profile's")
-    parser.add_argument("--cluster", choices=tuple(PROFILES), default="generic")
-    parser.add_argument("--scaling", choices=("weak", "strong"), default="weak")
-    parser.add_argument("--global-batch", type=int, help="strong scaling: the global batch held fixed")
-    parser.add_argument("--time", default="00:30:00", help="time limit per job (default 00:30:00)")
-    parser.add_argument("--account", default="", help="Slurm account, e.g. def-yourpi")
-    parser.add_argument("--cpus-per-task", type=int, default=0, help="cores per rank (default: the profile's)")
-    parser.add_argument("--results", default="results", help="where the jobs write rows (default ./results)")
-    parser.add_argument("--scripts-dir", default="sweep_jobs", help="where job scripts are written")
-    parser.add_argument("--dry-run", action="store_true", help="print the scripts; write and submit nothing")
-    parser.add_argument(
-        "--one-job", action="store_true", help="every count as srun steps of one job on the largest count's nodes"
-    )
-    parser.add_argument("--check-done", metavar="KEY", help=argparse.SUPPRESS)  # used by --one-job scripts
-    args = parser.parse_args(own)
+    args = _parser().parse_args(argv[: argv.index("--")] if "--" in argv else argv)
     if args.check_done:  # exit 0 when --results holds complete rows for this sweep key, 1 when not
         done = complete_keys(args.results) if os.path.isdir(args.results) else set()
         return 0 if args.check_done in done else 1
-    if not args.gpus:
-        raise UsageError("sweep needs --gpus, e.g. --gpus 1,2,4,8")
-    profile = get_profile(args.cluster)
+    detection = resolve_cluster(args.cluster, os.environ, this_host())
+    profile = get_profile(detection.name)
+    node = profile.node(args.gpu_type)
     if args.gpus_per_node is not None and args.gpus_per_node <= 0:
         raise UsageError(f"--gpus-per-node must be positive, not {args.gpus_per_node}")
+    if args.gpus_per_node and node.gpus and args.gpus_per_node > node.gpus:
+        raise UsageError(f"{profile.name}'s GPU nodes have {node.gpus} GPUs: --gpus-per-node {args.gpus_per_node}")
     if args.cpus_per_task < 0:
         raise UsageError(f"--cpus-per-task must be zero (the profile's) or more, not {args.cpus_per_task}")
-    gpus_per_node = args.gpus_per_node or profile.gpus_per_node or 1
+    if args.mem_per_gpu and not MEMORY.match(args.mem_per_gpu):
+        raise UsageError(f"--mem-per-gpu takes an amount such as 64G or 4000M, not {args.mem_per_gpu!r}")
     if any(flag == "--out" or flag.startswith("--out=") for flag in run_flags):
         raise UsageError("give the results directory as sweep --results, not as a run flag --out")
-    points = plan_sweep(
-        args.cluster,
-        parse_gpu_counts(args.gpus),
-        gpus_per_node,
-        args.scaling,
-        args.global_batch,
-        run_flags,
-        args.time,
-        args.account,
-        args.cpus_per_task,
-    )
+    if not args.gpus and not args.study:
+        raise UsageError("sweep needs --gpus, e.g. --gpus 1,2,4,8 (or --study strong|weak|both)")
+    time_s = parse_walltime(args.time)
+    gpus_per_node = args.gpus_per_node or node.gpus or 1
+    counts = parse_gpu_counts(args.gpus) if args.gpus else study_counts(profile, gpus_per_node)
+    scalings = ("strong", "weak") if args.study == "both" else (args.study or args.scaling or "weak",)
+    options = JobOptions(args.time, args.account, args.cpus_per_task, args.gpu_type, args.mig, args.mem_per_gpu,
+                         args.queue)  # fmt: skip
+    flags = [*profile.default_flags, *run_flags]
+    extension = "pbs" if profile.scheduler == "pbs" else "sbatch"
+
+    def plan(scaling: str, flags: list[str]) -> list[SweepPoint]:
+        return plan_sweep(profile.name, counts, gpus_per_node, scaling, args.global_batch, flags, options, extension)
+
+    calibration_dir = args.calibration or args.results
+    first = plan(scalings[0], flags)[0]
+    calibration = calibrate(calibration_dir, parse_args(first.flags), counts[0])
+    if args.problem_minutes is not None:
+        if args.problem_minutes <= 0:
+            raise UsageError(f"--problem-minutes must be positive, not {args.problem_minutes:g}")
+        flags = sized_flags(flags, parse_args(flags), args.problem_minutes, calibration, calibration_dir, counts[0])
+    points = [point for scaling in scalings for point in plan(scaling, flags)]
+    venv = os.environ.get("DDP_BENCH_VENV", "")
+    for point in [max(points, key=lambda point: point.gpus)] if args.one_job else points:
+        # the site's rules, before anything is written (for one job: its allocation, where every count runs)
+        request = JobRequest(point.gpus, point.shape.nodes, time_s, args.mig, args.mem_per_gpu,
+                             os.path.abspath(args.results), venv, args.queue)  # fmt: skip
+        first_refusal(profile, node, request, os.environ)
+    print(f"# cluster: {profile.name} ({detection.reason})")
+    for scaling in scalings:
+        series = [point for point in points if point.scaling == scaling]
+        batches = [parse_args(point.flags).batch_size * point.gpus for point in series]
+        cfg = parse_args(series[0].flags)
+        warnings = length_warnings(cfg, calibration, counts, scaling, args.problem_minutes, batches, bool(args.study))
+        for warning in warnings:
+            print(f"ddp_bench: warning: {warning}", file=sys.stderr)
     done = complete_keys(args.results) if os.path.isdir(args.results) else set()
     if args.one_job:
         return _one_job(profile, points, done, args)
@@ -174,33 +230,34 @@ def sweep_main(argv: Sequence[str]) -> int:
         if point.key in done:
             print(f"{header}\n# skipped: complete rows for {point.key} are already in {args.results}")
             continue
-        script = render(
-            profile, point.shape, point.flags, job_name=f"ddp_bench-g{point.gpus}", script_name=point.script_name
-        )
-        if args.dry_run:
-            print(header)
-            print(script)
-            continue
+        script = render_job(profile, point.shape, point.flags, f"ddp_bench-g{point.gpus}", point.script_name)
         print(header)
-        if _submit(script, point.script_name, args) != 0:
+        if args.dry_run:
+            print(script)
+        elif _submit(profile.scheduler, script, point.script_name, args) != 0:
             return EXIT_FAILURE
     return 0
 
 
-def _submit(script: str, name: str, args) -> int:
-    """Write the script under --scripts-dir and sbatch it, its rows going to --results."""
+def _submit(scheduler: str, script: str, name: str, args) -> int:
+    """Write the script under --scripts-dir and submit it (sbatch, or qsub), its rows going to --results."""
     os.makedirs(args.scripts_dir, exist_ok=True)
     path = os.path.join(args.scripts_dir, name)
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(script)
-    environment = {**os.environ, "DDP_BENCH_RESULTS": os.path.abspath(args.results)}
+    results = os.path.abspath(args.results)
+    environment = {**os.environ, "DDP_BENCH_RESULTS": results}
+    passed = ",".join(f"{name}={environment[name]}" for name in ("DDP_BENCH_RESULTS", "DDP_BENCH_VENV")
+                      if environment.get(name))  # fmt: skip
+    command = ["sbatch", path] if scheduler == "slurm" else ["qsub", "-v", passed, path]
     try:
-        submitted = subprocess.run(["sbatch", path], capture_output=True, text=True, timeout=120, env=environment)
+        submitted = subprocess.run(command, capture_output=True, text=True, timeout=120, env=environment)
     except OSError as exc:
-        print(f"ddp_bench: sweep could not run sbatch ({exc}); use --dry-run to only write scripts", file=sys.stderr)
+        print(f"ddp_bench: sweep could not run {command[0]} ({exc}); use --dry-run to only write scripts",
+              file=sys.stderr)  # fmt: skip
         return EXIT_FAILURE
     if submitted.returncode != 0:
-        print(f"ddp_bench: sbatch refused {path}: {submitted.stderr.strip()}", file=sys.stderr)
+        print(f"ddp_bench: {command[0]} refused {path}: {submitted.stderr.strip()}", file=sys.stderr)
         return EXIT_FAILURE
     print(f"{submitted.stdout.strip()} ({path})")
     return 0
@@ -218,13 +275,18 @@ def _one_job(profile, points: list[SweepPoint], done: set[str], args) -> int:
     steps = []
     for point in todo:
         cfg = parse_args(point.flags)
-        allreduce = ("--device", cfg.device, "--backend", cfg.backend, "--launcher", cfg.launcher)
+        allreduce = (
+            *("--device", cfg.device, "--backend", cfg.backend, "--launcher", cfg.launcher),
+            *("--max-bytes", str(MODEL_ALLREDUCE_BYTES)),
+        )
         steps.append(SeriesStep(point.gpus, point.shape.nodes, point.flags, point.key, allreduce))
-    counts = ",".join(str(point.gpus) for point in todo)
-    name = f"ddp_bench-{args.cluster}-series-g{counts.replace(',', '-')}.sbatch"
-    script = render_series(profile, largest, steps, job_name=f"ddp_bench-g{counts.replace(',', '-')}", script_name=name)
+    counts = "-".join(str(point.gpus) for point in todo)
+    extension = "pbs" if profile.scheduler == "pbs" else "sbatch"
+    name = f"ddp_bench-{profile.name}-series-g{counts}.{extension}"
+    script = render_job_series(profile, largest, steps, job_name=f"ddp_bench-g{counts}", script_name=name)
     if args.dry_run:
-        print(f"# --- one job: {largest.nodes} node(s) x {largest.tasks_per_node}, counts {counts} ---")
+        shown = counts.replace("-", ",")
+        print(f"# --- one job: {largest.nodes} node(s) x {largest.tasks_per_node}, counts {shown} ---")
         print(script)
         return 0
-    return _submit(script, name, args)
+    return _submit(profile.scheduler, script, name, args)
