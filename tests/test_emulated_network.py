@@ -14,7 +14,7 @@ from emulated_link import cannot_emulate, emulated_link, run_on_both
 
 from ddp_bench.launch.discovery import free_port
 
-pytestmark = pytest.mark.distributed
+pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 TOLERANCE = 0.15
 RUN = ["--device", "cpu", "--batch-size", "64", "--warmup-steps", "5", "--steps", "30"]

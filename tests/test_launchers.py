@@ -157,6 +157,7 @@ def test_sbatch_builds_its_venv_offline_from_a_wheelhouse_and_gives_each_rank_it
         shutil.rmtree(node_local, ignore_errors=True)  # a CUDA torch venv: gigabytes
 
 
+@pytest.mark.slow
 def test_queue_wait_is_the_time_a_job_spent_behind_another(slurm, tmp_path):
     # A job holds both cores of the node for about 20 s; a ddp_bench job submitted right after it waits in the
     # queue for as long, and its row must say so.
