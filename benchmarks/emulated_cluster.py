@@ -5,7 +5,8 @@
 1. Extrapolation: fit on 1 and 2 nodes (one rank each), predict 4, measure 4 on the same network, at each rate
    (tests/emulated_extrapolation.py: every rank has half a core in both, the course CNN at batch 32).
 2. Nodes with two ranks each (loopback inside a node, the shaped links between): fit the two-stage model on one node
-   and on two, predict 4 nodes x 2 ranks, measure them (a quarter of a core per rank throughout).
+   and on two, predict 4 nodes x 2 ranks, measure them (a quarter of a core per rank at 2 and 4 nodes; the one-node
+   runs, which the intra-node stage is fitted on, half a core).
 
 Rows, allreduce.csv and reports land under --out; the table is printed and written to --out/model-check.txt.
 Target (issue #20): the 4-node throughput within 15 % of the prediction at both rates.

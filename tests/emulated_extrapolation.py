@@ -5,7 +5,11 @@ benchmarks/emulated_cluster.py.
 Like with like: this machine has 2 cores, so 4 ranks share them. Every rank of the fitted and of the predicted runs
 gets the same share, half a core: both 2-node ranks on core 0; at 4 nodes, two on core 0 and two on core 1. (The
 model takes compute past the largest measured count from the largest run, so the 2-node run's half-core compute
-step is what it predicts 4 nodes with.) One rank per node, one thread per rank, the course CNN on synthetic data.
+step is what it predicts 4 nodes with.) The host's load must match too: the kernel's network processing and
+gloo's threads find a free core where one is idle, so while the fitted 2-node job runs on core 0, a twin 2-node
+job (on the other two nodes, its rows set aside) keeps core 1 as busy as the 4-node job will. Without the twin, one
+1 Gbit/s run's 4-node compute step came out 15-28 ms above the 2-node job's 64 ms, and the prediction 1.32 times
+what was measured. One rank per node, one thread per rank, the course CNN on synthetic data.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import os
 import statistics
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from emulated_link import emulated_cluster, run_on_nodes
@@ -25,7 +30,7 @@ from ddp_bench.launch.discovery import free_port
 RUN = ["--device", "cpu", "--batch-size", "32", "--warmup-steps", "5", "--steps", "30"]
 # up to 16 MiB, so the CNN's 4.7 MB bucket lies between measured sizes
 ALLREDUCE = ["allreduce", "--device", "cpu", "--max-bytes", str(16 * 2**20), "--iters", "3", "--warmup", "1"]
-FIT_CPUS, CHECK_CPUS = [0, 0], [0, 0, 1, 1]  # half a core for every rank, fitted and predicted alike
+CHECK_CPUS = [0, 0, 1, 1]  # half a core for every rank, as the fitted 2-node job and its twin have
 
 
 @dataclass(frozen=True)
@@ -55,16 +60,28 @@ def _report(runs: str, out: str, env: dict[str, str], predict_to: int) -> None:
     subprocess.run(command, env=env, check=True, capture_output=True, timeout=300)
 
 
+def with_twin(cluster, args: list[str], twin_args: list[str], env: dict[str, str], timeout: float, **pairs) -> None:
+    """A 2-node job on the first two nodes (core 0), and at the same time its twin on the other two (core 1)."""
+    first, second = (dataclasses.replace(cluster, nodes=cluster.nodes[i : i + 2]) for i in (0, 2))
+    with ThreadPoolExecutor(2) as pool:
+        jobs = [
+            pool.submit(run_on_nodes, first, args, env, free_port(), timeout, cpus=[0, 0], **pairs),
+            pool.submit(run_on_nodes, second, twin_args, env, free_port(), timeout, cpus=[1, 1], **pairs),
+        ]
+        for job in jobs:
+            _checked(job.result())
+
+
 def check_extrapolation(rate: str, out: str, repeats: int, env: dict[str, str], timeout: float = 300) -> Extrapolation:
     """Measure and predict; rows, all-reduce tables and both reports land under `out`/{fit,check,fit-report,...}."""
     fit, check = os.path.join(out, "fit"), os.path.join(out, "check")
     alone = ["taskset", "-c", "0", sys.executable, "-m", "ddp_bench", *RUN, "--out", fit, "--launcher", "single"]
     subprocess.run(alone, env={**env, "OMP_NUM_THREADS": "1"}, check=True, capture_output=True, timeout=timeout)
+    twin = os.path.join(out, "twin")  # the twin jobs' rows: load, not measurement
     with emulated_cluster(4, rate) as cluster:
-        two = dataclasses.replace(cluster, nodes=cluster.nodes[:2])
         for _ in range(repeats):
-            _checked(run_on_nodes(two, [*RUN, "--out", fit], env, free_port(), timeout, cpus=FIT_CPUS))
-        _checked(run_on_nodes(two, [*ALLREDUCE, "--out", fit], env, free_port(), timeout, cpus=FIT_CPUS))
+            with_twin(cluster, [*RUN, "--out", fit], [*RUN, "--out", twin], env, timeout)
+        with_twin(cluster, [*ALLREDUCE, "--out", fit], [*ALLREDUCE, "--out", twin], env, timeout)
         for _ in range(repeats):
             _checked(run_on_nodes(cluster, [*RUN, "--out", check], env, free_port(), timeout, cpus=CHECK_CPUS))
         crossed = cluster.sent_bytes()
@@ -107,8 +124,9 @@ class TwoStageCheck:
 
 def check_two_stage(rate: str, out: str, repeats: int, env: dict[str, str], timeout: float = 600) -> TwoStageCheck:
     """Nodes of two ranks each (loopback inside a node, the shaped links between): the all-reduce measured on one
-    node and on two, the training on one and two nodes; predict four nodes x 2 and measure them. Every rank has a
-    quarter of a core: the 4 ranks of 2 nodes on core 0; at 4 nodes, 4 on each core."""
+    node and on two, the training on one and two nodes; predict four nodes x 2 and measure them. The fitted 2-node
+    runs and the checked 4-node ones give every rank a quarter of a core (the 4 ranks of 2 nodes on core 0; at 4
+    nodes, 4 on each core); the one-node runs, whose all-reduce the intra stage is fitted on, half a core."""
     fit, check = os.path.join(out, "fit"), os.path.join(out, "check")
     with emulated_cluster(4, rate) as cluster:
         one, two = (dataclasses.replace(cluster, nodes=cluster.nodes[:count]) for count in (1, 2))

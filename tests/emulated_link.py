@@ -50,10 +50,7 @@ class Cluster:
         return total
 
 
-Link = Cluster  # two nodes: what the 2-node tests call a link
-
-
-def cannot_emulate(nodes: int = 2) -> str:
+def cannot_emulate() -> str:
     """Why this machine cannot run the emulation ('' when it can)."""
     if sys.platform != "linux":
         return "network namespaces are Linux only"

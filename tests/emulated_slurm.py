@@ -23,6 +23,8 @@ from collections.abc import Iterator
 
 from emulated_link import Cluster
 
+from ddp_bench.launch.peers import pid_alive
+
 HOSTS = "/etc/hosts"
 CGROUPS = ("cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids")
 # What slurmd needs of /sys/fs/cgroup, mounted again inside a node's namespace.
@@ -84,21 +86,13 @@ def _stop(pidfile: str) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and _running(pid):
+    while time.monotonic() < deadline and pid_alive(pid):  # PID 1 here reaps late: a zombie counts as stopped
         time.sleep(0.1)
-    if _running(pid):
+    if pid_alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(OSError):
         os.remove(pidfile)
-
-
-def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"  # PID 1 here reaps late: a zombie is stopped
-    except OSError:
-        return False
 
 
 @contextlib.contextmanager

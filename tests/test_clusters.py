@@ -245,6 +245,36 @@ def test_the_test_problem_is_sized_from_a_measured_step_and_short_runs_are_warne
     assert code == 2 and "--problem-minutes needs a measured step time of this configuration at 1 GPU(s)" in err
 
 
+def test_a_sized_study_asked_again_finds_its_own_rows_and_keeps_its_length(tmp_path, monkeypatch, capsys):
+    # The study's own runs at the smallest count are rows of the same configuration in the calibration directory
+    # (--results by default); they must neither resize the study nor make it forget what it already ran.
+    calibration_rows(tmp_path, 12.5)
+    base = ["--cluster", "generic", "--study", "weak", "--gpus-per-node", "1", "--dry-run", "--results",
+            str(tmp_path), "--problem-minutes", "30"]  # fmt: skip
+    code, out, _ = sweep(base, {}, monkeypatch, capsys)
+    assert code == 0 and out.count("--steps 144000 ") == 5
+    key = re.search(r"--sweep-key (g1-\w+)", out).group(1)
+    own = dict(
+        status="complete",
+        rank=0,
+        world_size=1,
+        model="mnist_cnn",
+        data="synthetic",
+        batch_size=64,
+        amp="off",
+        channels_last=False,
+        compile=False,
+        device="cuda",
+        dataset_size=60000,
+        sweep_key=key,
+    )
+    for run in ("own1", "own2"):  # two repeats of the study's 1-GPU run, slower than the calibration's
+        write_rank_csv(str(tmp_path), make_record(run_id=run, step_time_median_ms=50.0, **own))
+    code, again, _ = sweep(base, {}, monkeypatch, capsys)
+    assert code == 0 and "skipped: complete rows for " + key in again
+    assert again.count("--steps 144000 ") == 4  # the other four counts, at the same length as before
+
+
 def test_every_rendered_script_passes_shellcheck(tmp_path, monkeypatch, capsys):
     """Every profile (and node kind): the study's scripts (sweep --dry-run) and its one-job series, checked by one
     shellcheck run."""

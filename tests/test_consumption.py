@@ -222,3 +222,20 @@ def test_a_cpu_row_records_memory_time_before_training_and_why_energy_is_empty(t
     else:  # VMs and containers (CI): empty cells and the reason, never an estimate
         assert row["energy_source"] == "" and "no RAPL package counters" in row["energy_note"]
         assert row["energy_j"] == row["avg_power_w"] == row["images_per_joule"] == row["job_energy_j"] == ""
+
+
+def test_the_jobs_energy_is_the_sum_of_every_counter_or_none(monkeypatch):
+    # Gathered per rank: samples, seconds, joules, and whether the rank has a counter (CPU ranks other than a
+    # node's local rank 0 have none by design). One counted rank without a usable reading (a stage under NVML's
+    # 5 s) leaves the job's total empty instead of the sum of the others.
+    from ddp_bench.measurement import after_training
+
+    result = types.SimpleNamespace(samples=640, train_time_s=6.0)
+
+    def totals(per_rank):
+        monkeypatch.setattr(after_training, "gather_floats", lambda job, values: per_rank)
+        return after_training.job_totals(result, None).energy_j
+
+    assert totals([[640, 6.0, 300.0, 1.0], [640, 6.0, 310.0, 1.0]]) == 610.0
+    assert totals([[640, 6.0, 300.0, 1.0], [640, 6.0, math.nan, 0.0]]) == 300.0  # the second rank has no counter
+    assert math.isnan(totals([[640, 6.0, 300.0, 1.0], [640, 4.9, math.nan, 1.0]]))  # a counter without a reading

@@ -11,7 +11,7 @@ import csv
 import pandas as pd
 import pytest
 from test_report import fixture_run
-from test_report_scaling import BUCKETS
+from test_report_scaling import BUCKETS, allreduce_fixture
 
 from ddp_bench.cli import main
 from ddp_bench.report.build import build_report
@@ -205,17 +205,7 @@ def test_cpu_only_rows_say_that_gpu_numbers_are_missing(tmp_path):
 
 def allreduce_table(out, world: int, us_per_mb: float) -> None:
     """An allreduce.csv on one node: exactly `us_per_mb` µs per MB, no latency (CPU time half of it)."""
-    directory = out / f"allreduce-w{world}"
-    directory.mkdir(parents=True)
-    with open(directory / "allreduce.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["run_id", "launcher", "platform", "cluster", "hostname", "num_nodes", "world_size",
-                         "backend", "device", "device_name", "size_bytes", "iterations", "time_us", "cpu_time_us",
-                         "algbw_gbps", "busbw_gbps", "torch_version", "ddp_bench_version", "git_commit"])  # fmt: skip
-        for size in (1_000_000, 4_000_000, 16_000_000):
-            time_us = us_per_mb * size / 1e6
-            writer.writerow(["ar", "slurm", "slurm", "fixture", "TEST-FIXTURE", 1, world, "nccl", "cuda:0", A100,
-                             size, 5, time_us, time_us / 2, 0, 0, "x", "x", "x"])  # fmt: skip
+    allreduce_fixture(out, world, 1, us_per_mb, device_name=A100)
 
 
 def test_trust_statement_by_hand(tmp_path):

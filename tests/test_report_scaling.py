@@ -15,25 +15,24 @@ from test_report import fixture_run
 from ddp_bench.report.build import build_report
 from ddp_bench.report.data import load_rows, summarise_runs
 from ddp_bench.report.scaling import straggler_table
+from ddp_bench.results.allreduce_table import AllreduceRow, write_allreduce_csv
 
 GPU = dict(launcher="slurm", backend="nccl", device="cuda:0")
 # 4 MB of gradients ready 30 ms before the end of backward, then 1 MB at the end
 BUCKETS = "4000000@30.000;1000000@0.000"
 
 
-def allreduce_fixture(out, world: int, nodes: int, us_per_mb: float = 1000.0) -> None:
-    """An allreduce.csv as the benchmark writes it: here exactly `us_per_mb` µs per MB (no latency)."""
-    directory = out / f"allreduce-w{world}"
+def allreduce_fixture(out, world: int, nodes: int, us_per_mb: float = 1000.0, device_name: str = "") -> None:
+    """An allreduce.csv as the benchmark writes it: here exactly `us_per_mb` µs per MB (no latency; CPU time half)."""
+    directory = out / f"allreduce-w{world}-n{nodes}"
     directory.mkdir(parents=True)
-    with open(directory / "allreduce.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["run_id", "launcher", "platform", "cluster", "hostname", "num_nodes", "world_size",
-                         "backend", "device", "device_name", "size_bytes", "iterations", "time_us", "cpu_time_us",
-                         "algbw_gbps", "busbw_gbps", "torch_version", "ddp_bench_version", "git_commit"])  # fmt: skip
-        for size in (1_000_000, 4_000_000, 16_000_000):
-            time_us = us_per_mb * size / 1e6
-            writer.writerow(["ar", "slurm", "slurm", "fixture", "TEST-FIXTURE", nodes, world, "nccl", "cuda:0",
-                             "NVIDIA FIXTURE-GPU", size, 5, time_us, time_us / 2, 0, 0, "x", "x", "x"])  # fmt: skip
+    rows = []
+    for size in (1_000_000, 4_000_000, 16_000_000):
+        time_us = us_per_mb * size / 1e6
+        rows.append(AllreduceRow("ar", "slurm", "slurm", "fixture", "TEST-FIXTURE", nodes, world, "nccl", "cuda:0",
+                                 device_name or "NVIDIA FIXTURE-GPU", size, 5, time_us, time_us / 2, 0.0, 0.0, "x",
+                                 "x", "x"))  # fmt: skip
+    write_allreduce_csv(rows, str(directory))
 
 
 def gpu_series(out) -> None:

@@ -124,7 +124,8 @@ def site_refusals(profile: ClusterProfile, node: GpuNode, request: JobRequest, e
                 f"of its nodes, so {request.gpus} GPU(s) cannot be requested (use a multiple of {per_node})"
             )
     if profile.max_nodes and request.nodes > profile.max_nodes:
-        refusals.append(f"{title}: {request.nodes} nodes asked, one at most here: {profile.max_nodes_reason}")
+        most = "one" if profile.max_nodes == 1 else str(profile.max_nodes)
+        refusals.append(f"{title}: {request.nodes} nodes asked, {most} at most here: {profile.max_nodes_reason}")
     if request.time_s and profile.max_walltime_h and request.time_s > profile.max_walltime_h * 3600:
         refusals.append(
             f"{title} accepts jobs of up to {hours_text(profile.max_walltime_h)}: "

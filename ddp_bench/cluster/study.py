@@ -18,7 +18,7 @@ from ddp_bench.cluster.site_types import ClusterProfile
 from ddp_bench.config import BenchConfig
 from ddp_bench.errors import UsageError
 from ddp_bench.measurement.consumption import MIN_NVML_STAGE_S
-from ddp_bench.results.records import find_rank_files, incomplete_reason, read_rank_csv
+from ddp_bench.results.records import complete_runs
 
 STUDY_COUNTS = 5  # "5-6 or more resource counts"
 PROBLEM_MINUTES = (30, 60)  # "a test problem of 30-60 minutes"
@@ -49,16 +49,10 @@ class Calibration:
     dataset_size: int  # images in one epoch
 
 
-def calibrate(directory: str, cfg: BenchConfig, gpus: int) -> Calibration | None:
+def calibrate(directory: str, cfg: BenchConfig, gpus: int, exclude: frozenset[str] = frozenset()) -> Calibration | None:
     """The measured step time of this configuration at `gpus` ranks: complete runs in `directory` with the same
-    model, data, per-rank batch, precision and memory format (and device, unless it is auto)."""
-    runs: dict[str, list[dict[str, str]]] = {}
-    for path in find_rank_files([directory]):
-        try:
-            for row in read_rank_csv(path):
-                runs.setdefault(row["run_id"], []).append(row)
-        except (ValueError, OSError):
-            continue
+    model, data, per-rank batch, precision and memory format (and device, unless it is auto); runs whose sweep key
+    is in `exclude` (the study's own, which its length must not drift with) do not count."""
     wanted = {
         "model": cfg.model,
         "data": cfg.data,
@@ -69,16 +63,13 @@ def calibrate(directory: str, cfg: BenchConfig, gpus: int) -> Calibration | None
         "world_size": str(gpus),
     }
     steps, sizes = [], []
-    for rows in runs.values():
+    for rows in complete_runs(directory):
         first = rows[0]
-        if any(first.get(name) != value for name, value in wanted.items()):
+        if any(first.get(name) != value for name, value in wanted.items()) or first["sweep_key"] in exclude:
             continue
         if cfg.device != "auto" and not first["device"].startswith(cfg.device):
             continue
         try:
-            if incomplete_reason([r["status"] for r in rows], [int(r["world_size"]) for r in rows],
-                                 [int(r["rank"]) for r in rows]):  # fmt: skip
-                continue
             steps.append(max(float(row["step_time_median_ms"]) for row in rows))
             sizes.append(int(first["dataset_size"]))
         except ValueError:
@@ -101,7 +92,7 @@ def timed_stage_s(calibration: Calibration, steps: int, gpus: int, scaling: str)
 def run_steps(cfg: BenchConfig, calibration: Calibration | None, global_batch: int) -> int | None:
     """Measured steps of a run with these flags (epochs converted with the dataset's size), None if unknown."""
     if cfg.epochs is None:
-        return cfg.steps if cfg.steps is not None else None
+        return cfg.measured_steps  # --steps, or the default when neither --steps nor --epochs is given
     if calibration is None:
         return None
     return cfg.epochs * (calibration.dataset_size // max(global_batch, 1))

@@ -28,7 +28,7 @@ from ddp_bench.cluster.rules import MEMORY, JobRequest, first_refusal, parse_wal
 from ddp_bench.cluster.scripts import render_job, render_job_series
 from ddp_bench.cluster.study import calibrate, length_warnings, sized_flags, study_counts
 from ddp_bench.errors import EXIT_FAILURE, UsageError
-from ddp_bench.results.records import find_rank_files, incomplete_reason, read_rank_csv
+from ddp_bench.results.records import complete_runs
 
 # The scaling model reads the all-reduce at the sizes of DDP's buckets (25 MiB at most, scaling_model.BUCKET_BYTES):
 # messages up to 64 MiB cover them and keep each count's all-reduce step short (256 MiB over 1 Gbit/s is seconds
@@ -95,7 +95,10 @@ def plan_sweep(
     run_flags: Sequence[str],
     options: JobOptions = JobOptions(),
     extension: str = "sbatch",
+    key_flags: Sequence[str] | None = None,
 ) -> list[SweepPoint]:
+    """`key_flags`: what names each configuration (default: `run_flags`); a study sized with --problem-minutes is
+    named by the minutes, not by the steps they came to, so that asked again it finds its own rows."""
     cfg = parse_args(run_flags)  # bad run flags fail here, before any script exists
     if scaling == "strong" and global_batch is None:
         global_batch = cfg.batch_size * gpu_counts[0]  # the smallest run's global batch, held fixed
@@ -106,7 +109,7 @@ def plan_sweep(
             if global_batch % gpus:
                 raise UsageError(f"global batch {global_batch} does not divide evenly over {gpus} GPUs")
             flags += ["--batch-size", str(global_batch // gpus)]
-        key = sweep_key(cluster, run_flags, scaling, gpus)
+        key = sweep_key(cluster, run_flags if key_flags is None else key_flags, scaling, gpus)
         flags += ["--scaling", scaling, "--sweep-key", key]
         parse_args(flags)  # what each job will run must itself be valid (e.g. a derived batch of 0)
         name = f"ddp_bench-{cluster}-{scaling}-g{gpus}.{extension}"
@@ -116,26 +119,7 @@ def plan_sweep(
 
 def complete_keys(results_dir: str) -> set[str]:
     """Sweep keys with at least one run whose every rank wrote a complete row."""
-    runs: dict[str, list[dict[str, str]]] = {}
-    for path in find_rank_files([results_dir]):
-        try:
-            for row in read_rank_csv(path):
-                runs.setdefault(row["run_id"], []).append(row)
-        except (ValueError, OSError):
-            continue  # the report names unusable files; here they simply do not count as done
-    done = set()
-    for rows in runs.values():
-        try:
-            reason = incomplete_reason(
-                [row["status"] for row in rows],
-                [int(row["world_size"]) for row in rows],
-                [int(row["rank"]) for row in rows],
-            )
-        except ValueError:
-            continue  # a rank or world size that is not a number: not a run that can count as done
-        if rows[0]["sweep_key"] and not reason:
-            done.add(rows[0]["sweep_key"])
-    return done
+    return {rows[0]["sweep_key"] for rows in complete_runs(results_dir) if rows[0]["sweep_key"]}
 
 
 def _parser() -> Parser:
@@ -197,12 +181,18 @@ def sweep_main(argv: Sequence[str]) -> int:
     flags = [*profile.default_flags, *run_flags]
     extension = "pbs" if profile.scheduler == "pbs" else "sbatch"
 
+    sized = args.problem_minutes is not None
+    key_flags = [*flags, "--problem-minutes", f"{args.problem_minutes:g}"] if sized else flags
+
     def plan(scaling: str, flags: list[str]) -> list[SweepPoint]:
-        return plan_sweep(profile.name, counts, gpus_per_node, scaling, args.global_batch, flags, options, extension)
+        return plan_sweep(
+            profile.name, counts, gpus_per_node, scaling, args.global_batch, flags, options, extension, key_flags
+        )
 
     calibration_dir = args.calibration or args.results
-    first = plan(scalings[0], flags)[0]
-    calibration = calibrate(calibration_dir, parse_args(first.flags), counts[0])
+    unsized = [point for scaling in scalings for point in plan(scaling, flags)]
+    own = frozenset(point.key for point in unsized) if sized else frozenset()  # a sized study's own runs
+    calibration = calibrate(calibration_dir, parse_args(unsized[0].flags), counts[0], own)
     if args.problem_minutes is not None:
         if args.problem_minutes <= 0:
             raise UsageError(f"--problem-minutes must be positive, not {args.problem_minutes:g}")
@@ -252,6 +242,9 @@ def _submit(scheduler: str, script: str, name: str, args) -> int:
     command = ["sbatch", path] if scheduler == "slurm" else ["qsub", "-v", passed, path]
     try:
         submitted = subprocess.run(command, capture_output=True, text=True, timeout=120, env=environment)
+    except subprocess.TimeoutExpired:
+        print(f"ddp_bench: {command[0]} did not answer within 120 s; {path} was not submitted", file=sys.stderr)
+        return EXIT_FAILURE
     except OSError as exc:
         print(f"ddp_bench: sweep could not run {command[0]} ({exc}); use --dry-run to only write scripts",
               file=sys.stderr)  # fmt: skip

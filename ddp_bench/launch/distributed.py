@@ -1,4 +1,4 @@
-"""Process-group set-up and tear-down, and the few collectives the harness itself needs.
+"""Process-group set-up and tear-down: the rendezvous, the groups, and how a failed one is named.
 
 This is the only module that turns a `LaunchInfo` into a rendezvous. Every wait it starts is bounded by the
 run's `--init-timeout`: torch's own default would leave a job hanging for 30 minutes when a rank never arrives.
@@ -55,15 +55,16 @@ def process_group(info: LaunchInfo, backend: str, device: torch.device, timeout_
     timeout = timedelta(seconds=timeout_s)
     if device.type == "cuda":
         torch.cuda.set_device(device)  # NCCL binds a communicator to the current device
-    apply_comm_defaults(backend)
+    # torchrun's agent keeps its store across restarts (--max-restarts): each attempt's keys are its own
+    ours, theirs = f"ddp_bench/{info.attempt}", f"process_group/{info.attempt}"
     try:
         store = _rendezvous_store(info, timeout)
         if backend == "nccl" and info.world_size > 1:
             gpu = str(torch.cuda.get_device_properties(device).uuid)
-            refuse_shared_gpus(dist.PrefixStore("ddp_bench", store), info, socket.gethostname(), gpu, timeout_s)
+            refuse_shared_gpus(dist.PrefixStore(ours, store), info, socket.gethostname(), gpu, timeout_s)
         dist.init_process_group(
             backend,
-            store=dist.PrefixStore("process_group", store),
+            store=dist.PrefixStore(theirs, store),
             rank=info.rank,
             world_size=info.world_size,
             timeout=timeout,
@@ -76,7 +77,7 @@ def process_group(info: LaunchInfo, backend: str, device: torch.device, timeout_
         control = dist.new_group(backend="gloo", timeout=timeout) if backend != "gloo" else None
     except (dist.DistError, RuntimeError) as exc:
         raise RunFailure(_side_group_failure(info, exc)) from None
-    job = Job(info, device, dist.PrefixStore("ddp_bench", store), control)
+    job = Job(info, device, dist.PrefixStore(ours, store), control)
     try:
         yield job
     except BaseException:

@@ -37,6 +37,7 @@ class LaunchInfo:
     master_addr: str
     master_port: int
     job_id: str = ""
+    attempt: int = 0  # torchrun's restart count: a restarted job's keys in the rendezvous store are its own
 
     def __post_init__(self) -> None:
         if not 0 <= self.rank < self.world_size:
@@ -96,6 +97,7 @@ class TorchrunEnvironment:
             master_addr=env["MASTER_ADDR"],
             master_port=_port(env, 29500),
             job_id=env.get("TORCHELASTIC_RUN_ID", ""),
+            attempt=_int(env, "TORCHELASTIC_RESTART_COUNT") if "TORCHELASTIC_RESTART_COUNT" in env else 0,
         )
 
 

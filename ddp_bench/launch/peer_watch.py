@@ -7,10 +7,10 @@ thread may be blocked, but this thread is not: kernel launches and sleeps releas
 
 Each tick it (1) leaves a heartbeat in the store, (2) reads one counter of failures the ranks announced, (3) checks
 the processes of the ranks on its own host, and (4) reads the heartbeat of the next rank on another host (each
-rank watches one, so the store sees a few operations per rank and second at any scale). When it finds a lost peer
-it claims the report (the main thread, failing at the same time, claims it too: the first one says it), prints the
-same `stopping because ...` line, aborts NCCL's communicators and ends the process with exit code 1. Ranks that
-finished mark themselves done and are not missed.
+rank watches one: about five store operations per rank and second, all on the store's host, at any scale). When
+it finds a lost peer it claims the report (the main thread, failing at the same time, claims it too: the first
+one says it), prints the same `stopping because ...` line, aborts NCCL's communicators and ends the process with
+exit code 1. Ranks that finished mark themselves done and are not missed.
 """
 
 from __future__ import annotations

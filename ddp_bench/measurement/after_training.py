@@ -31,15 +31,18 @@ class JobTotals:
     # local rank 0); NaN when no rank had a counter
 
 
-def job_totals(result: TrainResult, job: Job, energy_j: float = float("nan")) -> JobTotals:
-    """Every rank's samples, time and energy (this rank's usable reading), gathered from all in one collective."""
-    per_rank = gather_floats(job, [float(result.samples), result.train_time_s, energy_j])
-    samples = [int(n) for n, _, _ in per_rank]
-    readings = [joules for _, _, joules in per_rank if joules == joules]
+def job_totals(result: TrainResult, job: Job, energy_j: float = float("nan"), counted: bool = False) -> JobTotals:
+    """Every rank's samples, time and energy (this rank's usable reading; `counted`: this rank has a counter whose
+    reading belongs in the job's sum), gathered from all in one collective. The job's energy is the sum of the
+    counted readings, or NaN when any of them is missing (a total of some ranks would not be the job's)."""
+    per_rank = gather_floats(job, [float(result.samples), result.train_time_s, energy_j, float(counted)])
+    samples = [int(n) for n, _, _, _ in per_rank]
+    readings = [joules for _, _, joules, has_counter in per_rank if has_counter]
+    whole = bool(readings) and all(joules == joules for joules in readings)
     return JobTotals(
-        global_images_per_second(samples, [seconds for _, seconds, _ in per_rank]),
+        global_images_per_second(samples, [seconds for _, seconds, _, _ in per_rank]),
         sum(samples),
-        sum(readings) if readings else float("nan"),
+        sum(readings) if whole else float("nan"),
     )
 
 

@@ -115,7 +115,10 @@ def predict_series(
                 "and device; run `python -m ddp_bench allreduce` under the same launcher"
             )
             continue
-        models.append(_predict(str(series), points, allreduce_curves(matching), predict_to))
+        try:
+            models.append(_predict(str(series), points, allreduce_curves(matching), predict_to))
+        except ValueError as exc:  # a curve the α–β fit cannot use (one message size, e.g. --max-bytes 4096)
+            skipped.append(f"{name}: the all-reduce curves cannot be fitted ({exc})")
     return models, skipped
 
 

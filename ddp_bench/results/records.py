@@ -201,6 +201,31 @@ def incomplete_reason(statuses: list[str], world_sizes: list[int], ranks: list[i
     return ""
 
 
+def complete_runs(directory: str) -> list[list[dict[str, str]]]:
+    """Every run under `directory` whose every rank wrote a complete row, as its rows. Files that cannot be read
+    or rows that are not numbers do not count (the report names them; here they simply are not done)."""
+    runs: dict[str, list[dict[str, str]]] = {}
+    for path in find_rank_files([directory]):
+        try:
+            for row in read_rank_csv(path):
+                runs.setdefault(row["run_id"], []).append(row)
+        except (ValueError, OSError):
+            continue
+    complete = []
+    for rows in runs.values():
+        try:
+            statuses, sizes, ranks = (
+                [r["status"] for r in rows],
+                [int(r["world_size"]) for r in rows],
+                [int(r["rank"]) for r in rows],
+            )
+        except ValueError:
+            continue
+        if not incomplete_reason(statuses, sizes, ranks):
+            complete.append(rows)
+    return complete
+
+
 def new_run_id(model: str, world_size: int, now: float | None = None) -> str:
     """A run id that sorts by time and cannot collide across nodes or concurrent jobs (64 random bits)."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
