@@ -21,6 +21,7 @@ from emulated_slurm import emulated_slurm
 pytestmark = [
     pytest.mark.distributed,
     pytest.mark.slow,
+    pytest.mark.emulated_cluster,
     pytest.mark.skipif(bool(cannot_emulate()), reason=cannot_emulate() or "can emulate"),
 ]
 RUN = [sys.executable, "-m", "ddp_bench"]
@@ -104,21 +105,12 @@ def test_kill_on_bad_exit_ends_both_nodes_when_one_nodes_rank_dies(two_nodes, tm
 
 
 @pytest.mark.parametrize("rate", ["200mbit", "1gbit"])
-def test_four_nodes_are_predicted_from_one_and_two(tmp_path, rate):
+def test_four_nodes_are_predicted_from_one_and_two_within_15_percent(tmp_path, rate):
     # Fitted on 1 and 2 nodes (their rows and the 2-node all-reduce), checked where it was not fitted: 4 nodes on
-    # the same network, every rank with half a core in both (tests/emulated_extrapolation.py).
-    result = check_extrapolation(rate, str(tmp_path), repeats=1, env=clean_env())
+    # the same network, every rank with half a core in both (tests/emulated_extrapolation.py); two runs of each.
+    result = check_extrapolation(rate, str(tmp_path), repeats=2, env=clean_env())
     assert result.bytes_crossed > 10 * 4_700_000  # the gradients went over the shaped links
-    in_sample = result.predicted_2 / result.measured_2
-    if rate == "200mbit":
-        # Communication is most of the step: the ring's bytes and hops at 4 ranks are what is checked, to the target.
-        assert abs(result.ratio - 1) <= TOLERANCE, result
-    else:
-        # Compute is most of the step, and on shared half cores the model already misses at the fitted count by a
-        # term common to both counts (1.09-1.15 in the runs README lists). What the extrapolation adds to it is checked
-        # to the target; the whole ratio within twice the target (the benchmark, medians of 3, gives the number).
-        assert abs(result.ratio / in_sample - 1) <= TOLERANCE, result
-        assert abs(result.ratio - 1) <= 2 * TOLERANCE, result
+    assert abs(result.ratio - 1) <= TOLERANCE, result
 
 
 def test_nodes_of_two_ranks_are_predicted_in_two_stages(tmp_path):

@@ -10,7 +10,9 @@ backend and device. At each count:
 - all-reduce: the measured curve at that rank count, interpolated at each bucket's size, or, at counts without
   one, the α–β ring fitted to the curve at the largest count measured;
 - on CPU ranks, the CPU time of each all-reduce (`cpu_time_us` of the same curve, scaled by the ring's bytes
-  per rank at other counts) for the part that overlaps backward.
+  per rank at other counts) for the part that overlaps backward; and at counts that did not run, the shared-core
+  cost the largest run shows beyond the model (its measured step minus the model's), scaled the same way. At a
+  measured count it is left out, so that the column still checks the model's parts against the step.
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ import pandas as pd
 from ddp_bench.measurement.scaling_model import (
     AllreduceCurve,
     TwoStage,
+    carried_shared_core_ms,
     fit_two_stage,
     parse_buckets,
     predict_step,
     prediction_counts,
+    with_shared_core_cost,
 )
 
 STRAGGLER_SHARE = 0.10  # a rank more than 10 % below the run's median images/s is flagged
@@ -130,6 +134,7 @@ def _predict(series: str, points: pd.DataFrame, curves: list[AllreduceCurve], pr
     base_per_rank = base["global_images_per_s"] / base["world_size"]
     largest = points.iloc[-1]
     per_node = max(1, int(largest["world_size"]) // int(largest["num_nodes"]))  # how the largest run was laid out
+    shared_core_ms = _shared_core_ms(largest, curves, biggest, stages)
     rows = []
     for count in prediction_counts(points["world_size"].tolist(), max(predict_to, int(largest["world_size"]))):
         measured = points[points["world_size"] == count]
@@ -143,6 +148,10 @@ def _predict(series: str, points: pd.DataFrame, curves: list[AllreduceCurve], pr
         step = predict_step(
             count, float(source["job_compute_step_ms"]), parse_buckets(source["grad_buckets"]), allreduce_ms, cpu_ms
         )
+        if not len(measured):
+            step = with_shared_core_cost(
+                step, carried_shared_core_ms(shared_core_ms, int(largest["world_size"]), count)
+            )
         images_per_step_ms = count * int(source["batch_size"]) * 1e3  # images/s = this ÷ step ms
         predicted = images_per_step_ms / step.step_ms
         rows.append(
@@ -158,6 +167,7 @@ def _predict(series: str, points: pd.DataFrame, curves: list[AllreduceCurve], pr
                 "compute_ms": step.compute_ms,
                 "comm_ms": step.comm_ms,
                 "comm_cpu_ms": step.comm_cpu_ms,
+                "shared_core_ms": step.shared_core_ms,
                 "step_ms": step.step_ms,
                 "compute_from": f"{'this count' if len(measured) else 'largest run'} ({int(source['world_size'])})",
                 "comm_from": comm_from,
@@ -170,6 +180,12 @@ def _predict(series: str, points: pd.DataFrame, curves: list[AllreduceCurve], pr
         f"({float(largest['job_compute_step_ms']):.1f} ms), with its gradient buckets and their ready times "
         "(`grad_buckets`)"
     )
+    if shared_core_ms > 0:
+        compute_source += (
+            f"; on these shared CPU cores the {int(largest['world_size'])}-rank run's step was "
+            f"{shared_core_ms:.1f} ms longer than the model's, added past the measured counts in proportion to the "
+            "bytes each rank sends (`shared_core_ms`)"
+        )
     if stages is not None:
         past = (
             f"; past that, two stages: inside a node α = {stages.intra.alpha_s * 1e6:.1f} µs per hop and β = "
@@ -190,6 +206,25 @@ def _predict(series: str, points: pd.DataFrame, curves: list[AllreduceCurve], pr
         + past
     )
     return SeriesModel(series, pd.DataFrame(rows), compute_source, allreduce_source)
+
+
+def _shared_core_ms(
+    largest: pd.Series, curves: list[AllreduceCurve], biggest: AllreduceCurve, stages: TwoStage | None
+) -> float:
+    """CPU ranks: how much longer the largest run's measured step was than the model's for it (0 on GPUs, on one
+    rank, or where the model's step was the longer)."""
+    count = int(largest["world_size"])
+    if largest["device_kind"] != "CPU" or count <= 1:
+        return 0.0
+    comm = _comm_at(count, int(largest["num_nodes"]), curves, biggest, stages, True)
+    if comm is None:
+        return 0.0
+    _comm_from, allreduce_ms, cpu_ms = comm
+    step = predict_step(
+        count, float(largest["job_compute_step_ms"]), parse_buckets(largest["grad_buckets"]), allreduce_ms, cpu_ms
+    )
+    measured_step_ms = count * int(largest["batch_size"]) * 1e3 / float(largest["global_images_per_s"])
+    return max(0.0, measured_step_ms - step.step_ms)
 
 
 def _two_stage(curves: list[AllreduceCurve]) -> TwoStage | None:
