@@ -134,7 +134,7 @@ def _predict(series: str, points: pd.DataFrame, curves: list[AllreduceCurve], pr
     base_per_rank = base["global_images_per_s"] / base["world_size"]
     largest = points.iloc[-1]
     per_node = max(1, int(largest["world_size"]) // int(largest["num_nodes"]))  # how the largest run was laid out
-    shared_core_ms = _shared_core_ms(largest, curves, biggest, stages)
+    shared_core_ms = 0.0  # set at the largest measured count, which comes before every count past it
     rows = []
     for count in prediction_counts(points["world_size"].tolist(), max(predict_to, int(largest["world_size"]))):
         measured = points[points["world_size"] == count]
@@ -148,11 +148,14 @@ def _predict(series: str, points: pd.DataFrame, curves: list[AllreduceCurve], pr
         step = predict_step(
             count, float(source["job_compute_step_ms"]), parse_buckets(source["grad_buckets"]), allreduce_ms, cpu_ms
         )
+        images_per_step_ms = count * int(source["batch_size"]) * 1e3  # images/s = this ÷ step ms
         if not len(measured):
             step = with_shared_core_cost(
                 step, carried_shared_core_ms(shared_core_ms, int(largest["world_size"]), count)
             )
-        images_per_step_ms = count * int(source["batch_size"]) * 1e3  # images/s = this ÷ step ms
+        elif count == int(largest["world_size"]) and on_cpu:
+            # CPU ranks: how much longer the largest run's measured step was than the model's for it
+            shared_core_ms = images_per_step_ms / float(largest["global_images_per_s"]) - step.step_ms
         predicted = images_per_step_ms / step.step_ms
         rows.append(
             {
@@ -180,7 +183,7 @@ def _predict(series: str, points: pd.DataFrame, curves: list[AllreduceCurve], pr
         f"({float(largest['job_compute_step_ms']):.1f} ms), with its gradient buckets and their ready times "
         "(`grad_buckets`)"
     )
-    if shared_core_ms > 0:
+    if shared_core_ms > 0 and int(largest["world_size"]) > 1:
         compute_source += (
             f"; on these shared CPU cores the {int(largest['world_size'])}-rank run's step was "
             f"{shared_core_ms:.1f} ms longer than the model's, added past the measured counts in proportion to the "
@@ -206,25 +209,6 @@ def _predict(series: str, points: pd.DataFrame, curves: list[AllreduceCurve], pr
         + past
     )
     return SeriesModel(series, pd.DataFrame(rows), compute_source, allreduce_source)
-
-
-def _shared_core_ms(
-    largest: pd.Series, curves: list[AllreduceCurve], biggest: AllreduceCurve, stages: TwoStage | None
-) -> float:
-    """CPU ranks: how much longer the largest run's measured step was than the model's for it (0 on GPUs, on one
-    rank, or where the model's step was the longer)."""
-    count = int(largest["world_size"])
-    if largest["device_kind"] != "CPU" or count <= 1:
-        return 0.0
-    comm = _comm_at(count, int(largest["num_nodes"]), curves, biggest, stages, True)
-    if comm is None:
-        return 0.0
-    _comm_from, allreduce_ms, cpu_ms = comm
-    step = predict_step(
-        count, float(largest["job_compute_step_ms"]), parse_buckets(largest["grad_buckets"]), allreduce_ms, cpu_ms
-    )
-    measured_step_ms = count * int(largest["batch_size"]) * 1e3 / float(largest["global_images_per_s"])
-    return max(0.0, measured_step_ms - step.step_ms)
 
 
 def _two_stage(curves: list[AllreduceCurve]) -> TwoStage | None:
