@@ -214,12 +214,15 @@ def test_compare_synthetic_does_not_change_the_training_peak(tmp_path, mnist_dir
     )
 
 
+@pytest.mark.gpu_alone  # it fills the GPU: a test sharing the GPU beside it would run out of memory too
 def test_out_of_memory_is_one_line_and_exit_1(tmp_path):
-    # ResNet-50 activations for 49,000 CIFAR-sized images run to terabytes: no GPU holds them.
+    # ResNet-50 activations for 49,000 CIFAR-sized images run to terabytes: no GPU holds them. One GPU bound, so
+    # that a host with several adds no "GPUs will sit idle" line.
     done = run_cli(
         [*GPU, "--model", "resnet50", "--batch-size", "49000", "--steps", "1", "--warmup-steps", "1",
          "--out", str(tmp_path)],
         timeout=300,
+        env=clean_env(CUDA_VISIBLE_DEVICES="0"),
     )  # fmt: skip
     assert done.returncode == 1, done.stderr[-2000:]
     lines = [line for line in done.stderr.splitlines() if line.startswith("ddp_bench: ")]
