@@ -203,11 +203,15 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
     return EXIT_OK
 
 
-# What cuDNN and cuBLAS say when they, not the caching allocator, run out of device memory (RuntimeErrors, not
-# torch.OutOfMemoryError): the same advice applies.
+# What cuDNN, cuBLAS and NCCL say when they, not the caching allocator, run out of device memory (RuntimeErrors and
+# torch's DistBackendError, not torch.OutOfMemoryError): the same advice applies. NCCL connects lazily and allocates
+# its buffers at the first large all-reduce, in warm-up's first backward at peak activation memory, and reports
+# "unhandled cuda error ... Last error: Cuda failure 'out of memory'"; a cuBLAS handle that cannot be created for
+# want of memory says CUBLAS_STATUS_NOT_INITIALIZED when calling cublasCreate.
 _OUT_OF_MEMORY = re.compile(
     r"CUDNN_STATUS_ALLOC_FAILED|CUBLAS_STATUS_ALLOC_FAILED|Unable to find a valid cuDNN algorithm|"
-    r"CUDA out of memory|CUDA error: out of memory"
+    r"CUBLAS_STATUS_NOT_INITIALIZED when calling `?cublasCreate|(?i:cuda out of memory|cuda error: out of memory|"
+    r"cuda failure '?out of memory)"
 )
 
 

@@ -150,6 +150,11 @@ TRILLIUM = {"SCRATCH": "/scratch/u", "DDP_BENCH_VENV": "/home/u/env"}
         (["--cluster", "sophia", "--gpus", "16"], {"DDP_BENCH_VENV": "/home/u/env"}, "Sophia: 2 nodes asked, one at"),
         (["--cluster", "sophia", "--gpus", "8"], {}, "Sophia: its Python environment was not found"),
         (["--cluster", "fir", "--gpus", "4", "--time", "ten"], {}, "--time takes a time limit such as 00:30:00"),
+        # #28 F7: the documented minimum job length is a rule too
+        (["--cluster", "rorqual", "--gpus", "4", "--time", "00:30:00"], {}, "Rorqual runs jobs of at least 1 h: "
+         "--time asks for 30 min (ask for 01:00:00 or more)"),
+        (["--cluster", "trillium", "--gpus", "4", "--results", "/scratch/u/r", "--time", "10"], TRILLIUM,
+         "Trillium runs jobs of at least 15 min: --time asks for 10 min"),
     ],
 )  # fmt: skip
 def test_every_site_rule_is_one_line_and_exit_2_before_anything_is_written(
@@ -165,6 +170,12 @@ def test_every_site_rule_is_one_line_and_exit_2_before_anything_is_written(
     (only,) = err.strip().splitlines()
     assert only.startswith("ddp_bench: error: ") and line in only, only
     assert os.listdir(tmp_path) == []  # no script, no results directory
+
+
+@pytest.mark.parametrize("name, time", [("fir", "01:00:00"), ("narval", "01:00:00"), ("nibi", "00:30:00")])
+def test_a_sweep_asks_for_the_sites_minimum_job_length_when_no_time_is_given(name, time, monkeypatch, capsys):
+    code, out, _ = sweep(["--cluster", name, "--gpus", "1", "--dry-run"], {}, monkeypatch, capsys)
+    assert code == 0 and f"#SBATCH --time={time}" in out
 
 
 def test_a_one_rank_run_on_a_mig_slice_gets_the_slices_bundle(monkeypatch, capsys):

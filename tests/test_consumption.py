@@ -72,10 +72,13 @@ class FakeNvml(types.ModuleType):
     class NVMLError(Exception):
         pass
 
-    def __init__(self, readings_mj: list[int], supported: bool = True, known: tuple[str, ...] = ("GPU-",)) -> None:
+    def __init__(
+        self, readings_mj: list[int], supported: bool = True, known: tuple[str, ...] = ("GPU-",), mig_query=True
+    ) -> None:
         super().__init__("pynvml")
         self.readings = list(readings_mj)
         self.supported = supported
+        self.mig_query = mig_query  # False: a pre-Ampere GPU, which NVML documents no MIG query for
         self.known = known  # the UUID prefixes NVML answers to
         self.asked_for: list[str] = []
 
@@ -92,6 +95,8 @@ class FakeNvml(types.ModuleType):
         raise AssertionError("a GPU is never looked up by index: NVML's numbers are not torch's")
 
     def nvmlDeviceIsMigDeviceHandle(self, handle):  # noqa: N802
+        if not self.mig_query:
+            raise self.NVMLError("Not Supported")
         return handle[1].startswith("MIG-")
 
     def nvmlDeviceGetTotalEnergyConsumption(self, handle):  # noqa: N802
@@ -120,6 +125,15 @@ def test_a_gpu_without_the_energy_counter_says_so(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", FakeNvml([], supported=False))
     choice = gpu_counter("x", "")
     assert choice.counter is None and "NVML energy counter unavailable (Not Supported)" == choice.note
+
+
+def test_a_gpu_that_cannot_answer_the_mig_query_keeps_its_energy_counter(monkeypatch):
+    # A T4 (Turing): NVML documents the MIG-handle query for Ampere and newer only (#28 F4).
+    nvml = FakeNvml([7_000_000, 7_000_000, 7_500_000], mig_query=False)
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    choice = gpu_counter("6c1c2f0e-0000-0000-0000-000000000000", "")
+    assert choice.note == "" and choice.counter.source == "nvml"
+    assert choice.counter.read_j() == 7_000.0 and choice.counter.read_j() == 7_500.0
 
 
 def test_a_mig_slice_records_no_energy_of_another_gpu(monkeypatch):

@@ -42,6 +42,18 @@ def test_a_gpu_this_build_can_drive_is_fine():
     assert cuda_problem(view(), None, {}) == ""
 
 
+@pytest.mark.parametrize(
+    "arch, devices",
+    [
+        (("gfx90a", "gfx942"), (("AMD Instinct MI250X", (9, 0)),)),  # a ROCm build names AMD targets
+        ((), (H100,)),  # get_arch_list() is [] where the build reports no arch flags
+    ],
+    ids=["rocm", "no-arch-list"],
+)
+def test_builds_whose_kernels_cannot_be_read_are_not_refused(arch, devices):
+    assert cuda_problem(view(cuda="", arch=arch, devices=devices), None, {}) == ""
+
+
 def test_a_v100_under_a_cuda_13_build_is_told_which_build_keeps_its_kernels():
     problem = cuda_problem(view(devices=(V100,)), None, {})
     assert problem.startswith("Tesla V100-SXM2-16GB has compute capability 7.0, but torch 2.15.0+cu132 (CUDA 13.2)")

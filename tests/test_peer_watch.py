@@ -145,6 +145,17 @@ def test_one_gpu_per_rank_passes_and_the_same_uuid_on_two_hosts_is_no_clash():
         (RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"), True),
         (RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"), True),
         (RuntimeError("Unable to find a valid cuDNN algorithm to run convolution"), True),
+        (RuntimeError("CUDA error: CUBLAS_STATUS_NOT_INITIALIZED when calling `cublasCreate(handle)`"), True),
+        # NCCL's own face (#28 F5): its buffers are allocated at the first large all-reduce
+        (
+            torch.distributed.DistBackendError(
+                "NCCL error in: ProcessGroupNCCL.cpp:3356, unhandled cuda error (run with NCCL_DEBUG=INFO for "
+                "details), NCCL version 2.21.5\nncclUnhandledCudaError: Call to CUDA function failed.\nLast error:\n"
+                "Cuda failure 'out of memory'"
+            ),
+            True,
+        ),
+        (torch.distributed.DistBackendError("NCCL error: remote process exited or there was a network error"), False),
         (RuntimeError("CUDA error: an illegal memory access was encountered"), False),
         (ValueError("CUDNN_STATUS_ALLOC_FAILED"), False),
     ],

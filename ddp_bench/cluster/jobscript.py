@@ -264,12 +264,14 @@ src=${{DDP_BENCH_SRC:-$SLURM_SUBMIT_DIR}}
 results=${{DDP_BENCH_RESULTS:-$SLURM_SUBMIT_DIR/results}}
 scratch=${{SLURM_TMPDIR:-/tmp/ddp_bench.$SLURM_JOB_ID}}  # node-local disk (SLURM_TMPDIR on Alliance clusters)
 {_results_guard(profile)}
+set +u  # site scripts (Lmod's module, a venv's activate) need not be written for nounset: off while they run
 if command -v module >/dev/null 2>&1; then
 {modules}
 fi
 
 {venv}# shellcheck disable=SC1091
 source "$venv/bin/activate"
+set -u
 export PYTHONPATH="$src${{PYTHONPATH:+:$PYTHONPATH}}"
 
 # Data: staged to node-local disk on every node; reading a dataset from a network filesystem is slow.
@@ -296,4 +298,5 @@ def reference_script_name(profile: ClusterProfile, node: GpuNode | None = None) 
 
 def reference_shape(profile: ClusterProfile, node: GpuNode) -> JobShape:
     """One full node: the shape of the scripts shipped in slurm/ (override with sbatch flags)."""
-    return JobShape(nodes=1, tasks_per_node=node.gpus or 2, gpu_type=node.gpu_type if len(profile.nodes) > 1 else "")
+    gpu_type = node.gpu_type if len(profile.nodes) > 1 else ""
+    return JobShape(nodes=1, tasks_per_node=node.gpus or 2, time=profile.default_time, gpu_type=gpu_type)

@@ -88,7 +88,9 @@ cd "${{PBS_O_WORKDIR:-.}}"
 src=${{DDP_BENCH_SRC:-$PWD}}
 results=${{DDP_BENCH_RESULTS:-$PWD/results}}
 
-{_python(profile)}export PYTHONPATH="$src${{PYTHONPATH:+:$PYTHONPATH}}"
+set +u  # site scripts (module, conda's activate.d, a venv's activate) need not be written for nounset
+{_python(profile)}set -u
+export PYTHONPATH="$src${{PYTHONPATH:+:$PYTHONPATH}}"
 {settings}
 read -r -a flags <<< "${{DDP_BENCH_FLAGS:-}}"  # split on spaces only: nothing is evaluated
 data_args=()

@@ -94,6 +94,7 @@ PROFILES: dict[str, ClusterProfile] = {
             modules=_ALLIANCE_MODULES,
             default_flags=_FAST,
             max_walltime_h=168,
+            min_walltime_h=1,
             cc_cluster="fir",
         ),
         ClusterProfile(
@@ -146,6 +147,7 @@ PROFILES: dict[str, ClusterProfile] = {
             modules=_ALLIANCE_MODULES,
             default_flags=_FAST,
             max_walltime_h=168,
+            min_walltime_h=1,
             cc_cluster="rorqual",
         ),
         ClusterProfile(
@@ -172,6 +174,7 @@ PROFILES: dict[str, ClusterProfile] = {
             modules=_ALLIANCE_MODULES,
             default_flags=_FAST,
             max_walltime_h=168,
+            min_walltime_h=1,
             cc_cluster="narval",
         ),
         ClusterProfile(
@@ -204,6 +207,7 @@ PROFILES: dict[str, ClusterProfile] = {
             default_flags=_FAST,
             gpu_counts="one-or-whole-nodes",
             max_walltime_h=24,
+            min_walltime_h=0.25,
             venv="login-node",
             results_under="SCRATCH",
             memory_requests=False,
@@ -268,6 +272,7 @@ PROFILES: dict[str, ClusterProfile] = {
             gpu_request="gpus-on-one-node",
             gpu_counts="whole-nodes",
             max_walltime_h=24,
+            min_walltime_h=1,
             no_mig_reason="tamIA has no MIG slices in the notes (and allocates whole nodes)",
             cc_cluster="tamia",
         ),

@@ -131,6 +131,11 @@ def site_refusals(profile: ClusterProfile, node: GpuNode, request: JobRequest, e
             f"{title} accepts jobs of up to {hours_text(profile.max_walltime_h)}: "
             f"--time asks for {walltime_text(request.time_s)}"
         )
+    if request.time_s and request.time_s < profile.min_walltime_h * 3600:
+        refusals.append(
+            f"{title} runs jobs of at least {walltime_text(round(profile.min_walltime_h * 3600))}: --time asks for "
+            f"{walltime_text(request.time_s)} (ask for {profile.default_time} or more)"
+        )
     _, why = pick_queue(profile, request.nodes, request.time_s, request.queue)
     if why:
         refusals.append(why)

@@ -139,7 +139,7 @@ def _parser() -> Parser:
     add("--global-batch", type=int, help="strong scaling: the global batch held fixed")
     add("--problem-minutes", type=float, help="test problem length: the smallest count's timed stage (30-60)")
     add("--calibration", metavar="DIR", help="--problem-minutes: rows with a measured step time (default --results)")
-    add("--time", default="00:30:00", help="time limit per job (default 00:30:00)")
+    add("--time", help="time limit per job (default 00:30:00, or the site's minimum job length where longer)")
     add("--account", default="", help="Slurm account (def-yourpi, aip-yourpi) or PBS project")
     add("--cpus-per-task", type=int, default=0, help="cores per rank (default: the profile's)")
     add("--results", default="results", help="where the jobs write rows (default ./results)")
@@ -172,6 +172,7 @@ def sweep_main(argv: Sequence[str]) -> int:
         raise UsageError("give the results directory as sweep --results, not as a run flag --out")
     if not args.gpus and not args.study:
         raise UsageError("sweep needs --gpus, e.g. --gpus 1,2,4,8 (or --study strong|weak|both)")
+    args.time = args.time or profile.default_time
     time_s = parse_walltime(args.time)
     gpus_per_node = args.gpus_per_node or node.gpus or 1
     counts = parse_gpu_counts(args.gpus) if args.gpus else study_counts(profile, gpus_per_node)

@@ -115,6 +115,8 @@ def cuda_problem(torch: TorchView, driver: DriverView | None, env: Mapping[str, 
     """Why this torch cannot use the GPUs this node has, as one line that names the fix; '' when it can, or when the
     node shows none."""
     if torch.available:
+        if not any(re.fullmatch(r"(sm|compute)_\d+[a-z]?", arch) for arch in torch.arch_list):
+            return ""  # a ROCm build (gfx90a, ...) or one that reports no arch list: nothing to judge it by
         for name, capability in torch.devices:
             if not has_kernels(torch.arch_list, capability):
                 return _no_kernels(torch, name, capability)

@@ -123,14 +123,25 @@ def gpu_counter(uuid: str, visible_devices: str) -> CounterChoice:
                 continue
         if handle is None:
             return CounterChoice(None, f"NVML knows no GPU with this device's UUID ({uuid}); energy not recorded")
-        is_slice = getattr(pynvml, "nvmlDeviceIsMigDeviceHandle", None)
-        if is_slice is not None and is_slice(handle):
+        if _is_mig_handle(pynvml, handle):
             return CounterChoice(None, MIG_NOTE)
         counter = NvmlCounter(pynvml, handle)
         counter.read_j()  # pre-Volta GPUs answer NotSupported here
         return CounterChoice(counter, "")
     except pynvml.NVMLError as exc:
         return CounterChoice(None, f"NVML energy counter unavailable ({exc})")
+
+
+def _is_mig_handle(pynvml, handle) -> bool:
+    """NVML documents nvmlDeviceIsMigDeviceHandle for Ampere and newer only: an older GPU (a T4) may answer
+    NotSupported, which means it is no MIG slice, not that its energy counter is missing."""
+    is_slice = getattr(pynvml, "nvmlDeviceIsMigDeviceHandle", None)
+    if is_slice is None:
+        return False
+    try:
+        return bool(is_slice(handle))
+    except pynvml.NVMLError:
+        return False
 
 
 # NVML's energy counter advances every 20-100 ms (PETSc's PetscLogGpuEnergyMeter notes on
