@@ -54,7 +54,7 @@ def allreduce_main(argv: Sequence[str]) -> int:
     plan = plan_hardware(cfg, info, os.environ)
     if info.rank == 0:  # the one rank that writes proves it can, before anything is measured
         prove_output_dir(cfg.out)
-    apply_comm_defaults(plan.backend)
+    apply_comm_defaults(plan.backend, info.launcher)
     context = collect_context(os.environ, plan.device.type, plan.device.index or 0, plan.backend)
     rows = []
     with process_group(info, plan.backend, plan.device, cfg.init_timeout) as job:

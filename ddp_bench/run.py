@@ -32,6 +32,7 @@ from ddp_bench.launch.distributed import (
 )
 from ddp_bench.launch.hardware import HardwarePlan, apply_math_mode, plan_hardware, steady_cpu_allocator
 from ddp_bench.launch.launchers import LaunchInfo
+from ddp_bench.launch.peer_watch import PERIOD_S as WATCH_PERIOD_S
 from ddp_bench.launch.peer_watch import PeerWatch, WatchThread
 from ddp_bench.launch.peers import announce_failure, find_lost_ranks, lost_peer_message, register_rank
 from ddp_bench.launch.preflight import data_location_note, gpu_note, require_launcher_for_allocation
@@ -55,7 +56,7 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
     info = discover_launch(env, cfg.launcher, cfg.init_timeout)
     require_launcher_for_allocation(cfg, env, info)
     plan = plan_hardware(cfg, info, env)
-    apply_comm_defaults(plan.backend)
+    apply_comm_defaults(plan.backend, info.launcher)
     torch.set_num_threads(plan.threads)
     apply_math_mode(plan)
     cpu_allocator = steady_cpu_allocator(env)
@@ -178,8 +179,7 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
                 watch.stop(finished=False)
             if is_out_of_memory(exc):
                 reason = f"ran out of memory ({first_line(exc)}); lower --batch-size"
-                announce_failure(job, reason)
-                abort_collectives(plan.backend)
+                leave_after_failure(job, plan.backend, reason)
                 raise RunFailure(f"rank {info.rank} {reason}") from None
             if is_peer_failure(exc):  # a collective failed because a peer died or left: name it if we can
                 message = lost_peer_message(job, find_lost_ranks(job), first_line(exc))
@@ -187,8 +187,7 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
                 raise RunFailure(message) from None
             # Anything else happened on this rank: its peers will see it as a lost rank; this rank says what.
             reason = f"failed: {type(exc).__name__}: {first_line(exc)}"
-            announce_failure(job, reason)
-            abort_collectives(plan.backend)
+            leave_after_failure(job, plan.backend, reason)
             raise RunFailure(f"rank {info.rank} {reason}") from exc
     if written.failure:
         raise RunFailure(written.failure)  # the row is on stderr and in the temp directory: exit 1, not 0 or 3
@@ -219,6 +218,16 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or (
         isinstance(exc, RuntimeError) and bool(_OUT_OF_MEMORY.search(str(exc)))
     )
+
+
+def leave_after_failure(job, backend: str, reason: str) -> None:
+    """This rank failed: say why through the store, then abort NCCL's communicators. Under NCCL the abort waits one
+    and a half watch periods first: the peers' kernels may still use this rank's buffers, and their watches name
+    this rank and end them in that time, before the abort can turn their line into a CUDA error."""
+    announce_failure(job, reason)
+    if backend == "nccl" and job.info.world_size > 1:
+        time.sleep(1.5 * WATCH_PERIOD_S)
+    abort_collectives(backend)
 
 
 def energy_counter(device: torch.device, local_rank: int, env: Mapping[str, str]) -> CounterChoice:

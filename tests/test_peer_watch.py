@@ -16,7 +16,9 @@ from test_failures import last_lines, marked_env, processes_with
 from ddp_bench.errors import UsageError
 from ddp_bench.launch.job import Job
 from ddp_bench.launch.launchers import LaunchInfo
-from ddp_bench.launch.peer_watch import SILENCE_S, PeerWatch
+from ddp_bench.launch import distributed, peer_watch
+from ddp_bench.launch.distributed import abort_collectives, apply_comm_defaults
+from ddp_bench.launch.peer_watch import SILENCE_S, PeerWatch, report_and_exit
 from ddp_bench.launch.peers import LostRanks, announce_failure, refuse_shared_gpus
 from ddp_bench.run import is_out_of_memory
 
@@ -71,6 +73,58 @@ def test_a_dead_process_on_this_host_and_an_announced_failure_are_named_at_the_n
     announce_failure(rank_of(store, 2, 3), "failed: RuntimeError: boom")
     assert watch.check() == LostRanks({2: "failed: RuntimeError: boom"}, [1], [])
     assert watch.claim() and not watch.claim()  # one report per rank: the first to claim it says it
+
+
+def test_a_watch_that_finds_a_dead_local_rank_tells_the_other_hosts_before_it_exits(monkeypatch, capsys):
+    # #28 F1: rank 1 died on nodeA; nodeA's watch announces it, so nodeB's watch names it at its next tick instead
+    # of NCCL's error (or 20 s of silence) ending nodeB's ranks unnamed.
+    store, ended = dist.HashStore(), []
+    for rank, where in enumerate(["nodeA:1", f"nodeA:{a_dead_pid()}", "nodeB:3"]):
+        store.set(f"pid/{rank}", where)
+    watch = PeerWatch(rank_of(store, 0, 3))
+    watch.host = "nodeA"
+    watch.learn_peers(timeout_s=5)
+    lost = watch.check()
+    assert lost == LostRanks({}, [1], [])
+    monkeypatch.setattr(peer_watch.os, "_exit", ended.append)
+    report_and_exit(watch, lost, lambda: None)
+    assert ended == [1] and "lost rank 1" in capsys.readouterr().err
+    remote = PeerWatch(rank_of(store, 2, 3))
+    remote.host = "nodeB"
+    remote.learn_peers(timeout_s=5)
+    seen = remote.check()
+    assert seen is not None and seen.failed == {1: "its process is gone (seen by rank 0 on nodeA)"}
+
+
+def test_an_abort_that_hangs_is_left_behind_within_its_bound_and_a_second_abort_is_harmless(monkeypatch):
+    # #28 F2: NCCL's abort can hang after a peer was killed; torch 2.6 raises on a second abort.
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist.distributed_c10d, "_abort_process_group", lambda: time.sleep(60), raising=False)
+    started = time.monotonic()
+    assert abort_collectives("nccl", bound_s=0.5) is False
+    assert time.monotonic() - started < 5
+
+    def twice():
+        raise ValueError("Invalid process group specified or has been destroyed.")
+
+    monkeypatch.setattr(dist.distributed_c10d, "_abort_process_group", twice, raising=False)
+    assert abort_collectives("nccl", bound_s=5) is True
+    assert abort_collectives("gloo", bound_s=0.1) is True  # gloo's sockets close with the process
+
+
+@pytest.mark.parametrize(
+    "launcher, before, after",
+    [("slurm", None, "2"), ("torchrun", "1", "2"), ("torchrun", "3", "3"), ("slurm", "1", "1"), ("mpi", "0", "0")],
+)
+def test_nccl_errors_are_cleaned_up_not_torn_down_unless_the_user_chose(monkeypatch, launcher, before, after):
+    # CleanUpOnly (2) leaves the process alive for the main thread or the watch to name the lost peer; torchrun's
+    # agent exports TearDown (1) whatever the user did, so under torchrun only another value is a choice.
+    if before is None:
+        monkeypatch.delenv("TORCH_NCCL_ASYNC_ERROR_HANDLING", raising=False)
+    else:
+        monkeypatch.setenv("TORCH_NCCL_ASYNC_ERROR_HANDLING", before)
+    apply_comm_defaults("nccl", launcher)
+    assert distributed.os.environ["TORCH_NCCL_ASYNC_ERROR_HANDLING"] == after
 
 
 def test_a_survivor_blocked_in_its_step_still_names_the_rank_that_died(tmp_path):

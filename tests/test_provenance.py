@@ -28,10 +28,10 @@ def test_comm_env_is_every_setting_of_the_backend_in_force_sorted():
 
 def test_an_nccl_row_records_the_default_ddp_bench_sets_whatever_launched_it(monkeypatch):
     monkeypatch.delenv("TORCH_NCCL_ASYNC_ERROR_HANDLING", raising=False)
-    apply_comm_defaults("nccl")  # what run() does before it takes the row's provenance (srun and mpiexec set none)
-    assert "TORCH_NCCL_ASYNC_ERROR_HANDLING=1" in collect_context(os.environ, "cpu", 0, "nccl").comm_env
+    apply_comm_defaults("nccl", "slurm")  # what run() does before it takes the provenance (srun and mpiexec set none)
+    assert "TORCH_NCCL_ASYNC_ERROR_HANDLING=2" in collect_context(os.environ, "cpu", 0, "nccl").comm_env
     monkeypatch.setenv("TORCH_NCCL_ASYNC_ERROR_HANDLING", "3")
-    apply_comm_defaults("nccl")  # the user's choice stays, and is what the row says
+    apply_comm_defaults("nccl", "slurm")  # the user's choice stays, and is what the row says
     assert "TORCH_NCCL_ASYNC_ERROR_HANDLING=3" in collect_context(os.environ, "cpu", 0, "nccl").comm_env
 
 

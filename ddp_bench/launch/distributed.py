@@ -12,7 +12,8 @@ import contextlib
 import os
 import re
 import socket
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 
 import torch
@@ -26,16 +27,25 @@ from ddp_bench.launch.peers import refuse_shared_gpus
 
 # How long leaving the job waits for the groups' threads to let go of the tensors the harness lent them.
 _RELEASE_S = 30.0
-# What ddp_bench sets for a backend unless the user did. NCCL's watchdog then aborts the communicator and ends the
-# process when a collective fails or outlasts the timeout (torch's default, 3, ends it without aborting): the
-# backstop for a collective that hangs with every rank alive, which ddp_bench's own peer watch cannot see.
-COMM_DEFAULTS = {"nccl": {"TORCH_NCCL_ASYNC_ERROR_HANDLING": "1"}}
+# What ddp_bench sets for a backend unless the user did. 2 is CleanUpOnly: when a collective fails or outlasts the
+# timeout, NCCL's watchdog aborts the communicators and leaves the process alive, so that the main thread gets the
+# error (or the peer watch finds the lost rank) and names the peer; 1 (TearDown) would end the process from the
+# watchdog's thread first, with torch's message and no line saying which rank was lost (torch's default, 3, ends it
+# without aborting). The backstop for a collective that hangs with every rank alive, which the watch cannot see.
+COMM_DEFAULTS = {"nccl": {"TORCH_NCCL_ASYNC_ERROR_HANDLING": "2"}}
 
 
-def apply_comm_defaults(backend: str) -> None:
+# torchrun's agent exports this to its workers whatever the user did (TearDown, unless the agent's own environment
+# had a value): under torchrun that value is the launcher's default, not a choice, and ddp_bench's replaces it.
+TORCHRUN_EXPORTS = {"TORCH_NCCL_ASYNC_ERROR_HANDLING": "1"}
+
+
+def apply_comm_defaults(backend: str, launcher: str) -> None:
     """Put the backend's defaults in force, before the row's provenance is taken, so that every launcher's rows
-    record the same settings (torchrun exports TORCH_NCCL_ASYNC_ERROR_HANDLING itself; srun and mpiexec do not)."""
+    record the same settings; a value the user set stays (under torchrun, one that differs from the agent's)."""
     for name, value in COMM_DEFAULTS.get(backend, {}).items():
+        if launcher == "torchrun" and os.environ.get(name) == TORCHRUN_EXPORTS.get(name):
+            os.environ[name] = value
         os.environ.setdefault(name, value)
 
 
@@ -148,12 +158,34 @@ def is_peer_failure(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and bool(_PEER_LOST.search(str(exc)))
 
 
-def abort_collectives(backend: str) -> None:
+ABORT_S = 10.0  # NCCL's abort can itself hang after a peer was killed (NVIDIA/nccl#863, #1777): wait this long
+
+
+def abort_collectives(backend: str, bound_s: float = ABORT_S) -> bool:
     """After a failure, abort NCCL's communicators so that exiting cannot block on a collective that will never
-    finish (a kernel waiting for a dead peer). gloo needs nothing: its sockets close with the process."""
+    finish (a kernel waiting for a dead peer). gloo needs nothing: its sockets close with the process. The abort
+    runs on a daemon thread and is waited for at most `bound_s`; a hung one is left behind, since the process is
+    about to end. True when it finished (or there was nothing to abort)."""
     abort = getattr(dist.distributed_c10d, "_abort_process_group", None)
-    if backend == "nccl" and abort is not None and dist.is_initialized():
-        abort()
+    if backend != "nccl" or abort is None or not dist.is_initialized():
+        return True
+    return run_bounded(abort, bound_s)
+
+
+def run_bounded(action: Callable[[], object], seconds: float) -> bool:
+    """`action` on a daemon thread, waited for at most `seconds`: True if it finished in time."""
+    finished = threading.Event()
+
+    def attempt() -> None:
+        try:
+            action()
+        except (RuntimeError, ValueError):  # torch 2.6 raises ValueError when the group was aborted already
+            return  # nothing is left to abort: the exit that follows releases the rest
+        finally:
+            finished.set()
+
+    threading.Thread(target=attempt, name="ddp_bench-abort", daemon=True).start()
+    return finished.wait(seconds)
 
 
 def first_line(exc: BaseException, limit: int = 200) -> str:

@@ -26,7 +26,7 @@ import torch.distributed as dist
 
 from ddp_bench.errors import EXIT_FAILURE
 from ddp_bench.launch.job import Job
-from ddp_bench.launch.peers import FAILURES_KEY, LostRanks, lost_peer_message, pid_alive
+from ddp_bench.launch.peers import FAILURES_KEY, LostRanks, announce_lost, lost_peer_message, pid_alive
 
 PERIOD_S = 1.0
 SILENCE_S = 20.0  # a heartbeat unchanged for this long: that rank's host is gone (its watch thread never starves
@@ -101,8 +101,13 @@ class PeerWatch:
 
 
 def report_and_exit(watch: PeerWatch, lost: LostRanks | None, abort: Callable[[], None]) -> None:
-    """The watch's last act: the survivor's line, the communicators aborted, the process ended (the main thread may
-    be blocked inside a kernel launch and cannot be asked)."""
+    """The watch's last act: what it saw announced to the other hosts, the survivor's line, the communicators
+    aborted (within a bound: launch.distributed.abort_collectives), the process ended (the main thread may be
+    blocked inside a kernel launch)."""
+    if lost is not None:
+        me = f"rank {watch.job.info.rank} on {watch.host}"
+        announce_lost(watch.job, lost.dead, f"its process is gone (seen by {me})")
+        announce_lost(watch.job, lost.silent, f"its host went silent for {SILENCE_S:g} s (seen by {me})")
     message = lost_peer_message(watch.job, lost, "noticed by the peer watch")
     print(f"ddp_bench: failed: {message}", file=sys.stderr, flush=True)
     try:

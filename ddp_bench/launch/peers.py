@@ -43,6 +43,20 @@ def announce_failure(job: Job, reason: str) -> None:
         return  # the store is gone as well: the peers will find this rank silent instead
 
 
+def announce_lost(job: Job, ranks: list[int], how: str) -> None:
+    """Tell every rank's watch, through the store, that these ranks are gone and how this rank found out, unless
+    they said so themselves: the watches on other hosts then name them within a tick, before NCCL's own error
+    (seconds, across nodes) or the heartbeat's silence (20 s) would end them unnamed. Best effort."""
+    try:
+        job.store.set_timeout(timedelta(seconds=2))
+        for rank in ranks:
+            if not job.store.check([f"failed/{rank}"]):
+                job.store.set(f"failed/{rank}", how)
+                job.store.add(FAILURES_KEY, 1)
+    except (dist.DistError, RuntimeError):
+        return  # the store is gone too: the other hosts find these ranks silent instead
+
+
 @dataclass(frozen=True)
 class LostRanks:
     failed: dict[int, str]  # ranks that announced their own failure, with the reason
