@@ -85,7 +85,7 @@ def test_every_fact_names_a_page_the_profile_lists():
 def test_polaris_follows_the_current_alcf_docs():
     script = render_reference(PROFILES["polaris"])
     assert "module use /soft/modulefiles\n    module load conda\n" in script and "conda activate" in script
-    assert 'mpiexec -n "$((nodes * 4))" -ppn 4 --cpu-bind depth -d 16 \\\n' in script
+    assert 'mpiexec -n "$((nodes * 4))" -ppn 4 --cpu-bind depth -d 16 bash -c ' in script
     for setting in (
         "NCCL_NET_GDR_LEVEL-PHB",
         "NCCL_CROSS_NIC-1",
@@ -176,6 +176,21 @@ def test_every_site_rule_is_one_line_and_exit_2_before_anything_is_written(
 def test_a_sweep_asks_for_the_sites_minimum_job_length_when_no_time_is_given(name, time, monkeypatch, capsys):
     code, out, _ = sweep(["--cluster", name, "--gpus", "1", "--dry-run"], {}, monkeypatch, capsys)
     assert code == 0 and f"#SBATCH --time={time}" in out
+
+
+def test_polaris_ranks_drive_the_gpu_alcf_binds_to_their_cores(tmp_path):
+    # #28 F6: ALCF assigns GPUs in reverse order to the CPU binding (set_affinity_gpu_polaris.sh): local rank r sees
+    # GPU 3 - r alone, and ddp_bench drives it as cuda:0. The launcher line itself, run by bash as PALS would.
+    launch = PROFILES["polaris"].launch.format(ranks=8, per_node=4)
+    wrapper = launch.split("-d 16 ", 1)[1]
+    show = tmp_path / "show.sh"
+    show.write_text('echo "$CUDA_VISIBLE_DEVICES"\n')
+    seen = []
+    for local_rank in range(4):
+        done = subprocess.run(["bash", "-c", f"{wrapper} bash {show}"], capture_output=True, text=True,
+                              env={**os.environ, "PMI_LOCAL_RANK": str(local_rank)}, check=True)  # fmt: skip
+        seen.append(done.stdout.strip())
+    assert seen == ["3", "2", "1", "0"]
 
 
 def test_a_one_rank_run_on_a_mig_slice_gets_the_slices_bundle(monkeypatch, capsys):

@@ -23,6 +23,8 @@ ALCF: tuple[ClusterProfile, ...] = (
             "since 2025-10-24: PyTorch 2.8, CUDA 12.9.1, NCCL 2.28.3 [python]. Extra packages: a venv built with",
             "python -m venv --system-site-packages on a login node, given as DDP_BENCH_VENV [python].",
             "Launch: mpiexec -n RANKS -ppn 4 --cpu-bind depth -d 16 [pytorch]; ddp_bench reads Cray PALS's ranks.",
+            "GPUs in reverse order to the CPU binding: local rank r drives GPU 3-r, its NUMA neighbour, as ALCF's",
+            "set_affinity_gpu_polaris.sh sets CUDA_VISIBLE_DEVICES [affinity].",
             "Backend nccl: the mpi backend fails on CUDA tensors (Cray MPICH is not CUDA-aware to PyTorch) [pytorch].",
             "NCCL settings below as ALCF recommends; on hangs, unset NCCL_NET_GDR_LEVEL NCCL_CROSS_NIC",
             "NCCL_COLLNET_ENABLE NCCL_NET [nccl].",
@@ -35,6 +37,9 @@ ALCF: tuple[ClusterProfile, ...] = (
             f"[python] {_ALCF}polaris/data-science/python/",
             f"[pytorch] {_ALCF}polaris/data-science/frameworks/pytorch/",
             f"[nccl] {_ALCF}polaris/applications-and-libraries/libraries/nccl/",
+            "[affinity] https://www.alcf.anl.gov/support/user-guides/polaris/hardware-overview/machine-overview/"
+            "index.html (Polaris Device Affinity Information), as cited by ALCF's set_affinity_gpu_polaris.sh "
+            "(copies in ECP-CANDLE/Benchmarks and firemodels/fds)",
         ),
         modules="conda",
         default_flags=("--amp", "bf16", "--channels-last", "--launcher", "mpi"),
@@ -47,7 +52,9 @@ ALCF: tuple[ClusterProfile, ...] = (
             Queue("capacity", 1, 4, 168),
             Queue("preemptable", 1, 10, 72, chosen_by_default=False),
         ),
-        launch="mpiexec -n {ranks} -ppn {per_node} --cpu-bind depth -d 16",
+        # Each rank sees only its NUMA neighbour GPU (3 - local rank, [affinity]); ddp_bench then drives cuda:0.
+        launch="mpiexec -n {ranks} -ppn {per_node} --cpu-bind depth -d 16 "
+        "bash -c \"export CUDA_VISIBLE_DEVICES=\\$((3 - PMI_LOCAL_RANK % 4)); exec \\\"\\$@\\\"\" gpu-affinity",
         job_env=(
             ("NCCL_NET_GDR_LEVEL", "PHB"),
             ("NCCL_CROSS_NIC", "1"),

@@ -74,7 +74,8 @@ def cpu_ranges(cpus: set[int]) -> str:
 
 # The variables each backend reads: NCCL's own and torch's for it, and gloo's (an NCCL job also has a gloo group
 # for host-side agreement, which needs GLOO_SOCKET_IFNAME on sites whose host names resolve to an unroutable address).
-COMM_ENV_PREFIXES = {"nccl": ("NCCL_", "TORCH_NCCL_", "GLOO_"), "gloo": ("GLOO_",)}
+# NCCL's own, torch's, the gloo side group's, and libfabric's (FI_*: NCCL's network plugin on Slingshot, Polaris)
+COMM_ENV_PREFIXES = {"nccl": ("NCCL_", "TORCH_NCCL_", "GLOO_", "FI_"), "gloo": ("GLOO_",)}
 
 
 def comm_env(env: Mapping[str, str], backend: str) -> str:
