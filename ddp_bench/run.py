@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import sys
 import time
 from collections.abc import Mapping
@@ -34,7 +35,13 @@ from ddp_bench.launch.hardware import HardwarePlan, apply_math_mode, plan_hardwa
 from ddp_bench.launch.launchers import LaunchInfo
 from ddp_bench.launch.peer_watch import PERIOD_S as WATCH_PERIOD_S
 from ddp_bench.launch.peer_watch import PeerWatch, WatchThread
-from ddp_bench.launch.peers import announce_failure, find_lost_ranks, lost_peer_message, register_rank
+from ddp_bench.launch.peers import (
+    announce_failure,
+    find_lost_ranks,
+    gpu_counted_by,
+    lost_peer_message,
+    register_rank,
+)
 from ddp_bench.launch.preflight import data_location_note, gpu_note, require_launcher_for_allocation
 from ddp_bench.launch.stopping import StopRequest
 from ddp_bench.measurement.after_training import measure_after_training
@@ -95,7 +102,7 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
             # ranks sharing a node's cores measure the share they have.
             align_ranks(job)
             peak_flops = measured_peak_flops(plan.device, matmul_dtype(cfg.amp))
-            energy = energy_counter(plan.device, info.local_rank, env)
+            energy = energy_counter(job, plan.device, env, cfg.init_timeout)
 
             torch.manual_seed(cfg.seed)  # identical initial weights everywhere (DDP also broadcasts rank 0's)
             model = build_model(cfg.model, spec.channels, spec.num_classes, spec.image_size).to(plan.device)
@@ -230,12 +237,18 @@ def leave_after_failure(job, backend: str, reason: str) -> None:
     abort_collectives(backend)
 
 
-def energy_counter(device: torch.device, local_rank: int, env: Mapping[str, str]) -> CounterChoice:
-    """NVML for this rank's GPU, or RAPL for the node's CPU packages (read by its local rank 0 only)."""
-    if device.type == "cuda":
-        uuid = str(torch.cuda.get_device_properties(device.index or 0).uuid)
-        return gpu_counter(uuid, env.get("CUDA_VISIBLE_DEVICES", ""))
-    return cpu_counter(local_rank)
+def energy_counter(job, device: torch.device, env: Mapping[str, str], timeout_s: float) -> CounterChoice:
+    """NVML for this rank's GPU (read by the lowest rank on it, where gloo ranks share one), or RAPL for the node's
+    CPU packages (read by its local rank 0 only)."""
+    info = job.info
+    if device.type != "cuda":
+        return cpu_counter(info.local_rank)
+    uuid = str(torch.cuda.get_device_properties(device.index or 0).uuid)
+    if info.local_world_size > 1:
+        holder = gpu_counted_by(job.store, info, socket.gethostname(), uuid, timeout_s)
+        if holder != info.rank:
+            return CounterChoice(None, f"this GPU is shared with rank {holder}, whose row counts its energy once")
+    return gpu_counter(uuid, env.get("CUDA_VISIBLE_DEVICES", ""))
 
 
 def _print_notes(cfg: BenchConfig, env: Mapping[str, str], info: LaunchInfo, plan: HardwarePlan) -> None:

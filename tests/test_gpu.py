@@ -144,6 +144,8 @@ def test_two_gloo_ranks_on_one_gpu_run_ddp_with_the_comm_control(tmp_path):
         assert exposed >= 0 and 0 < alone <= job * 1.0001  # the job's step waits for the slower rank
         assert row["grad_buckets"] and "TORCH_NCCL" not in row["comm_env"]  # gloo: NCCL settings are no provenance
     assert rows[0]["global_images_per_s"] == rows[1]["global_images_per_s"]
+    # one board, one energy counter: rank 1 leaves it to rank 0 (#28 F8), whatever the stage's length
+    assert rows[1]["energy_source"] == "" and "shared with rank 0" in rows[1]["energy_note"]
 
 
 def test_a_killed_peer_on_a_gpu_is_named(tmp_path):

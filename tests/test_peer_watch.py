@@ -19,7 +19,7 @@ from ddp_bench.launch.launchers import LaunchInfo
 from ddp_bench.launch import distributed, peer_watch
 from ddp_bench.launch.distributed import abort_collectives, apply_comm_defaults
 from ddp_bench.launch.peer_watch import SILENCE_S, PeerWatch, report_and_exit
-from ddp_bench.launch.peers import LostRanks, announce_failure, refuse_shared_gpus
+from ddp_bench.launch.peers import LostRanks, announce_failure, gpu_counted_by, refuse_shared_gpus
 from ddp_bench.run import is_out_of_memory
 
 
@@ -186,6 +186,25 @@ def test_ranks_sharing_one_gpu_under_nccl_are_all_refused_with_one_line():
         "or --nproc_per_node equal to the GPUs per node, or --gpus-per-task=1), or pass --backend gloo to share a "
         "GPU on purpose"
     }
+
+
+def test_gloo_ranks_sharing_one_gpu_count_its_energy_once():
+    # #28 F8: NVML's counter is the board's; ranks 1 and 2 share GPU-a on n1 (gloo, on purpose), rank 3 is on n2.
+    store, answers = dist.HashStore(), {}
+    placed = [("n1", "GPU-b"), ("n1", "GPU-a"), ("n1", "GPU-a"), ("n2", "GPU-a")]
+
+    def ask(rank):
+        host, gpu = placed[rank]
+        local, local_world = (rank, 3) if host == "n1" else (0, 1)
+        info = LaunchInfo("torchrun", rank, local, 4, local_world, 0 if host == "n1" else 1, 2, "h", 1)
+        answers[rank] = gpu_counted_by(store, info, host, gpu, timeout_s=10)
+
+    threads = [threading.Thread(target=ask, args=(rank,)) for rank in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert answers == {0: 0, 1: 1, 2: 1, 3: 3}  # rank 2's reading is rank 1's board: not counted again
 
 
 def test_one_gpu_per_rank_passes_and_the_same_uuid_on_two_hosts_is_no_clash():

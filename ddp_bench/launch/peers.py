@@ -128,6 +128,16 @@ def refuse_shared_gpus(store: dist.Store, info: LaunchInfo, host: str, gpu: str,
         raise UsageError(store.get("gpu/shared").decode())
 
 
+def gpu_counted_by(store: dist.Store, info: LaunchInfo, host: str, gpu: str, timeout_s: float) -> int:
+    """The rank whose energy reading counts for this GPU: the lowest rank on this host that holds it. Ranks share a
+    GPU only under gloo, on purpose; NVML's counter is the board's, so the job counts it once (#28 F8)."""
+    store.set(f"energy-gpu/{host}/{info.local_rank}", f"{info.rank}={gpu}")
+    keys = [f"energy-gpu/{host}/{local}" for local in range(info.local_world_size)]
+    store.wait(keys, timedelta(seconds=timeout_s))
+    holders = [store.get(key).decode().partition("=") for key in keys]
+    return min(int(rank) for rank, _, uuid in holders if uuid == gpu)
+
+
 def lost_peer_message(job: Job, lost: LostRanks | None, cause: str) -> str:
     """The survivor's one line: which ranks failed (and why), died, or went silent; `cause` is what noticed."""
     rank, world = job.info.rank, job.info.world_size
