@@ -115,6 +115,7 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
             # Counted once on the bare model, before any timing, on two images: FLOPs are linear in the batch, and
             # a whole fp32 batch outside autocast would keep twice the activations AMP training does.
             image_flops = flops_per_image(model, x[:2], y[:2])
+            del x, y  # a whole batch kept alive for the run would count in the timed stage's peak memory
             # One rank trains the bare model: the single-GPU baseline pays no DDP cost it would not pay alone.
             ddp_model = model
             if info.world_size > 1:

@@ -258,3 +258,12 @@ def test_energy_and_memory_are_read_from_the_gpu(tmp_path):
     assert float(row["images_per_joule"]) == pytest.approx(int(row["samples"]) / energy)
     allocated, reserved = float(row["peak_device_allocated_mb"]), float(row["peak_device_reserved_mb"])
     assert 0 < allocated <= reserved
+
+
+def test_the_resnet_recipe_on_a_gpu_takes_the_fp16_loss_scale_without_a_host_sync():
+    # #28 F10: GradScaler reads the inf check back to the host each step unless the optimizer takes the scale itself
+    from ddp_bench.models import build_model, build_recipe
+
+    model = build_model("resnet18", 3, 10, 32).cuda()
+    optimizer = build_recipe("resnet18", model, None).optimizer
+    assert optimizer.defaults["fused"] and getattr(optimizer, "_step_supports_amp_scaling", False)
