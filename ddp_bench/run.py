@@ -175,7 +175,9 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
                     fault=fault,
                     on_step=on_step,
                 )
-            extras = measure_after_training(cfg, job, spec, ddp_model, optimizer, scaler, batches, result)
+            extras = measure_after_training(
+                cfg, job, spec, ddp_model, optimizer, scaler, batches, result, energy.counter
+            )
             written = record_rank(setup, batches, optimizer, result, extras)  # its last collective
             if watch is not None:
                 watch.stop(finished=True)

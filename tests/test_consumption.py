@@ -4,7 +4,9 @@ the absence of counters with its reason. The NVML counter values below are a TES
 no GPU was lent to the task that wrote them; the gpu tier (tests/test_gpu.py) reads the real counter."""
 
 import math
+import re
 import sys
+import time
 import types
 
 import pytest
@@ -14,12 +16,15 @@ from conftest import read_rows
 from ddp_bench.cli import main
 from ddp_bench.measurement.consumption import (
     MIG_NOTE,
+    MIN_NVML_STAGE_S,
+    CounterChoice,
     DevicePeak,
     cpu_counter,
     gpu_counter,
     rapl_package_zones,
     stage_energy,
 )
+from ddp_bench.measurement.energy_window import EnergyWindow, window_steps
 from ddp_bench.measurement.job_timing import queue_wait_from_scontrol, setup_seconds, slurm_queue_wait_s
 from ddp_bench.measurement.timing import StageClock
 
@@ -253,3 +258,48 @@ def test_the_jobs_energy_is_the_sum_of_every_counter_or_none(monkeypatch):
     assert totals([[640, 6.0, 300.0, 1.0], [640, 6.0, 310.0, 1.0]]) == 610.0
     assert totals([[640, 6.0, 300.0, 1.0], [640, 6.0, math.nan, 0.0]]) == 300.0  # the second rank has no counter
     assert math.isnan(totals([[640, 6.0, 300.0, 1.0], [640, 4.9, math.nan, 1.0]]))  # a counter without a reading
+
+
+class SteadyBoard:
+    """A stand-in NVML counter for a board drawing a steady 100 W: joules = 100 x seconds of the process clock."""
+
+    source = "nvml"
+
+    def read_j(self) -> float:
+        return 100.0 * time.monotonic()
+
+
+def test_a_stage_too_short_for_nvml_gets_its_energy_from_a_window_of_the_same_steps(tmp_path, monkeypatch):
+    # #28 F3: a default-length GPU stage lasts well under NVML's 5 s; the window after it is long enough
+    from ddp_bench import run as run_module
+
+    monkeypatch.setattr(run_module, "energy_counter", lambda *args: CounterChoice(SteadyBoard(), ""))
+    assert main(["--device", "cpu", "--steps", "2", "--warmup-steps", "1", "--out", str(tmp_path)]) == 0
+    (row,) = read_rows(tmp_path)
+    stage_s, joules = float(row["train_time_s"]), float(row["energy_j"])
+    assert stage_s < MIN_NVML_STAGE_S and row["energy_source"] == "nvml"
+    assert (
+        row["energy_note"].startswith("NVML over an energy window of ")
+        and "scaled to the stage's images" in (row["energy_note"])
+    )
+    window = re.search(r"window of (\d+) more steps \(([\d.]+) s, (\d+) images\)", row["energy_note"])
+    window_s, window_images = float(window.group(2)), int(window.group(3))
+    assert window_s >= MIN_NVML_STAGE_S
+    # the stage's share of a 100 W board: the window's joules per image times the stage's images (not the window's
+    # joules, nor the stage's own too-short reading)
+    assert joules == pytest.approx(100.0 * window_s * int(row["samples"]) / window_images, rel=0.03)
+
+
+@pytest.mark.parametrize(
+    "needed, step_s, steps", [(False, 0.01, 0), (True, 0.01, 600), (True, 0.0, 0), (True, 1e-9, 100_000)]
+)
+def test_the_window_is_about_six_seconds_of_the_slowest_ranks_steps(needed, step_s, steps):
+    assert window_steps(needed, step_s) == steps
+
+
+def test_a_window_that_was_still_too_short_records_no_energy_and_says_both_lengths():
+    joules, note = EnergyWindow(10, 640, 3.2, float("nan")).stage_energy(6400, 0.5)
+    assert joules != joules and "0.50 s" in note and "3.20 s" in note
+    assert EnergyWindow(600, 38_400, 6.0, 600.0).stage_energy(6_400, 1.0) == pytest.approx(
+        (100.0, EnergyWindow(600, 38_400, 6.0, 600.0).stage_energy(6_400, 1.0)[1])
+    )

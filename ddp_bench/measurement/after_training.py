@@ -13,6 +13,8 @@ from ddp_bench.launch.collectives import gather_floats
 from ddp_bench.launch.job import Job
 from ddp_bench.launch.stopping import StopRequest
 from ddp_bench.measurement.comm_control import CommControl, comm_control
+from ddp_bench.measurement.consumption import EnergyCounter
+from ddp_bench.measurement.energy_window import EnergyWindow, measure_energy_window
 from ddp_bench.results.records import global_images_per_second
 from ddp_bench.train import Precision, TrainResult, run_training
 
@@ -21,6 +23,7 @@ from ddp_bench.train import Precision, TrainResult, run_training
 class AfterTraining:
     control: CommControl  # exposed communication, compute-only step time, gradient buckets
     synthetic_images_per_s: float  # NaN unless --compare-synthetic
+    energy_window: EnergyWindow | None = None  # the timed stage was too short for NVML: its energy came from here
 
 
 @dataclass(frozen=True)
@@ -55,19 +58,15 @@ def measure_after_training(
     scaler,
     batches: BatchSource,
     result: TrainResult,
+    energy: EnergyCounter | None = None,
 ) -> AfterTraining:
     """Untimed extras, on the module, optimizer and loss scaler the run trained; every rank runs them in the same
     order (they contain collectives). The exposed-comm control comes last: its no_sync steps leave the replicas
     apart, so nothing that trains may follow it."""
-    device = job.device
-    precision = Precision(cfg.amp, device.type)
-    synthetic = float("nan")
-    if cfg.compare_synthetic and cfg.data != "synthetic" and not result.stopped_by:
-        # The same model, batch and steps on synthetic data of the same shape, kept on the device: the ratio
-        # of the two throughputs prices the input pipeline.
-        shard: Shard = batches.shard
-        fake = build_batches("synthetic", "", spec, "device", shard, 0, train=True)
-        comparison = run_training(
+    precision = Precision(cfg.amp, job.device.type)
+
+    def train_more(source: BatchSource, steps: int, warmup: int, counter: EnergyCounter | None) -> TrainResult:
+        return run_training(
             job=job,
             ddp_model=ddp_model,
             eval_model=ddp_model,
@@ -75,18 +74,29 @@ def measure_after_training(
             scaler=scaler,
             scheduler=torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0),
             step_scheduler=None,
-            batches=fake,
+            batches=source,
             test_batches=None,
             precision=precision,
-            warmup_steps=cfg.warmup_steps,
-            steps=result.steps,
+            warmup_steps=warmup,
+            steps=steps,
             epochs=None,
             stop=StopRequest(),
             fault=None,
             on_step=lambda: None,
+            energy=counter,
         )
-        synthetic = job_totals(comparison, job).images_per_s
+
+    synthetic = float("nan")
+    if cfg.compare_synthetic and cfg.data != "synthetic" and not result.stopped_by:
+        # The same model, batch and steps on synthetic data of the same shape, kept on the device: the ratio
+        # of the two throughputs prices the input pipeline.
+        shard: Shard = batches.shard
+        fake = build_batches("synthetic", "", spec, "device", shard, 0, train=True)
+        synthetic = job_totals(train_more(fake, result.steps, cfg.warmup_steps, None), job).images_per_s
+    window = None
+    if not result.stopped_by:  # a stage too short for NVML's counter: energy from a longer window of the same steps
+        window = measure_energy_window(job, energy, result, lambda steps, meter: train_more(batches, steps, 0, meter))
     control = CommControl(0.0, float("nan"), float("nan"), [])
     if not result.stopped_by:
         control = comm_control(ddp_model, optimizer, scaler, batches, precision, job)
-    return AfterTraining(control, synthetic)
+    return AfterTraining(control, synthetic, window)

@@ -73,6 +73,8 @@ def record_rank(
     context = setup.context
     source = setup.energy.counter.source if setup.energy.counter else ""
     energy_j, short_note = stage_energy(source, result.energy_j, result.train_time_s)
+    if extras.energy_window is not None and source == "nvml":
+        energy_j, short_note = extras.energy_window.stage_energy(result.samples, result.train_time_s)
     totals = job_totals(result, setup.job, energy_j, counted=setup.energy.counter is not None)
     job_images_per_s = totals.images_per_s
     rank_images_per_s = images_per_second(result.samples, result.train_time_s)
