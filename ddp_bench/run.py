@@ -73,6 +73,8 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
     loader = choose_loader(cfg.loader, spec, plan.device)
     shard = Shard(info.rank, info.world_size, cfg.batch_size, cfg.seed, plan.device, cfg.channels_last)
     batches = build_batches(cfg.data, cfg.data_dir, spec, loader, shard, cfg.workers, train=True)
+    if fault is not None:
+        batches = fault.slow_data(batches, info.rank)
     if batches.batches_per_epoch == 0:
         raise UsageError(
             f"global batch {cfg.batch_size * info.world_size} ({cfg.batch_size} per rank x {info.world_size} "

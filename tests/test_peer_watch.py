@@ -14,10 +14,10 @@ from conftest import clean_env, run_torchrun
 from test_failures import last_lines, marked_env, processes_with
 
 from ddp_bench.errors import UsageError
-from ddp_bench.launch.job import Job
-from ddp_bench.launch.launchers import LaunchInfo
 from ddp_bench.launch import distributed, peer_watch
 from ddp_bench.launch.distributed import abort_collectives, apply_comm_defaults
+from ddp_bench.launch.job import Job
+from ddp_bench.launch.launchers import LaunchInfo
 from ddp_bench.launch.peer_watch import SILENCE_S, PeerWatch, report_and_exit
 from ddp_bench.launch.peers import LostRanks, announce_failure, gpu_counted_by, refuse_shared_gpus
 from ddp_bench.run import is_out_of_memory

@@ -58,6 +58,16 @@ def test_loader_bound_means_data_the_step_did_not_hide(device, wait, step, stage
     assert verdict(data_exposed_ms=exposed, step_ms=step, comm_ms=0.0, mfu=0.5, device_type=device) == kind
 
 
+def test_a_loader_made_slow_on_purpose_is_seen_by_the_numbers_and_the_verdict(tmp_path, monkeypatch):
+    # A 40 ms late batch on a step of a few ms: the wait and the exposed wait carry it, and the verdict says so.
+    monkeypatch.setenv("DDP_BENCH_FAULT", "rank=0,kind=slowdata,ms=40")
+    flags = ["--device", "cpu", "--batch-size", "8", "--steps", "10", "--warmup-steps", "2", "--out", str(tmp_path)]
+    assert main(flags) == 0
+    (row,) = read_rows(tmp_path)
+    assert float(row["data_wait_median_ms"]) >= 40 and float(row["data_exposed_ms"]) >= 0.8 * 40
+    assert row["verdict"] == "loader-bound"
+
+
 def test_bus_bandwidth_is_nccl_tests_definition():
     assert bus_bandwidth(10.0, 1) == 10.0
     assert bus_bandwidth(10.0, 2) == 10.0
@@ -249,3 +259,16 @@ def test_the_flop_count_of_two_images_is_the_count_of_a_whole_batch_per_image():
     model = build_model("resnet18", 3, 10, 32)
     x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
     assert flops_per_image(model, x[:2], y[:2]) == pytest.approx(flops_per_image(model, x, y), rel=1e-6)
+
+
+def test_a_run_counts_flops_on_two_images_not_its_whole_batch(tmp_path, monkeypatch):
+    # The first half of the GPU AMP peak test, on its own (#28 §3): through run(), the FLOP pass sees two images,
+    # whatever the batch; the device-peak half is tested in the gpu tier.
+    from ddp_bench import run as run_module
+
+    seen = []
+    count = run_module.flops_per_image
+    monkeypatch.setattr(run_module, "flops_per_image", lambda model, x, y: seen.append(len(x)) or count(model, x, y))
+    flags = ["--device", "cpu", "--batch-size", "32", "--steps", "2", "--warmup-steps", "1", "--out", str(tmp_path)]
+    assert main(flags) == 0
+    assert seen == [2]

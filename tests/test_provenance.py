@@ -78,3 +78,16 @@ def test_the_report_names_what_differs_between_compared_runs(tmp_path):
     assert "**comm_env**" in text and "`NCCL_IB_DISABLE=1`: 1" in text
     assert "**torch_version**" not in text  # the same everywhere: not listed
     assert len(report.tables.runs) == 3
+
+
+def test_a_row_records_the_comm_defaults_run_put_in_force_before_it_took_the_provenance(tmp_path, monkeypatch):
+    # The W1 guard through run() itself (#28 §3): a default run() sets must be in the row it writes, whatever the
+    # order of the calls inside run(). gloo on a CPU stands in for NCCL: its GLOO_* settings are its provenance.
+    from ddp_bench.launch import distributed
+
+    monkeypatch.delenv("GLOO_DDP_BENCH_TEST_DEFAULT", raising=False)
+    monkeypatch.setitem(distributed.COMM_DEFAULTS, "gloo", {"GLOO_DDP_BENCH_TEST_DEFAULT": "set-by-run"})
+    flags = ["--device", "cpu", "--steps", "2", "--warmup-steps", "1", "--out", str(tmp_path)]
+    assert main(flags) == 0
+    (row,) = read_rows(tmp_path)
+    assert "GLOO_DDP_BENCH_TEST_DEFAULT=set-by-run" in row["comm_env"]

@@ -57,7 +57,10 @@ def test_site_environment_scripts_run_with_nounset_off(path):
     # Lmod's module, conda's activate.d and a venv's activate are not all written for `set -u` (#28 F12): every
     # line that loads or activates an environment sits between `set +u` and `set -u`, after `set -euo pipefail`.
     lines = REFERENCE[path].splitlines()
-    strict, off = lines.index("set -euo pipefail"), lines.index(next(line for line in lines if line.startswith("set +u")))
+    strict, off = (
+        lines.index("set -euo pipefail"),
+        lines.index(next(line for line in lines if line.startswith("set +u"))),
+    )
     on = lines.index("set -u")
     loads = [i for i, line in enumerate(lines) if re.search(r"^\s*(module (load|use)|conda activate|source )", line)]
     assert loads and strict < off < min(loads) and max(loads) < on, path

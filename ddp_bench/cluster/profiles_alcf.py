@@ -54,7 +54,7 @@ ALCF: tuple[ClusterProfile, ...] = (
         ),
         # Each rank sees only its NUMA neighbour GPU (3 - local rank, [affinity]); ddp_bench then drives cuda:0.
         launch="mpiexec -n {ranks} -ppn {per_node} --cpu-bind depth -d 16 "
-        "bash -c \"export CUDA_VISIBLE_DEVICES=\\$((3 - PMI_LOCAL_RANK % 4)); exec \\\"\\$@\\\"\" gpu-affinity",
+        'bash -c "export CUDA_VISIBLE_DEVICES=\\$((3 - PMI_LOCAL_RANK % 4)); exec \\"\\$@\\"" gpu-affinity',
         job_env=(
             ("NCCL_NET_GDR_LEVEL", "PHB"),
             ("NCCL_CROSS_NIC", "1"),

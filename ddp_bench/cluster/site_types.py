@@ -74,12 +74,6 @@ class ClusterProfile:
     gpu_counts: GpuCounts = "any"
     max_walltime_h: float = 0  # 0: no limit known (generic) or per queue (PBS)
     min_walltime_h: float = 0  # the site's shortest job; 0: none documented
-
-    @property
-    def default_time(self) -> str:
-        """A job's time limit when none is asked: 30 minutes, or the site's documented minimum where longer."""
-        minutes = max(30, round(self.min_walltime_h * 60))
-        return f"{minutes // 60:02d}:{minutes % 60:02d}:00"
     venv: VenvPlace = "node-local"
     results_under: str = ""  # an environment variable the results must be under ('SCRATCH' on Trillium)
     memory_requests: bool = True  # False: the site ignores them and says not to make any (Trillium)
@@ -96,6 +90,12 @@ class ClusterProfile:
     @property
     def short_title(self) -> str:  # "Fir" of "Fir (Alliance, SFU; replaced Cedar)"
         return self.title.split(" (")[0]
+
+    @property
+    def default_time(self) -> str:
+        """A job's time limit when none is asked: 30 minutes, or the site's documented minimum where longer."""
+        minutes = max(30, round(self.min_walltime_h * 60))
+        return f"{minutes // 60:02d}:{minutes % 60:02d}:00"
 
     def node(self, gpu_type: str = "") -> GpuNode:
         """The node kind for --gpu-type (required where the cluster has more than one kind)."""
