@@ -104,7 +104,8 @@ def report_and_exit(watch: PeerWatch, lost: LostRanks | None, abort: Callable[[]
     """The watch's last act: what it saw announced to the other hosts, the survivor's line, the communicators
     aborted (within a bound: launch.distributed.abort_collectives), the process ended (the main thread may be
     blocked inside a kernel launch)."""
-    if lost is not None:
+    if lost is not None and not lost.failed:  # a failure already announced is the cause the other hosts will read;
+        # ranks that died after it are survivors ending on it, not news
         me = f"rank {watch.job.info.rank} on {watch.host}"
         announce_lost(watch.job, lost.dead, f"its process is gone (seen by {me})")
         announce_lost(watch.job, lost.silent, f"its host went silent for {SILENCE_S:g} s (seen by {me})")
