@@ -9,7 +9,6 @@ from ddp_bench.measurement.scaling_model import (
     AllreduceCurve,
     AlphaBeta,
     Bucket,
-    carried_shared_core_ms,
     ddp_buckets,
     fit_alpha_beta,
     fit_two_stage,
@@ -18,7 +17,6 @@ from ddp_bench.measurement.scaling_model import (
     parse_buckets,
     predict_step,
     prediction_counts,
-    with_shared_core_cost,
 )
 from ddp_bench.models import build_model
 
@@ -143,16 +141,3 @@ def test_the_two_stage_model_recovers_its_stages_and_predicts_by_hand():
     assert stages.time_s(1, 2, 4_000_000) == pytest.approx(90e-6)  # one node: the fabric alone
     with pytest.raises(ValueError):
         fit_two_stage(across, across)
-
-
-def test_the_shared_core_cost_is_carried_by_the_bytes_each_rank_sends():
-    # measured 4 ms at 2 ranks (each sends 1 x the message); at 4 ranks each sends 1.5 x, at 8 ranks 1.75 x
-    assert carried_shared_core_ms(4.0, 2, 4) == pytest.approx(6.0)
-    assert carried_shared_core_ms(4.0, 2, 8) == pytest.approx(7.0)
-    assert carried_shared_core_ms(6.0, 4, 2) == pytest.approx(4.0)
-    assert carried_shared_core_ms(-3.0, 2, 4) == 0.0  # the model's step was already the longer one
-    assert carried_shared_core_ms(4.0, 1, 4) == 0.0 and carried_shared_core_ms(4.0, 2, 1) == 0.0
-    step = predict_step(2, 25.0, [Bucket(1_000_000, 0.0)], lambda size: size / 1e6)
-    longer = with_shared_core_cost(step, 6.0)
-    assert (longer.step_ms, longer.fastest_step_ms, longer.slowest_step_ms) == pytest.approx((32.0, 32.0, 32.0))
-    assert longer.shared_core_ms == 6.0 and longer.compute_ms == 25.0

@@ -27,11 +27,10 @@ One synchronous DDP step on N ranks is modelled as
 
 On CPU ranks (gloo), the all-reduce runs on the same cores as compute: while it overlaps backward, its own CPU
 time (`cpu_ms`, measured by the all-reduce benchmark from the process's CPU clock) is added to the step. That is
-not the whole cost of communicating on shared cores: the kernel's network work is not on the process's clock, and
-an all-reduce that competes with backward for a core runs slower than the benchmark's did alone. What is left over
-is measured where it can be, at the largest count that ran (its measured step minus the model's, if positive),
-and carried to other counts in proportion to the bytes each rank sends, the ring's 2(N-1)/N (`shared_core_ms`,
-`carried_shared_core_ms`). On GPUs NCCL's kernels run beside the model's and no such term is applied.
+not the whole cost of communicating on shared cores (the kernel's network work is not on the process's clock), but
+no term is fitted to what the model misses at a measured count: a correction fitted to the model's own miss would
+hide any error of the communication terms (issue #25). On GPUs NCCL's kernels run beside the model's and no CPU term
+is applied.
 
 The prediction is bracketed by two bounds on the overlap: none (every bucket after backward: compute + Σ T)
 and perfect (all communication back to back from the first bucket's ready time).
@@ -40,7 +39,6 @@ and perfect (all communication back to back from the first bucket's ready time).
 from __future__ import annotations
 
 import bisect
-import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -222,32 +220,11 @@ class StepPrediction:
     step_ms: float  # compute + exposed, buckets overlapping backward as DDP schedules them
     fastest_step_ms: float  # perfect, free overlap: all communication back to back from the first bucket
     slowest_step_ms: float  # no overlap: compute + every all-reduce
-    shared_core_ms: float = 0.0  # CPU ranks: the cost of communicating on shared cores the other terms leave out
 
 
 def ring_bytes_per_rank(world_size: int) -> float:
     """What each rank sends in a ring all-reduce, as a share of the message: 2(N-1)/N."""
     return 2 * (world_size - 1) / world_size
-
-
-def carried_shared_core_ms(measured_ms: float, measured_at: int, world_size: int) -> float:
-    """The shared-core cost measured at `measured_at` ranks (measured step − the model's), at `world_size` ranks:
-    in proportion to the bytes each rank sends. Nothing where it was not measured (one rank) or came out negative
-    (the model's step already longer than the measured one)."""
-    if measured_at <= 1 or world_size <= 1 or measured_ms <= 0:
-        return 0.0
-    return measured_ms * ring_bytes_per_rank(world_size) / ring_bytes_per_rank(measured_at)
-
-
-def with_shared_core_cost(step: StepPrediction, cost_ms: float) -> StepPrediction:
-    """The step and both of its bounds, each longer by the shared-core cost."""
-    return dataclasses.replace(
-        step,
-        shared_core_ms=cost_ms,
-        step_ms=step.step_ms + cost_ms,
-        fastest_step_ms=step.fastest_step_ms + cost_ms,
-        slowest_step_ms=step.slowest_step_ms + cost_ms,
-    )
 
 
 def overlap_schedule(

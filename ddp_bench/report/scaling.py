@@ -10,9 +10,8 @@ backend and device. At each count:
 - all-reduce: the measured curve at that rank count, interpolated at each bucket's size, or, at counts without
   one, the α–β ring fitted to the curve at the largest count measured;
 - on CPU ranks, the CPU time of each all-reduce (`cpu_time_us` of the same curve, scaled by the ring's bytes
-  per rank at other counts) for the part that overlaps backward; and at counts that did not run, the shared-core
-  cost the largest run shows beyond the model (its measured step minus the model's), scaled the same way. At a
-  measured count it is left out, so that the column still checks the model's parts against the step.
+  per rank at other counts) for the part that overlaps backward. Nothing is fitted to the model's miss at a
+  measured count (issue #25: such a term hides any error of the communication terms).
 """
 
 from __future__ import annotations
@@ -26,12 +25,10 @@ import pandas as pd
 from ddp_bench.measurement.scaling_model import (
     AllreduceCurve,
     TwoStage,
-    carried_shared_core_ms,
     fit_two_stage,
     parse_buckets,
     predict_step,
     prediction_counts,
-    with_shared_core_cost,
 )
 
 STRAGGLER_SHARE = 0.10  # a rank more than 10 % below the run's median images/s is flagged
@@ -134,7 +131,6 @@ def _predict(series: str, points: pd.DataFrame, curves: list[AllreduceCurve], pr
     base_per_rank = base["global_images_per_s"] / base["world_size"]
     largest = points.iloc[-1]
     per_node = max(1, int(largest["world_size"]) // int(largest["num_nodes"]))  # how the largest run was laid out
-    shared_core_ms = 0.0  # set at the largest measured count, which comes before every count past it
     rows = []
     for count in prediction_counts(points["world_size"].tolist(), max(predict_to, int(largest["world_size"]))):
         measured = points[points["world_size"] == count]
@@ -149,13 +145,6 @@ def _predict(series: str, points: pd.DataFrame, curves: list[AllreduceCurve], pr
             count, float(source["job_compute_step_ms"]), parse_buckets(source["grad_buckets"]), allreduce_ms, cpu_ms
         )
         images_per_step_ms = count * int(source["batch_size"]) * 1e3  # images/s = this ÷ step ms
-        if not len(measured):
-            step = with_shared_core_cost(
-                step, carried_shared_core_ms(shared_core_ms, int(largest["world_size"]), count)
-            )
-        elif count == int(largest["world_size"]) and on_cpu:
-            # CPU ranks: how much longer the largest run's measured step was than the model's for it
-            shared_core_ms = images_per_step_ms / float(largest["global_images_per_s"]) - step.step_ms
         predicted = images_per_step_ms / step.step_ms
         rows.append(
             {
@@ -170,7 +159,6 @@ def _predict(series: str, points: pd.DataFrame, curves: list[AllreduceCurve], pr
                 "compute_ms": step.compute_ms,
                 "comm_ms": step.comm_ms,
                 "comm_cpu_ms": step.comm_cpu_ms,
-                "shared_core_ms": step.shared_core_ms,
                 "step_ms": step.step_ms,
                 "compute_from": f"{'this count' if len(measured) else 'largest run'} ({int(source['world_size'])})",
                 "comm_from": comm_from,
@@ -183,12 +171,6 @@ def _predict(series: str, points: pd.DataFrame, curves: list[AllreduceCurve], pr
         f"({float(largest['job_compute_step_ms']):.1f} ms), with its gradient buckets and their ready times "
         "(`grad_buckets`)"
     )
-    if shared_core_ms > 0 and int(largest["world_size"]) > 1:
-        compute_source += (
-            f"; on these shared CPU cores the {int(largest['world_size'])}-rank run's step was "
-            f"{shared_core_ms:.1f} ms longer than the model's, added past the measured counts in proportion to the "
-            "bytes each rank sends (`shared_core_ms`)"
-        )
     if stages is not None:
         past = (
             f"; past that, two stages: inside a node α = {stages.intra.alpha_s * 1e6:.1f} µs per hop and β = "
