@@ -9,7 +9,8 @@ step is what it predicts 4 nodes with; nothing fitted to that run's miss is carr
 load must match too: the kernel's network processing and gloo's threads find a free core where one is idle, so
 while the fitted 2-node job runs on core 0, a twin 2-node job (on the other two nodes, its rows set aside) keeps
 core 1 as busy as the 4-node job will. Without the twin, one 1 Gbit/s run's 4-node compute step came out 15-28 ms
-above the 2-node job's 64 ms, and the prediction 1.32 times what was measured. One rank per node, one thread per rank, the course CNN on synthetic data.
+above the 2-node job's 64 ms, and the prediction 1.32 times what was measured. One rank per node, one thread per
+rank, the course CNN on synthetic data.
 """
 
 from __future__ import annotations
