@@ -37,10 +37,7 @@ from emulated_extrapolation import (  # noqa: E402
 from emulated_link import cannot_emulate  # noqa: E402
 
 TOLERANCE = 0.15
-HEADER = (
-    "run                      2 nodes: predicted / measured   4 nodes: predicted (no-perfect overlap)"
-    "  measured   pred/meas"
-)
+HEADER = "run                      2 nodes: predicted / measured   4 nodes: predicted (band)  measured   pred/meas"
 
 
 def _line(name: str, result: Extrapolation) -> str:

@@ -61,9 +61,12 @@ def test_predictions_at_measured_and_extrapolated_counts_by_hand(tmp_path):
     assert rows.loc[2, "measured_images_per_s"] == pytest.approx(5120)
     # 4 ranks, extrapolated: the fit at 2 ranks is α = 0, β = 1e9 B/s, so T(4, S) = 6/4 · S/β = 1.5 ms per MB;
     # the 1 MB bucket is exposed for 1.5 ms: step 26.5 ms for 256 images
-    assert rows.loc[4, "comm_from"] == "α–β fit at 2 ranks" and rows.loc[4, "compute_from"] == "largest run (2)"
+    assert rows.loc[4, "comm_from"] == "α–β fit at 2 ranks (bandwidth by message size)"
+    assert rows.loc[4, "compute_from"] == "largest run (2)" and rows.loc[4, "allreduce_algorithm"] == "ring"
     assert rows.loc[4, "predicted_images_per_s"] == pytest.approx(256_000 / 26.5)
-    assert "β = 1.000 GB/s per link, fitted at 2 ranks" in model.allreduce_source
+    assert "bus bandwidth 1.000–1.000 GB/s by message size (1,000,000–16,000,000 bytes), fitted at 2 ranks" in (
+        model.allreduce_source
+    )
     summary = pd.read_csv(tmp_path / "report" / "summary.csv")
     assert summary.set_index("world_size").loc[2, "predicted_images_per_s"] == pytest.approx(128_000 / 26)
     text = (tmp_path / "report" / "summary.md").read_text()
@@ -205,7 +208,5 @@ def test_a_job_of_multi_gpu_nodes_is_predicted_in_two_stages_by_hand(tmp_path):
     # the 4 MB bucket (6.4 ms from 30 ms before the end) is hidden; the 1 MB one is exposed for 1.6 ms
     assert rows.loc[8, "step_ms"] == pytest.approx(25.0 + 1.6)
     assert rows.loc[8, "predicted_images_per_s"] == pytest.approx(8 * 64 * 1000 / 26.6)
-    assert "between nodes α = 0.0 µs and β = 1.000 GB/s per node (fitted across 2 nodes), 2 rank(s) per node" in (
-        model.allreduce_source
-    )
-    assert "inside a node α = 0.0 µs per hop and β = 10.000 GB/s" in model.allreduce_source
+    assert "between nodes, per node, α = 0.0 µs per hop, bus bandwidth 1.000–1.000 GB/s" in (model.allreduce_source)
+    assert "inside a node α = 0.0 µs per hop, bus bandwidth 10.000–10.000 GB/s" in model.allreduce_source

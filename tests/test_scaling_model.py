@@ -132,8 +132,9 @@ def test_the_two_stage_model_recovers_its_stages_and_predicts_by_hand():
     inside = AllreduceCurve(2, 1, sizes, tuple(intra.time_s(2, size) for size in sizes))
     across = AllreduceCurve(4, 2, sizes, tuple(intra.time_s(2, s) + inter.time_s(2, s) for s in sizes))
     stages = fit_two_stage(inside, across)
-    assert stages.intra.alpha_s == pytest.approx(5e-6) and stages.intra.beta_bytes_per_s == pytest.approx(50e9)
-    assert stages.inter.alpha_s == pytest.approx(20e-6) and stages.inter.beta_bytes_per_s == pytest.approx(1e9)
+    # the bandwidth at every measured size (the size dependence kept: here none, so each size gives β back)
+    assert stages.intra.alpha_s == pytest.approx(5e-6) and stages.intra.busbw == pytest.approx([50e9] * 3)
+    assert stages.inter.alpha_s == pytest.approx(20e-6) and stages.inter.busbw == pytest.approx([1e9] * 3)
     # 4 MB on 4 nodes × 2: intra 2·1·5 µs + 2·1/2 · 4e6/50e9 = 10 + 80 µs; inter 2·3·20 µs + 2·3/4 · 4e6/1e9 =
     # 120 + 6000 µs; 6210 µs in all
     assert stages.time_s(4, 2, 4_000_000) == pytest.approx(6210e-6)
