@@ -9,6 +9,7 @@ import sys
 
 from conftest import clean_env
 
+from ddp_bench.measurement.prediction import PUBLISHED_RATIOS, PUBLISHED_SETUPS
 from ddp_bench.predict.spec import load_spec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,3 +34,10 @@ def test_the_committed_table_is_what_the_code_gives(tmp_path):
     assert done.returncode == 0, done.stderr
     with open(os.path.join(ROOT, "results", "published-validation.txt"), encoding="utf-8") as handle:
         assert out.read_text() == handle.read()
+
+
+def test_the_proposals_published_error_is_the_committed_tables():
+    with open(os.path.join(ROOT, "results", "published-validation.txt"), encoding="utf-8") as handle:
+        rows = [line.split() for line in handle if line.startswith(tuple(os.path.basename(p)[:-5] for p in SPECS))]
+    ratios = [float(row[8]) for row in rows]  # the pred/pub column
+    assert len(rows) == PUBLISHED_SETUPS and (min(ratios), max(ratios)) == PUBLISHED_RATIOS

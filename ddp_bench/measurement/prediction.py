@@ -18,6 +18,24 @@ from collections.abc import Sequence
 from ddp_bench.measurement.comm_choice import CommAt
 from ddp_bench.measurement.scaling_model import Bucket, predict_step
 
+# The model against published multi-GPU measurements it did not see: the lowest and highest predicted ÷ published in
+# results/published-validation.txt (benchmarks/published_validation.py; tests/test_published_validation.py keeps
+# the two in step), and how many setups that covers.
+PUBLISHED_RATIOS = (1.035, 1.187)
+PUBLISHED_SETUPS = 2
+
+
+def published_error_text() -> str:
+    """The sentence the Proposal quotes: how far the model has missed published measurements."""
+    low, high = PUBLISHED_RATIOS
+    return (
+        f"Against published multi-GPU measurements it did not see ({PUBLISHED_SETUPS} setups, one node each, compute "
+        f"from one GPU; ddp_bench's results/published-validation.txt) the model predicted {low:.3f} to {high:.3f} "
+        "times the published throughput: on GPUs it is optimistic, mostly because a full node's compute is slower "
+        "than one GPU's."
+    )
+
+
 PREDICTED_COLUMNS = (
     "predicted_images_per_s",
     "predicted_images_per_s_low",

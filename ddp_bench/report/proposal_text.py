@@ -9,6 +9,7 @@ import os
 import pandas as pd
 
 from ddp_bench.console import format_number
+from ddp_bench.measurement.prediction import published_error_text
 from ddp_bench.report.data import series_title, short_device, where_label
 from ddp_bench.report.model_trust import counts_text
 from ddp_bench.report.proposal import (
@@ -215,6 +216,8 @@ def markdown_section(proposal: Proposal, level: int = 2) -> list[str]:
         f'{options.threshold * 100:g} % or more ("an efficiency of 75% or more is good", {SCALABILITY_PAGE}); '
         "the knee is the largest count still at or above that line, walking up from the smallest.",
     ]
+    if any((entry.rows["source"] == "predicted").any() for entry in proposal.series if not entry.rows.empty):
+        lines += ["", published_error_text()]
     if options.requested:
         table = ", ".join(f"{value.model} = {value.rgu:.1f}" for value in RGU_VALUES)
         lines += [
