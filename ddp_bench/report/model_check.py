@@ -77,7 +77,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("count", type=int)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every measured all-reduce time")
     args = parser.parse_args(argv)
-    result = check_rows(args.fit, args.check, args.count, args.scale)
+    try:
+        result = check_rows(args.fit, args.check, args.count, args.scale)
+    except ValueError as exc:
+        print(f"ddp_bench: error: {exc}", file=sys.stderr)
+        return 2
     print(
         f"{args.count} predicted {result.predicted:.1f} ({result.predicted_low:.0f}-{result.predicted_high:.0f}, "
         f"{result.comm_from}), measured {result.measured:.1f}: {result.ratio:.3f}; in sample {result.in_sample:.3f}"
