@@ -31,7 +31,7 @@ PUBLISHED_ONE_GPU, PUBLISHED_FULL_NODE, PUBLISHED_NODE_GPUS = 2470.0, 16621.0, 8
 PARTIAL_NODE_SHARE = PUBLISHED_NODE_GPUS * PUBLISHED_ONE_GPU / PUBLISHED_FULL_NODE - 1
 
 
-def _intra_curve(spec: Spec) -> AllreduceCurve | None:
+def intra_curve(spec: Spec) -> AllreduceCurve | None:
     """nccl-tests' one-node table as the curve the report would have measured: T = 2(G-1)/G · S / busbw + latency."""
     if spec.intra is None or spec.node_gpus < 2:
         return None
@@ -57,7 +57,7 @@ def _inter_link(table: Table) -> SizedLink:
 def predict_rows(spec: Spec) -> list[dict]:
     sizes = torchvision_gradient_sizes(spec.torchvision) if spec.torchvision else spread_sizes(spec.gradient_bytes)
     buckets = assumed_buckets(sizes, spec.compute_ms, spec.bucket_cap_mb)
-    curve = _intra_curve(spec)
+    curve = intra_curve(spec)
     curves = [curve] if curve else []
     fabric = curve.sized() if curve else SizedLink(0.0, (1,), (1.0,), 1)  # one GPU per node: no fabric stage
     stages = TwoStage(fabric, _inter_link(spec.inter)) if spec.inter else None
