@@ -1,4 +1,5 @@
-"""Command line: `python -m ddp_bench [run] [flags]`, and the verbs download, report, allreduce, check, sweep.
+"""Command line: `python -m ddp_bench [run] [flags]`, and the verbs download, report, allreduce, check, sweep,
+predict.
 
 The flags live in `args.py` (pure, no torch import), so a bad flag is answered at once.
 Every error a user can cause ends as one line on stderr and exit code 2.
@@ -103,6 +104,12 @@ def allreduce_cli(argv: Sequence[str]) -> int:
     return allreduce_main(argv)
 
 
+def predict_cli(argv: Sequence[str]) -> int:
+    from ddp_bench.predict.run import predict_main  # torchvision's model list: only for this verb
+
+    return predict_main(argv)
+
+
 def sweep_cli(argv: Sequence[str]) -> int:
     from ddp_bench.cluster.sweep import sweep_main
 
@@ -115,6 +122,7 @@ VERBS: dict[str, Callable[[Sequence[str]], int]] = {
     "allreduce": allreduce_cli,
     "check": check_main,
     "sweep": sweep_cli,
+    "predict": predict_cli,
 }
 
 

@@ -9,7 +9,6 @@ from ddp_bench.measurement.scaling_model import (
     AllreduceCurve,
     AlphaBeta,
     Bucket,
-    carried_shared_core_ms,
     ddp_buckets,
     fit_alpha_beta,
     fit_two_stage,
@@ -18,7 +17,6 @@ from ddp_bench.measurement.scaling_model import (
     parse_buckets,
     predict_step,
     prediction_counts,
-    with_shared_core_cost,
 )
 from ddp_bench.models import build_model
 
@@ -134,8 +132,9 @@ def test_the_two_stage_model_recovers_its_stages_and_predicts_by_hand():
     inside = AllreduceCurve(2, 1, sizes, tuple(intra.time_s(2, size) for size in sizes))
     across = AllreduceCurve(4, 2, sizes, tuple(intra.time_s(2, s) + inter.time_s(2, s) for s in sizes))
     stages = fit_two_stage(inside, across)
-    assert stages.intra.alpha_s == pytest.approx(5e-6) and stages.intra.beta_bytes_per_s == pytest.approx(50e9)
-    assert stages.inter.alpha_s == pytest.approx(20e-6) and stages.inter.beta_bytes_per_s == pytest.approx(1e9)
+    # the bandwidth at every measured size (the size dependence kept: here none, so each size gives β back)
+    assert stages.intra.alpha_s == pytest.approx(5e-6) and stages.intra.busbw == pytest.approx([50e9] * 3)
+    assert stages.inter.alpha_s == pytest.approx(20e-6) and stages.inter.busbw == pytest.approx([1e9] * 3)
     # 4 MB on 4 nodes × 2: intra 2·1·5 µs + 2·1/2 · 4e6/50e9 = 10 + 80 µs; inter 2·3·20 µs + 2·3/4 · 4e6/1e9 =
     # 120 + 6000 µs; 6210 µs in all
     assert stages.time_s(4, 2, 4_000_000) == pytest.approx(6210e-6)
@@ -143,16 +142,3 @@ def test_the_two_stage_model_recovers_its_stages_and_predicts_by_hand():
     assert stages.time_s(1, 2, 4_000_000) == pytest.approx(90e-6)  # one node: the fabric alone
     with pytest.raises(ValueError):
         fit_two_stage(across, across)
-
-
-def test_the_shared_core_cost_is_carried_by_the_bytes_each_rank_sends():
-    # measured 4 ms at 2 ranks (each sends 1 x the message); at 4 ranks each sends 1.5 x, at 8 ranks 1.75 x
-    assert carried_shared_core_ms(4.0, 2, 4) == pytest.approx(6.0)
-    assert carried_shared_core_ms(4.0, 2, 8) == pytest.approx(7.0)
-    assert carried_shared_core_ms(6.0, 4, 2) == pytest.approx(4.0)
-    assert carried_shared_core_ms(-3.0, 2, 4) == 0.0  # the model's step was already the longer one
-    assert carried_shared_core_ms(4.0, 1, 4) == 0.0 and carried_shared_core_ms(4.0, 2, 1) == 0.0
-    step = predict_step(2, 25.0, [Bucket(1_000_000, 0.0)], lambda size: size / 1e6)
-    longer = with_shared_core_cost(step, 6.0)
-    assert (longer.step_ms, longer.fastest_step_ms, longer.slowest_step_ms) == pytest.approx((32.0, 32.0, 32.0))
-    assert longer.shared_core_ms == 6.0 and longer.compute_ms == 25.0

@@ -15,23 +15,24 @@ One synchronous DDP step on N ranks is modelled as
   max(its ready time, the end of bucket k-1) and takes allreduce(N, bytes_k); `exposed` is how far the last
   bucket ends after backward does. The buckets and their windows are measured in the run (`Bucket`).
 - allreduce(N, S) is read from a measured all-reduce curve at N ranks where one exists (interpolated between
-  message sizes), and otherwise from the α–β ring model fitted to the largest measured one:
+  message sizes), and otherwise from the ring fitted to the largest measured one, keeping the bandwidth each
+  message size reached there (link_model.SizedLink: DDP's 25 MiB buckets do not reach peak bandwidth):
 
-      T(N, S) = 2(N-1)·α + 2(N-1)/N · S/β
+      T(N, S) = 2(N-1)·α + 2(N-1)/N · S/busbw(S)
 
-  α is the per-hop latency and β the bandwidth each link sustains (the ring's busbw for large messages): β from
-  the slope between the two largest messages measured, α from what the smallest takes beyond it. Where curves
-  were measured both inside one node and across nodes, the job is modelled instead as two stages (TwoStage), one
-  inside each node and one between nodes, each with its own α and β: a flat ring of N·G ranks at one β is wrong
-  for both NVLink inside a node and the network between them.
+  α is the per-hop latency, from what the smallest message takes beyond the slope between the two largest
+  (`fit_alpha_beta`, whose peak β is kept for published line figures). On NCCL, the tree is taken where it is
+  faster (its latency grows with log2 of the nodes). Where curves were measured both inside one node and across
+  nodes, the job is modelled instead as two stages (TwoStage), one inside each node and one between nodes, each
+  with its own α and bandwidth: a flat ring of N·G ranks at one β is wrong for both NVLink inside a node and the
+  network between them.
 
 On CPU ranks (gloo), the all-reduce runs on the same cores as compute: while it overlaps backward, its own CPU
 time (`cpu_ms`, measured by the all-reduce benchmark from the process's CPU clock) is added to the step. That is
-not the whole cost of communicating on shared cores: the kernel's network work is not on the process's clock, and
-an all-reduce that competes with backward for a core runs slower than the benchmark's did alone. What is left over
-is measured where it can be, at the largest count that ran (its measured step minus the model's, if positive),
-and carried to other counts in proportion to the bytes each rank sends, the ring's 2(N-1)/N (`shared_core_ms`,
-`carried_shared_core_ms`). On GPUs NCCL's kernels run beside the model's and no such term is applied.
+not the whole cost of communicating on shared cores (the kernel's network work is not on the process's clock), but
+no term is fitted to what the model misses at a measured count: a correction fitted to the model's own miss would
+hide any error of the communication terms (issue #25). On GPUs NCCL's kernels run beside the model's and no CPU term
+is applied.
 
 The prediction is bracketed by two bounds on the overlap: none (every bucket after backward: compute + Σ T)
 and perfect (all communication back to back from the first bucket's ready time).
@@ -40,10 +41,12 @@ and perfect (all communication back to back from the first bucket's ready time).
 from __future__ import annotations
 
 import bisect
-import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
+
+from ddp_bench.measurement.link_model import SizedLink, sized_fit
 
 # DDP's defaults: after the first iteration it rebuilds its buckets in the order gradients became ready, closing
 # the first at 1 MiB (so communication starts early) and the rest at bucket_cap_mb = 25 MiB.
@@ -131,6 +134,15 @@ def _large_end_slope(sizes: Sequence[int], times: Sequence[float]) -> float:
     return times[-1] / sizes[-1]
 
 
+class Link(Protocol):
+    """An all-reduce time model: AlphaBeta (peak bandwidth, for published line figures) or SizedLink."""
+
+    alpha_s: float
+    fitted_at: int
+
+    def time_s(self, world_size: int, size: int) -> float: ...
+
+
 @dataclass(frozen=True)
 class TwoStage:
     """An all-reduce over nodes of several ranks each, in two stages with their own α and β, as NCCL's hierarchical
@@ -143,24 +155,30 @@ class TwoStage:
 
     One rank per node leaves the network stage alone; one node, the fabric stage alone (a flat ring)."""
 
-    intra: AlphaBeta  # inside a node: fitted to an all-reduce measured on one node
-    inter: AlphaBeta  # between nodes, per node: fitted to one measured across nodes, the intra stage taken out
+    intra: Link  # inside a node: fitted to an all-reduce measured on one node
+    inter: Link  # between nodes, per node: fitted to one measured across nodes, the intra stage taken out
 
     def time_s(self, nodes: int, per_node: int, size: int) -> float:
         return self.intra.time_s(per_node, size) + self.inter.time_s(nodes, size)
 
+    def algorithm(self, nodes: int, size: int) -> str:
+        """Between nodes: ring or tree (SizedLink with NCCL), else ring."""
+        pick = getattr(self.inter, "algorithm", None)
+        return pick(nodes, size) if pick else "ring"
 
-def fit_two_stage(inside: AllreduceCurve, across: AllreduceCurve) -> TwoStage:
+
+def fit_two_stage(inside: AllreduceCurve, across: AllreduceCurve, tree: bool = False) -> TwoStage:
     """The intra stage from a curve on one node (several ranks), the inter stage from a curve across nodes: with
-    one rank per node it is the network alone; with G per node the intra stage's time at G is taken out first."""
+    one rank per node it is the network alone; with G per node the intra stage's time at G is taken out first.
+    Both keep the bandwidth each message size reached (SizedLink); tree: NCCL's tree may serve the network stage."""
     if inside.num_nodes != 1 or inside.world_size < 2 or across.num_nodes < 2:
         raise ValueError("a two-stage fit needs an all-reduce on one node of several ranks and one across nodes")
-    intra = inside.fit()
+    intra = inside.sized()
     per_node = across.world_size // across.num_nodes
     pairs = zip(across.sizes, across.times_s, strict=True)
     network = [max(total - intra.time_s(per_node, size), 1e-12) for size, total in pairs]
-    inter = fit_alpha_beta(across.num_nodes, across.sizes, network)
-    return TwoStage(intra, inter)
+    alpha = fit_alpha_beta(across.num_nodes, across.sizes, network).alpha_s
+    return TwoStage(intra, sized_fit(across.num_nodes, across.sizes, network, alpha, tree))
 
 
 @dataclass(frozen=True)
@@ -201,6 +219,10 @@ class AllreduceCurve:
     def fit(self) -> AlphaBeta:
         return fit_alpha_beta(self.world_size, self.sizes, self.times_s)
 
+    def sized(self, tree: bool = False) -> SizedLink:
+        """α from the latency end, and the bandwidth each measured size reached (link_model.sized_fit)."""
+        return sized_fit(self.world_size, self.sizes, self.times_s, self.fit().alpha_s, tree)
+
 
 def _interpolate(xs: Sequence[int], ys: Sequence[float], x: int) -> float | None:
     """Linear between the measured points around x; None outside them."""
@@ -222,32 +244,11 @@ class StepPrediction:
     step_ms: float  # compute + exposed, buckets overlapping backward as DDP schedules them
     fastest_step_ms: float  # perfect, free overlap: all communication back to back from the first bucket
     slowest_step_ms: float  # no overlap: compute + every all-reduce
-    shared_core_ms: float = 0.0  # CPU ranks: the cost of communicating on shared cores the other terms leave out
 
 
 def ring_bytes_per_rank(world_size: int) -> float:
     """What each rank sends in a ring all-reduce, as a share of the message: 2(N-1)/N."""
     return 2 * (world_size - 1) / world_size
-
-
-def carried_shared_core_ms(measured_ms: float, measured_at: int, world_size: int) -> float:
-    """The shared-core cost measured at `measured_at` ranks (measured step − the model's), at `world_size` ranks:
-    in proportion to the bytes each rank sends. Nothing where it was not measured (one rank) or came out negative
-    (the model's step already longer than the measured one)."""
-    if measured_at <= 1 or world_size <= 1 or measured_ms <= 0:
-        return 0.0
-    return measured_ms * ring_bytes_per_rank(world_size) / ring_bytes_per_rank(measured_at)
-
-
-def with_shared_core_cost(step: StepPrediction, cost_ms: float) -> StepPrediction:
-    """The step and both of its bounds, each longer by the shared-core cost."""
-    return dataclasses.replace(
-        step,
-        shared_core_ms=cost_ms,
-        step_ms=step.step_ms + cost_ms,
-        fastest_step_ms=step.fastest_step_ms + cost_ms,
-        slowest_step_ms=step.slowest_step_ms + cost_ms,
-    )
 
 
 def overlap_schedule(

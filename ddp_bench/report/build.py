@@ -29,7 +29,7 @@ from ddp_bench.report.model_trust import SeriesTrust, signed_percent, trust_mode
 from ddp_bench.report.platforms import accuracy_series, course_rows, platform_table
 from ddp_bench.report.proposal import GOOD_EFFICIENCY, Proposal, ProposalOptions, build_proposal
 from ddp_bench.report.proposal_text import markdown_section, write_proposal
-from ddp_bench.report.scaling import SeriesModel, load_allreduce, predict_series, straggler_table
+from ddp_bench.report.scaling import SeriesModel, algorithm_note, load_allreduce, predict_series, straggler_table
 
 
 @dataclass(frozen=True)
@@ -130,10 +130,11 @@ def model_markdown(
         "A model, not a measurement: step = compute + the all-reduce time DDP's gradient buckets leave exposed "
         "after backward, each bucket all-reduced as soon as its gradients are ready, one after another "
         "(α–β ring all-reduce with DDP's bucket overlap; `ddp_bench/measurement/scaling_model.py`); on CPU "
-        "ranks, plus the measured CPU time of the all-reduce that overlaps backward on the same cores and, at "
-        "counts that did not run, the shared-core cost the largest run's step showed beyond the model, in "
-        "proportion to the bytes each rank sends. Predicted images/s = "
-        "ranks × batch ÷ step; the range runs from no overlap at all to perfect overlap. Efficiency is against the "
+        "ranks, plus the measured CPU time of the all-reduce that overlaps backward on the same cores. "
+        "Predicted images/s = "
+        "ranks × batch ÷ step; the range (the band) runs from no overlap at all with the slowest all-reduce model that "
+        "fits the measured curves to perfect overlap with the fastest (past the measured counts: the bandwidth each "
+        "message size reached, the peak-bandwidth fit, ring or tree). Efficiency is against the "
         "series' smallest measured run, as in the measured column. Where: a measured count, an interpolation or "
         "an extrapolation (× the largest measured count); model vs measured = predicted ÷ measured − 1 at measured "
         "counts, where compute and all-reduce come from that count's own runs; checked = the largest measured count "
@@ -161,7 +162,8 @@ def model_markdown(
                 f"{format_number(row['comm_cpu_ms'], 1)} + "
                 f"{format_number(row['step_ms'] - row['compute_ms'] - row['comm_cpu_ms'], 1)} | "
                 f"{format_number(row['comm_ms'], 1)} | "
-                f"{row['compute_from']} | {row['comm_from']} | {where_text(at['position'], at['reach'])} | "
+                f"{row['compute_from']} | {row['comm_from']}{algorithm_note(row)} | "
+                f"{where_text(at['position'], at['reach'])} | "
                 f"{signed_percent(at['error_here'])} |"
             )
         lines += [

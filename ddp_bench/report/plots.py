@@ -73,7 +73,7 @@ def plot_throughput(summary: pd.DataFrame, out_dir: str, models: Sequence[Series
                 linestyle=":",
                 color=colour,
                 linewidth=1.5,
-                label="model (α–β ring, DDP overlap; band: no to full overlap)",
+                label="model (ring/tree, DDP overlap; band: overlap and all-reduce model)",
             )
             counts += model["world_size"].tolist()
         for n, value in zip(x, y, strict=True):

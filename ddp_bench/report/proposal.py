@@ -143,6 +143,8 @@ PROPOSAL_COLUMNS = [
     "global_batch_size",
     "epoch_time_s",
     "images_per_s",
+    "images_per_s_low",  # predicted rows: the model's band (measurement/prediction.py); measured rows: empty
+    "images_per_s_high",
     "speedup",
     "efficiency",
     "good",
@@ -246,6 +248,8 @@ def _predicted_rows(
                 else int(largest["global_batch_size"]),
                 "epoch_time_s": epoch_images / images_per_s,
                 "images_per_s": images_per_s,
+                "images_per_s_low": float(row.get("predicted_images_per_s_low", float("nan"))),
+                "images_per_s_high": float(row.get("predicted_images_per_s_high", float("nan"))),
                 "speedup": float(row["predicted_efficiency"]) * devices,
                 "efficiency": float(row["predicted_efficiency"]),
                 "trust": statements.get(devices, ""),
@@ -278,7 +282,7 @@ def series_proposal(
         device_name=first["device_name"],
     )
     frame["good"] = frame["efficiency"] >= options.threshold
-    frame = frame[PROPOSAL_COLUMNS]
+    frame = frame.reindex(columns=PROPOSAL_COLUMNS)
     return SeriesProposal(str(first["series"]), points, frame, find_knee(frame, options.threshold), trust, not_modelled)
 
 

@@ -9,6 +9,7 @@ import os
 import pandas as pd
 
 from ddp_bench.console import format_number
+from ddp_bench.measurement.prediction import published_error_text
 from ddp_bench.report.data import series_title, short_device, where_label
 from ddp_bench.report.model_trust import counts_text
 from ddp_bench.report.proposal import (
@@ -164,6 +165,14 @@ def paragraph(entry: SeriesProposal, options: ProposalOptions) -> str:
     return text + (" " + cost_sentence(entry, options) if options.requested else "")
 
 
+def _images_cell(row: pd.Series) -> str:
+    """Measured: the median's images/s; predicted: the point and, in parentheses, its band."""
+    low, high = row.get("images_per_s_low", float("nan")), row.get("images_per_s_high", float("nan"))
+    if row["source"] != "predicted" or low != low:
+        return format_number(row["images_per_s"])
+    return f"{format_number(row['images_per_s'])} ({format_number(low)}–{format_number(high)})"
+
+
 def _table_lines(entry: SeriesProposal, options: ProposalOptions) -> list[str]:
     devices = _devices(entry)
     cost = options.requested
@@ -180,7 +189,7 @@ def _table_lines(entry: SeriesProposal, options: ProposalOptions) -> list[str]:
             str(int(row["devices"])),
             str(row["nodes"]) if row["nodes"] != "" else "—",
             duration(row["epoch_time_s"]),
-            format_number(row["images_per_s"]),
+            _images_cell(row),
             f"{row['speedup']:.2f}",
             f"**{efficiency}**" if row["good"] else efficiency,
         ]
@@ -201,10 +210,14 @@ def markdown_section(proposal: Proposal, level: int = 2) -> list[str]:
         "",
         "Each scaling series as an allocation committee reads it: time per epoch, throughput, speedup and efficiency "
         "against the series' smallest count. Measured rows come first; *predicted* rows are the scaling model's, "
-        "at counts nobody measured, each with how far the model is trusted there. Efficiency in bold is "
+        "at counts nobody measured, each with how far the model is trusted there and, after its images/s, the model's "
+        "band (low–high: bucket overlap unknown, and past the measured counts the all-reduce models that fit the "
+        "same curves). Efficiency in bold is "
         f'{options.threshold * 100:g} % or more ("an efficiency of 75% or more is good", {SCALABILITY_PAGE}); '
         "the knee is the largest count still at or above that line, walking up from the smallest.",
     ]
+    if any((entry.rows["source"] == "predicted").any() for entry in proposal.series if not entry.rows.empty):
+        lines += ["", published_error_text()]
     if options.requested:
         table = ", ".join(f"{value.model} = {value.rgu:.1f}" for value in RGU_VALUES)
         lines += [

@@ -8,31 +8,26 @@ backend and device. At each count:
   the largest measured count, the largest run's, which carries the contention of the most ranks measured;
 - buckets: DDP's gradient buckets and how long before the end of backward each was ready, from the same run;
 - all-reduce: the measured curve at that rank count, interpolated at each bucket's size, or, at counts without
-  one, the α–β ring fitted to the curve at the largest count measured;
+  one, the ring fitted to the curve at the largest count measured, keeping the bandwidth each message size
+  reached, or NCCL's tree where faster (measurement/comm_choice.py, link_model.py); in two stages where curves
+  inside one node and across nodes were measured;
+- the band: measurement/prediction.py (bucket overlap, and the spread of the all-reduce models past the measured
+  counts);
 - on CPU ranks, the CPU time of each all-reduce (`cpu_time_us` of the same curve, scaled by the ring's bytes
-  per rank at other counts) for the part that overlaps backward; and at counts that did not run, the shared-core
-  cost the largest run shows beyond the model (its measured step minus the model's), scaled the same way. At a
-  measured count it is left out, so that the column still checks the model's parts against the step.
+  per rank at other counts) for the part that overlaps backward. Nothing is fitted to the model's miss at a
+  measured count (issue #25: such a term hides any error of the communication terms).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import pandas as pd
 
-from ddp_bench.measurement.scaling_model import (
-    AllreduceCurve,
-    TwoStage,
-    carried_shared_core_ms,
-    fit_two_stage,
-    parse_buckets,
-    predict_step,
-    prediction_counts,
-    with_shared_core_cost,
-)
+from ddp_bench.measurement.comm_choice import comm_at, two_stage_of
+from ddp_bench.measurement.prediction import predict_at
+from ddp_bench.measurement.scaling_model import AllreduceCurve, TwoStage, parse_buckets, prediction_counts
 
 STRAGGLER_SHARE = 0.10  # a rank more than 10 % below the run's median images/s is flagged
 ALLREDUCE_KEYS = ("launcher", "platform", "cluster", "backend", "device_name")
@@ -127,53 +122,36 @@ def predict_series(
 
 
 def _predict(series: str, points: pd.DataFrame, curves: list[AllreduceCurve], predict_to: int) -> SeriesModel:
-    biggest = max(curves, key=lambda curve: (curve.world_size, curve.num_nodes))
-    fit = biggest.fit() if biggest.world_size > 1 else None
-    stages = _two_stage(curves)
+    largest = points.iloc[-1]
+    tree = str(largest["backend"]) == "nccl"  # NCCL has a tree; gloo only the ring
+    stages = two_stage_of(curves, tree)
     base = points.iloc[0]
     base_per_rank = base["global_images_per_s"] / base["world_size"]
-    largest = points.iloc[-1]
     per_node = max(1, int(largest["world_size"]) // int(largest["num_nodes"]))  # how the largest run was laid out
-    shared_core_ms = 0.0  # set at the largest measured count, which comes before every count past it
     rows = []
     for count in prediction_counts(points["world_size"].tolist(), max(predict_to, int(largest["world_size"]))):
         measured = points[points["world_size"] == count]
         source = measured.iloc[0] if len(measured) else largest
         nodes = int(source["num_nodes"]) if len(measured) else -(-count // per_node)
-        on_cpu = source["device_kind"] == "CPU"
-        comm = _comm_at(count, nodes, curves, biggest, stages, on_cpu)
+        comm = comm_at(count, nodes, curves, stages, source["device_kind"] == "CPU", tree)
         if comm is None:
             continue  # only a 1-rank all-reduce measured: nothing to extrapolate from
-        comm_from, allreduce_ms, cpu_ms = comm
-        step = predict_step(
-            count, float(source["job_compute_step_ms"]), parse_buckets(source["grad_buckets"]), allreduce_ms, cpu_ms
+        row = predict_at(
+            count,
+            int(source["batch_size"]),
+            float(source["job_compute_step_ms"]),
+            parse_buckets(source["grad_buckets"]),
+            comm,
         )
-        images_per_step_ms = count * int(source["batch_size"]) * 1e3  # images/s = this ÷ step ms
-        if not len(measured):
-            step = with_shared_core_cost(
-                step, carried_shared_core_ms(shared_core_ms, int(largest["world_size"]), count)
-            )
-        elif count == int(largest["world_size"]) and on_cpu:
-            # CPU ranks: how much longer the largest run's measured step was than the model's for it
-            shared_core_ms = images_per_step_ms / float(largest["global_images_per_s"]) - step.step_ms
-        predicted = images_per_step_ms / step.step_ms
         rows.append(
             {
                 "world_size": count,
                 "num_nodes": nodes,
                 "measured_images_per_s": measured["global_images_per_s"].iloc[0] if len(measured) else float("nan"),
                 "measured_efficiency": measured["efficiency"].iloc[0] if len(measured) else float("nan"),
-                "predicted_images_per_s": predicted,
-                "predicted_images_per_s_low": images_per_step_ms / step.slowest_step_ms,
-                "predicted_images_per_s_high": images_per_step_ms / step.fastest_step_ms,
-                "predicted_efficiency": predicted / count / base_per_rank,
-                "compute_ms": step.compute_ms,
-                "comm_ms": step.comm_ms,
-                "comm_cpu_ms": step.comm_cpu_ms,
-                "shared_core_ms": step.shared_core_ms,
-                "step_ms": step.step_ms,
+                **row,
+                "predicted_efficiency": row["predicted_images_per_s"] / count / base_per_rank,
                 "compute_from": f"{'this count' if len(measured) else 'largest run'} ({int(source['world_size'])})",
-                "comm_from": comm_from,
             }
         )
     compute_source = (
@@ -183,86 +161,31 @@ def _predict(series: str, points: pd.DataFrame, curves: list[AllreduceCurve], pr
         f"({float(largest['job_compute_step_ms']):.1f} ms), with its gradient buckets and their ready times "
         "(`grad_buckets`)"
     )
-    if shared_core_ms > 0 and int(largest["world_size"]) > 1:
-        compute_source += (
-            f"; on these shared CPU cores the {int(largest['world_size'])}-rank run's step was "
-            f"{shared_core_ms:.1f} ms longer than the model's, added past the measured counts in proportion to the "
-            "bytes each rank sends (`shared_core_ms`)"
-        )
+    return SeriesModel(series, pd.DataFrame(rows), compute_source, _allreduce_source(curves, stages, per_node, tree))
+
+
+def _allreduce_source(curves: list[AllreduceCurve], stages: TwoStage | None, per_node: int, tree: bool) -> str:
+    biggest = max(curves, key=lambda curve: (curve.world_size, curve.num_nodes))
     if stages is not None:
         past = (
-            f"; past that, two stages: inside a node α = {stages.intra.alpha_s * 1e6:.1f} µs per hop and β = "
-            f"{stages.intra.beta_bytes_per_s / 1e9:.3f} GB/s (fitted on one node at {stages.intra.fitted_at} ranks), "
-            f"between nodes α = {stages.inter.alpha_s * 1e6:.1f} µs and β = {stages.inter.beta_bytes_per_s / 1e9:.3f} "
-            f"GB/s per node (fitted across {stages.inter.fitted_at} nodes), {per_node} rank(s) per node"
+            f"; past that, two stages: inside a node {stages.intra.describe('ranks on one node')}; between nodes, "
+            f"per node, {stages.inter.describe('nodes')}; {per_node} rank(s) per node"
         )
-    elif fit:
-        past = (
-            f"; past that, α = {fit.alpha_s * 1e6:.1f} µs per hop and β = {fit.beta_bytes_per_s / 1e9:.3f} GB/s "
-            f"per link, fitted at {fit.fitted_at} ranks"
-        )
+    elif biggest.world_size > 1:
+        past = f"; past that, {biggest.sized(tree).describe()}"
     else:
         past = ""
-    allreduce_source = (
+    return (
         "allreduce.csv at "
         + ", ".join(f"{curve.world_size} ranks on {curve.num_nodes} node(s)" for curve in curves)
         + past
     )
-    return SeriesModel(series, pd.DataFrame(rows), compute_source, allreduce_source)
 
 
-def _two_stage(curves: list[AllreduceCurve]) -> TwoStage | None:
-    """The two-stage model, where one curve was measured on one node of several ranks and another across nodes."""
-    inside = [curve for curve in curves if curve.num_nodes == 1 and curve.world_size > 1]
-    across = [curve for curve in curves if curve.num_nodes > 1]
-    if not inside or not across:
-        return None
-    return fit_two_stage(
-        max(inside, key=lambda curve: curve.world_size),
-        max(across, key=lambda curve: (curve.num_nodes, curve.world_size)),
-    )
-
-
-def _comm_at(
-    count: int,
-    nodes: int,
-    curves: list[AllreduceCurve],
-    biggest: AllreduceCurve,
-    stages: TwoStage | None,
-    on_cpu: bool,
-) -> tuple[str, Callable[[int], float], Callable[[int], float]] | None:
-    """(where the all-reduce times come from, ms per all-reduce of S bytes, its CPU ms) at `count` ranks on `nodes`:
-    the curve measured at that count (on the same number of nodes if there is one); else the two-stage model where
-    it could be fitted, else the α–β fit to the biggest curve; None when that was measured on one rank. The CPU term
-    applies on CPU ranks only (gloo shares their cores with backward)."""
-    if count == 1:
-        return "none (one rank)", lambda _size: 0.0, lambda _size: 0.0
-    exact = [curve for curve in curves if curve.world_size == count]
-    if exact:
-        curve = max(exact, key=lambda curve: (curve.num_nodes == nodes, curve.num_nodes))
-        comm_from = f"measured at {count} ranks on {curve.num_nodes} node(s)"
-
-        def allreduce_ms(size: int) -> float:
-            return curve.time_s(size) * 1e3
-    elif stages is not None:
-        curve, per_node = biggest, max(1, count // nodes)
-        comm_from = f"two-stage fit ({nodes} node(s) × {per_node})"
-
-        def allreduce_ms(size: int) -> float:
-            return stages.time_s(nodes, per_node, size) * 1e3
-    elif biggest.world_size > 1:
-        curve, fit = biggest, biggest.fit()
-        comm_from = f"α–β fit at {fit.fitted_at} ranks"
-
-        def allreduce_ms(size: int) -> float:
-            return fit.time_s(count, size) * 1e3
-    else:
-        return None
-
-    def cpu_ms(size: int) -> float:
-        return curve.cpu_time_s(size, count) * 1e3 if on_cpu else 0.0
-
-    return comm_from, allreduce_ms, cpu_ms
+def algorithm_note(row: pd.Series) -> str:
+    """`, ring` or `, tree` after the all-reduce's source, where a model chose it (not at a measured curve)."""
+    chosen = str(row.get("allreduce_algorithm", ""))
+    return f", {chosen}" if chosen not in ("", "nan", "measured", "none") else ""
 
 
 def straggler_table(rows: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:

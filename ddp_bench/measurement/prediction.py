@@ -1,0 +1,87 @@
+"""One predicted row, with its band: the code path `report --predict-to` and `predict --spec` share. Pure arithmetic.
+
+The point is the step DDP's schedule gives (scaling_model.predict_step) with the all-reduce model that serves the
+count (comm_choice.CommAt). The band comes from what is not known about each term:
+- bucket readiness: DDP's real schedule lies between no overlap (every all-reduce after backward) and perfect
+  overlap (all of them back to back from the first bucket's ready time);
+- the all-reduce past the measured counts: the slowest and the fastest of the models that fit the same curves
+  (CommAt.slow_ms, fast_ms); at a measured count, the curve itself;
+- compute measured with fewer GPUs busy than a node holds (`partial_node_ms`): the full node's host contention
+  is not in it, so the slow end gets that much longer.
+low = images ÷ (no overlap, slowest all-reduce, + partial_node_ms); high = images ÷ (perfect overlap, fastest).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ddp_bench.measurement.comm_choice import CommAt
+from ddp_bench.measurement.scaling_model import Bucket, predict_step
+
+# The model against published multi-GPU measurements it did not see: the lowest and highest predicted ÷ published in
+# results/published-validation.txt (benchmarks/published_validation.py; tests/test_published_validation.py keeps
+# the two in step), and how many setups that covers.
+PUBLISHED_RATIOS = (1.035, 1.187)
+PUBLISHED_SETUPS = 2
+
+
+def published_error_text() -> str:
+    """The sentence the Proposal quotes: how far the model has missed published measurements."""
+    low, high = PUBLISHED_RATIOS
+    return (
+        f"Against published multi-GPU measurements it did not see ({PUBLISHED_SETUPS} setups, one node each, compute "
+        f"from one GPU; ddp_bench's results/published-validation.txt) the model predicted {low:.3f} to {high:.3f} "
+        "times the published throughput: on GPUs it is optimistic, mostly because a full node's compute is slower "
+        "than one GPU's."
+    )
+
+
+PREDICTED_COLUMNS = (
+    "predicted_images_per_s",
+    "predicted_images_per_s_low",
+    "predicted_images_per_s_high",
+    "compute_ms",
+    "comm_ms",
+    "comm_cpu_ms",
+    "step_ms",
+    "comm_from",
+    "allreduce_algorithm",
+)
+
+
+def algorithms_text(buckets: Sequence[Bucket], comm: CommAt) -> str:
+    """`ring`, `tree`, `measured`, or `ring (25 MiB buckets), tree (1 MiB)`-style when they differ by bucket."""
+    chosen: dict[str, list[int]] = {}
+    for bucket in buckets:
+        chosen.setdefault(comm.algorithm(bucket.bytes), []).append(bucket.bytes)
+    if len(chosen) <= 1:
+        return next(iter(chosen), comm.algorithm(0))
+    return ", ".join(f"{name} ({len(sizes)} bucket(s))" for name, sizes in chosen.items())
+
+
+def predict_at(
+    count: int,
+    batch_per_rank: int,
+    compute_ms: float,
+    buckets: Sequence[Bucket],
+    comm: CommAt,
+    partial_node_ms: float = 0.0,
+) -> dict[str, float | str]:
+    """The predicted images/s at `count` ranks, its band and the parts of its step."""
+    step = predict_step(count, compute_ms, buckets, comm.allreduce_ms, comm.cpu_ms)
+    slow = predict_step(count, compute_ms, buckets, comm.slow_ms, comm.cpu_ms)
+    fast = predict_step(count, compute_ms, buckets, comm.fast_ms, comm.cpu_ms)
+    images_per_step_ms = count * batch_per_rank * 1e3  # images/s = this ÷ step ms
+    slowest = max(slow.slowest_step_ms, step.step_ms) + partial_node_ms
+    fastest = min(fast.fastest_step_ms, step.step_ms)
+    return {
+        "predicted_images_per_s": images_per_step_ms / step.step_ms,
+        "predicted_images_per_s_low": images_per_step_ms / slowest,
+        "predicted_images_per_s_high": images_per_step_ms / fastest,
+        "compute_ms": step.compute_ms,
+        "comm_ms": step.comm_ms,
+        "comm_cpu_ms": step.comm_cpu_ms,
+        "step_ms": step.step_ms,
+        "comm_from": comm.source,
+        "allreduce_algorithm": algorithms_text(buckets, comm),
+    }
