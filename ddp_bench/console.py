@@ -43,6 +43,17 @@ def format_number(value: float, digits: int = 1) -> str:
     return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:,.{digits}f}"
 
 
+def data_wait_row(record: RankRecord) -> tuple[str, str]:
+    """The host's wait for data beside the exposed communication. On a GPU the verdict judges the exposed wait
+    (the stage's time per step beyond the device's step): the host also waits behind a full launch queue, which the
+    device hides, so both are shown there; on a CPU the two are the same."""
+    comm = f"{format_number(record.comm_exposed_ms, 2)} ms per step"
+    if record.device.startswith("cuda"):
+        waits = f"{format_number(record.data_wait_median_ms, 2)} ({format_number(record.data_exposed_ms, 2)})"
+        return "data wait (exposed) / exposed comm", f"{waits} / {comm}"
+    return "data wait / exposed comm", f"{format_number(record.data_wait_median_ms, 2)} / {comm}"
+
+
 def print_summary(record: RankRecord, advice: str, run_dir: str) -> None:
     """Rank 0's table of the run; `advice` says what to try about the verdict."""
     table = Table(title=f"ddp_bench · {record.run_id}", show_header=False, title_justify="left")
@@ -62,11 +73,7 @@ def print_summary(record: RankRecord, advice: str, run_dir: str) -> None:
             "step time median / p90",
             f"{format_number(record.step_time_median_ms, 2)} / {format_number(record.step_time_p90_ms, 2)} ms",
         ),
-        (  # the verdict judges the exposed wait: on a GPU the host also waits for a full launch queue, hidden
-            "data wait (exposed) / exposed comm",
-            f"{format_number(record.data_wait_median_ms, 2)} ({format_number(record.data_exposed_ms, 2)}) / "
-            f"{format_number(record.comm_exposed_ms, 2)} ms per step",
-        ),
+        data_wait_row(record),
         (
             "FLOP/s (rank 0)",
             f"{format_number(record.achieved_tflops * 1e3, 1)} GFLOP/s = "
