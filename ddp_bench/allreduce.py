@@ -110,11 +110,12 @@ def _print_and_plot(rows: list[AllreduceRow], directory: str) -> None:
     from rich.table import Table
 
     from ddp_bench.console import wide_console
+    from ddp_bench.escape import console_text
 
     first = rows[0]
     table = Table(
         title=f"all-reduce · {first.backend} · {first.world_size} ranks on {first.num_nodes} node(s) · "
-        f"{first.device_name}",
+        f"{console_text(first.device_name)}",
         title_justify="left",
     )
     for column in ("size", "time (us)", "algbw (GB/s)", "busbw (GB/s)"):
@@ -147,7 +148,7 @@ def _print_and_plot(rows: list[AllreduceRow], directory: str) -> None:
     axis.grid(True, alpha=0.3)
     axis.legend()
     figure.savefig(os.path.join(directory, "allreduce.png"), dpi=150, bbox_inches="tight")
-    console.print(f"wrote {directory}/allreduce.csv and allreduce.png", soft_wrap=True)
+    console.print(f"wrote {console_text(directory)}/allreduce.csv and allreduce.png", soft_wrap=True)
 
 
 def _size(size: int) -> str:
