@@ -28,7 +28,7 @@ from ddp_bench.cluster.rules import MEMORY, JobRequest, first_refusal, parse_wal
 from ddp_bench.cluster.scripts import render_job, render_job_series
 from ddp_bench.cluster.study import calibrate, length_warnings, sized_flags, study_counts
 from ddp_bench.errors import EXIT_FAILURE, UsageError
-from ddp_bench.results.records import complete_runs
+from ddp_bench.results.rank_files import complete_runs
 
 # The scaling model reads the all-reduce at the sizes of DDP's buckets (25 MiB at most, scaling_model.BUCKET_BYTES):
 # messages up to 64 MiB cover them and keep each count's all-reduce step short (256 MiB over 1 Gbit/s is seconds
