@@ -17,7 +17,9 @@ from rank_rows import write_raw_row, write_run
 
 from ddp_bench.report.transaction import REPORT_FILES
 
-HOSTILE_TEXT = "a|b\n# heading <script>alert(1)</script> ![](http://evil.example/x.png) [/x] [link=http://e]z[/link]"
+HOSTILE_TEXT = (
+    "a|b\n# heading\n\n™ é\x07 <script>alert(1)</script> ![](http://evil.example/x.png) [/x] [link=http://e]z[/link]"
+)
 
 
 def _report(results, out, *flags, timeout: float = 120):
@@ -60,7 +62,7 @@ def test_markup_and_markdown_in_fields_and_paths_are_shown_as_text(tmp_path):
         assert not re.search(r"^#+ heading", text, re.M)  # a newline in a field started no heading
     tex = (tmp_path / "report" / "proposal.tex").read_text()
     assert "\n\n" not in tex.split("\\begin{table}", 1)[1].split("\\end{table}", 1)[0]  # no blank line in a table
-    assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f]", tex)
+    assert tex.isascii() and not re.search(r"[\x00-\x08\x0b-\x1f\x7f]", tex)  # pdflatex stops on either
 
 
 def test_mathtext_in_a_field_neither_raises_nor_typesets(tmp_path):
@@ -118,6 +120,7 @@ def test_rows_outside_the_schema_are_named_and_left_out(tmp_path):
         assert field in named[f"bad{index}"], named.get(f"bad{index}")
     assert max(len(line) for line in done.stdout.splitlines()) < 1000  # the 200 KB cell was cut short
     summary = (tmp_path / "report" / "summary.md").read_text()
+    assert "x" * 1000 not in summary  # cut short in summary.md too
     assert "| 2 |" in summary and all(f"bad{index}/rank0.csv" in summary for index in range(len(BAD_ROWS)))
 
 
@@ -139,6 +142,8 @@ def test_directory_links_are_not_followed_and_loops_do_not_hang(tmp_path):
     results = tmp_path / "runs"
     write_run(results, "w1")
     os.symlink("..", results / "loop")  # ln -s .. loop: every run would be found twice
+    write_run(tmp_path / "elsewhere", "w9")
+    os.symlink(tmp_path / "elsewhere", results / "outside")  # a link out of the tree brings nothing in
     os.symlink(results / "b", results / "a")
     os.symlink(results / "a", results / "b")  # two links to each other
     done = _report(results, tmp_path / "report", timeout=60)
