@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from ddp_bench.args import Parser
 from ddp_bench.config import BenchConfig, choices
-from ddp_bench.errors import UsageError
+from ddp_bench.flag_bounds import check_bounds
 from ddp_bench.measurement.allreduce import bus_bandwidth, default_sizes
 from ddp_bench.results.allreduce_table import AllreduceRow, write_allreduce_csv
 from ddp_bench.results.records import new_run_id
@@ -30,8 +30,8 @@ def _parse(argv: Sequence[str]):
     parser.add_argument("--out", default="results")
     parser.add_argument("--init-timeout", type=float, default=180.0)
     args = parser.parse_args(list(argv))
-    if args.max_bytes < 4096 or args.iters <= 0 or args.warmup < 0:
-        raise UsageError("--max-bytes must be at least 4096, --iters positive, --warmup zero or more")
+    check_bounds({"--max-bytes": args.max_bytes, "--iters": args.iters, "--warmup": args.warmup,
+                  "--init-timeout": args.init_timeout})  # fmt: skip
     return args
 
 

@@ -16,6 +16,7 @@ from rich.table import Table
 from ddp_bench.console import format_number, wide_console
 from ddp_bench.errors import UsageError
 from ddp_bench.escape import console_text, shortened
+from ddp_bench.flag_bounds import check_bounds
 from ddp_bench.report.data import LoadedRows, RunTables, load_rows, scaling_summary, summarise_runs
 from ddp_bench.report.model_trust import trust_models, with_trust
 from ddp_bench.report.platforms import accuracy_series, course_rows, platform_table
@@ -151,8 +152,8 @@ def report_main(
     missing = [directory for directory in directories if not os.path.isdir(directory)]
     if missing:
         raise UsageError(f"no such results directory: {shortened(', '.join(missing), 200)}")
-    if predict_to < 0:
-        raise UsageError(f"--predict-to {predict_to}: give a rank count, 1 or more")
+    check_bounds({"--predict-to": predict_to, "--efficiency-threshold": threshold, "--request-epochs": request_epochs,
+                  "--request-images": request_images})  # fmt: skip
     options = ProposalOptions(threshold, request_epochs, request_images)  # a bad value: one line, nothing written
     report = build_report(directories, out_dir, predict_to, options)
     console = wide_console()
