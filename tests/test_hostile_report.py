@@ -148,9 +148,11 @@ def test_directory_links_are_not_followed_and_loops_do_not_hang(tmp_path):
     os.symlink(results / "a", results / "b")  # two links to each other
     done = _report(results, tmp_path / "report", timeout=60)
     assert done.returncode == 0, done.stderr
-    assert (
-        "reported twice" not in done.stdout and "1 complete run(s)" in (tmp_path / "report" / "summary.md").read_text()
-    )
+    assert "reported twice" not in done.stdout
+    assert "1 complete run(s)" in (tmp_path / "report" / "summary.md").read_text()
+    write_raw_row(results / "k" / "rank0.csv", run_id="k", sweep_key="k")
+    checked = run_cli(["sweep", "--check-done", "k", "--results", str(results)], timeout=60)  # the same discovery
+    assert checked.returncode == 0, checked.stderr
 
 
 def test_fifos_devices_huge_fields_and_boms_are_handled(tmp_path):
