@@ -21,7 +21,7 @@ CASES = [
     (["allreduce", "--max-bytes", "1099511627776"], "--max-bytes must be at most"),
     (["allreduce", "--init-timeout", "inf"], "--init-timeout must be a finite number"),
     (["report", "{tmp}", "--predict-to", "1000000000"], "--predict-to must be at most"),
-    (["report", "{tmp}", "--request-epochs", "inf"], "--request-epochs must be a finite number"),
+    (["report", "{tmp}", "--request-epochs", "inf"], "--request-epochs inf: give a number of epochs"),
     (["check", "--gpus", "1000000000"], "--gpus must be at most"),
     (["check", "--mem-per-gpu", "64G\n"], "--mem-per-gpu takes a value such as 64G"),
     (["sweep", "--gpus", "1,1000000000"], "--gpus must be at most"),

@@ -45,7 +45,7 @@ def print_console(report: Report, console: Console) -> None:
         )
     console.print(table)
     for run_id, why in report.tables.incomplete:
-        console.print(f"left out run {console_text(run_id)}: {console_text(why)}", style="yellow", soft_wrap=True)
+        console.print(console_text(f"left out run {shortened(run_id, 120)}: {why}"), style="yellow", soft_wrap=True)
     for path, why in report.loaded.problems:
         line = f"cannot use {shortened(path, 200)}: {shortened(why, 300)}"
         console.print(console_text(line), style="red", soft_wrap=True)
@@ -152,9 +152,9 @@ def report_main(
     missing = [directory for directory in directories if not os.path.isdir(directory)]
     if missing:
         raise UsageError(f"no such results directory: {shortened(', '.join(missing), 200)}")
+    options = ProposalOptions(threshold, request_epochs, request_images)  # a bad value: one line, nothing written
     check_bounds({"--predict-to": predict_to, "--efficiency-threshold": threshold, "--request-epochs": request_epochs,
                   "--request-images": request_images})  # fmt: skip
-    options = ProposalOptions(threshold, request_epochs, request_images)  # a bad value: one line, nothing written
     report = build_report(directories, out_dir, predict_to, options)
     console = wide_console()
     print_console(report, console)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from ddp_bench.console import format_number
-from ddp_bench.escape import markdown_code, markdown_text
+from ddp_bench.escape import markdown_code, markdown_text, shortened
 from ddp_bench.report.data import LoadedRows, RunTables, device_word, provenance_differences, series_title
 from ddp_bench.report.model_trust import SeriesTrust, signed_percent, where_text
 from ddp_bench.report.proposal import Proposal
@@ -87,7 +87,10 @@ def markdown(report: Report) -> str:
     lines += provenance_markdown(provenance_differences(report.tables.runs))
     if report.tables.incomplete:
         lines += ["## Left out: incomplete runs", ""]
-        lines += [f"- `{markdown_code(run_id)}`: {markdown_text(why)}" for run_id, why in report.tables.incomplete]
+        lines += [
+            f"- `{markdown_code(shortened(run_id, 120))}`: {markdown_text(why)}"
+            for run_id, why in report.tables.incomplete
+        ]
         lines.append("")
     if report.loaded.problems:
         lines += ["## Left out: unusable files", ""]
