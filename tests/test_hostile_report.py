@@ -9,10 +9,11 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import subprocess
 import sys
 
 import pytest
-from conftest import clean_env, run_cli, run_group
+from conftest import clean_env, launched, run_cli, run_group
 from rank_rows import write_raw_row, write_run
 
 from ddp_bench.report.transaction import REPORT_FILES
@@ -220,6 +221,26 @@ def test_a_report_into_a_directory_being_written_is_refused(tmp_path):
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # what a report writing to report/ holds
         _one_line_exit_2(_report(tmp_path / "runs", tmp_path / "report"), "being written by another report")
     assert not (tmp_path / "report").exists()
+
+
+def test_two_concurrent_reports_into_one_directory_never_mix(tmp_path):
+    write_run(tmp_path / "one", "w1")
+    write_run(tmp_path / "two", "w1")
+    write_run(tmp_path / "two", "w2", 2)
+    out = str(tmp_path / "report")
+    commands = [
+        [sys.executable, "-m", "ddp_bench", "report", str(tmp_path / name), "--out", out] for name in ("two", "one")
+    ]
+    with launched(commands[0], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env()) as first:
+        second = run_group(commands[1], timeout=120, env=clean_env())
+        first_err = first.communicate(timeout=120)[1]
+    for code, err in ((first.returncode, first_err), (second.returncode, second.stderr)):
+        assert code == 0 or (code == 2 and "being written by another report" in err), err
+    names = set(os.listdir(out))
+    # whichever report finished last is there whole: its summary with its own Proposal (two counts) or none (one)
+    assert "summary.md" in names and (
+        ("proposal.md" in names) == ("2 complete run(s)" in (tmp_path / "report" / "summary.md").read_text())
+    )
 
 
 @pytest.mark.parametrize("world", [2])

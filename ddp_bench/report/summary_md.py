@@ -85,21 +85,26 @@ def markdown(report: Report) -> str:
     lines += straggler_markdown(report.stragglers)
     lines += platform_markdown(report.platforms, report.course)
     lines += provenance_markdown(provenance_differences(report.tables.runs))
+    lines += left_out_markdown(report)
+    figures = [os.path.basename(path) for path in report.files if path.endswith(".png")]
+    if figures:
+        lines += ["## Figures", ""] + [f"![{name}]({name})" for name in figures] + [""]
+    return "\n".join(lines)
+
+
+def left_out_markdown(report: Report) -> list[str]:
+    """The runs and files the report left out, each with why (run ids cut short: a cell may be 100 KB)."""
+    lines = []
     if report.tables.incomplete:
         lines += ["## Left out: incomplete runs", ""]
-        lines += [
-            f"- `{markdown_code(shortened(run_id, 120))}`: {markdown_text(why)}"
-            for run_id, why in report.tables.incomplete
-        ]
+        for run_id, why in report.tables.incomplete:
+            lines.append(f"- `{markdown_code(shortened(run_id, 120))}`: {markdown_text(why)}")
         lines.append("")
     if report.loaded.problems:
         lines += ["## Left out: unusable files", ""]
         lines += [f"- `{markdown_code(path)}`: {markdown_text(why)}" for path, why in report.loaded.problems]
         lines.append("")
-    figures = [os.path.basename(path) for path in report.files if path.endswith(".png")]
-    if figures:
-        lines += ["## Figures", ""] + [f"![{name}]({name})" for name in figures] + [""]
-    return "\n".join(lines)
+    return lines
 
 
 def _percent(value: float) -> str:
