@@ -33,7 +33,7 @@ sys.path.insert(0, ROOT)
 
 from ddp_bench.cli import main as ddp_bench_main  # noqa: E402
 from ddp_bench.measurement.consumption import CounterChoice, RaplCounter  # noqa: E402
-from ddp_bench.results.records import read_rank_csv  # noqa: E402
+from ddp_bench.results.rank_files import read_rank_csv  # noqa: E402
 
 TARGET_RATIO = 0.98
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from ddp_bench.args import Parser
 from ddp_bench.config import BenchConfig, choices
-from ddp_bench.errors import UsageError
+from ddp_bench.flag_bounds import check_bounds
 from ddp_bench.measurement.allreduce import bus_bandwidth, default_sizes
 from ddp_bench.results.allreduce_table import AllreduceRow, write_allreduce_csv
 from ddp_bench.results.records import new_run_id
@@ -30,8 +30,8 @@ def _parse(argv: Sequence[str]):
     parser.add_argument("--out", default="results")
     parser.add_argument("--init-timeout", type=float, default=180.0)
     args = parser.parse_args(list(argv))
-    if args.max_bytes < 4096 or args.iters <= 0 or args.warmup < 0:
-        raise UsageError("--max-bytes must be at least 4096, --iters positive, --warmup zero or more")
+    check_bounds({"--max-bytes": args.max_bytes, "--iters": args.iters, "--warmup": args.warmup,
+                  "--init-timeout": args.init_timeout})  # fmt: skip
     return args
 
 
@@ -110,11 +110,12 @@ def _print_and_plot(rows: list[AllreduceRow], directory: str) -> None:
     from rich.table import Table
 
     from ddp_bench.console import wide_console
+    from ddp_bench.escape import console_text
 
     first = rows[0]
     table = Table(
         title=f"all-reduce · {first.backend} · {first.world_size} ranks on {first.num_nodes} node(s) · "
-        f"{first.device_name}",
+        f"{console_text(first.device_name)}",
         title_justify="left",
     )
     for column in ("size", "time (us)", "algbw (GB/s)", "busbw (GB/s)"):
@@ -147,7 +148,7 @@ def _print_and_plot(rows: list[AllreduceRow], directory: str) -> None:
     axis.grid(True, alpha=0.3)
     axis.legend()
     figure.savefig(os.path.join(directory, "allreduce.png"), dpi=150, bbox_inches="tight")
-    console.print(f"wrote {directory}/allreduce.csv and allreduce.png", soft_wrap=True)
+    console.print(f"wrote {console_text(directory)}/allreduce.csv and allreduce.png", soft_wrap=True)
 
 
 def _size(size: int) -> str:

@@ -83,17 +83,18 @@ def check_main(argv: Sequence[str]) -> int:
 
     from ddp_bench.cluster.site_check import cluster_findings, split_check_args
     from ddp_bench.console import wide_console
+    from ddp_bench.escape import console_text
     from ddp_bench.launch.preflight import run_checks
 
     own, run_argv = split_check_args(argv)
     cfg = parse_args(run_argv)
     findings = [*cluster_findings(own, cfg, os.environ), *run_checks(cfg, os.environ)]
-    table = Table(title=f"ddp_bench check · {socket.gethostname()}", title_justify="left")
+    table = Table(title=f"ddp_bench check · {console_text(socket.gethostname())}", title_justify="left")
     for column in ("check", "", "finding"):
         table.add_column(column)
     marks = {"ok": "[green]ok[/green]", "note": "[yellow]note[/yellow]", "error": "[red]error[/red]"}
     for finding in findings:
-        table.add_row(finding.check, marks[finding.level], finding.message)
+        table.add_row(console_text(finding.check), marks[finding.level], console_text(finding.message))
     wide_console().print(table)
     return EXIT_USAGE if any(finding.level == "error" for finding in findings) else 0
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ddp_bench.errors import UsageError
+from ddp_bench.flag_bounds import check_bounds
 
 ModelName = Literal["mnist_cnn", "resnet18", "resnet50"]
 DataName = Literal["synthetic", "mnist", "cifar10"]
@@ -85,27 +86,10 @@ class BenchConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise UsageError(f"--{_flag(name)} must be an integer, not {value!r}")
-        if self.batch_size <= 0:
-            raise UsageError(f"--batch-size must be positive, not {self.batch_size}")
-        if self.warmup_steps < 0:
-            raise UsageError(f"--warmup-steps must be zero or more, not {self.warmup_steps}")
-        if self.workers < 0:
-            raise UsageError(f"--workers must be zero or more, not {self.workers}")
         if self.steps is not None and self.epochs is not None:
             raise UsageError("give --steps or --epochs, not both")
-        if self.steps is not None and self.steps <= 0:
-            raise UsageError(f"--steps must be positive, not {self.steps}")
-        if self.epochs is not None and self.epochs <= 0:
-            raise UsageError(f"--epochs must be positive, not {self.epochs}")
-        if self.lr is not None and not self.lr > 0:
-            raise UsageError(f"--lr must be positive, not {self.lr}")
-        if self.lr_reference_batch <= 0:
-            raise UsageError(f"--lr-reference-batch must be positive, not {self.lr_reference_batch}")
-        if self.lr_warmup_epochs < 0:
-            raise UsageError(f"--lr-warmup-epochs must be zero or more, not {self.lr_warmup_epochs}")
+        check_bounds({f"--{_flag(name)}": getattr(self, name) for name in _BOUNDED})
         self._check_target()
-        if not self.init_timeout > 0:
-            raise UsageError(f"--init-timeout must be positive, not {self.init_timeout}")
         if self.model == "mnist_cnn" and self.image_shape_name != "mnist":
             raise UsageError(
                 "--model mnist_cnn is the course network for 1x28x28 MNIST digits; "
@@ -113,6 +97,8 @@ class BenchConfig:
             )
         if self.synthetic_like != "auto" and self.data != "synthetic":
             raise UsageError("--synthetic-like only applies to --data synthetic")
+        if self.compare_synthetic and self.data == "synthetic":
+            raise UsageError("--compare-synthetic compares real data with synthetic: give --data mnist or cifar10")
         if not self.out:
             raise UsageError("--out must name a directory")
         if any(ch in self.tag for ch in "\n\r,"):
@@ -131,10 +117,6 @@ class BenchConfig:
             raise UsageError("--target-accuracy needs real data (--data mnist or cifar10): random labels have none")
         if self.steps is not None or self.epochs is not None:
             raise UsageError("--target-accuracy trains until the target or --max-epochs: drop --steps / --epochs")
-        if self.max_epochs <= 0:
-            raise UsageError(f"--max-epochs must be positive, not {self.max_epochs}")
-        if self.eval_every is not None and self.eval_every <= 0:
-            raise UsageError(f"--eval-every must be positive, not {self.eval_every}")
 
     @property
     def image_shape_name(self) -> str:
@@ -156,6 +138,11 @@ class BenchConfig:
         if self.epochs is not None or self.target_accuracy is not None:
             return None
         return self.steps if self.steps is not None else DEFAULT_STEPS
+
+
+# Numeric fields, each checked against its flag's bounds (flag_bounds.BOUNDS).
+_BOUNDED = ("batch_size", "steps", "epochs", "max_epochs", "eval_every", "warmup_steps", "workers", "seed", "lr",
+            "lr_reference_batch", "lr_warmup_epochs", "init_timeout")  # fmt: skip
 
 
 def _literal_choices(hint: object) -> tuple[str, ...]:

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ddp_bench.escape import console_text
 from ddp_bench.results.records import RankRecord
 
 
@@ -91,7 +92,7 @@ def print_summary(record: RankRecord, advice: str, run_dir: str) -> None:
         ),
     ]
     for name, value in rows:
-        table.add_row(name, value)
+        table.add_row(name, console_text(value))
     console = wide_console()
     console.print(table)
-    console.print(f"rows: {run_dir}/rank*.csv", soft_wrap=True)
+    console.print(f"rows: {console_text(run_dir)}/rank*.csv", soft_wrap=True)

@@ -70,6 +70,8 @@ def _open_torchvision(data: str, data_dir: str, train: bool, transform=None, dow
 
 def open_real_dataset(data: str, data_dir: str, train: bool, transform=None):
     """The torchvision dataset under `data_dir`, or a one-line UsageError saying how to get it."""
+    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        raise UsageError(f"--data-dir {data_dir} is a file, not a directory; {_fetch_hint(data, data_dir)}")
     if not os.path.isdir(data_dir):
         raise UsageError(f"--data-dir {data_dir} does not exist; {_fetch_hint(data, data_dir)}")
     try:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ddp_bench.results.records import read_rank_csv
+from ddp_bench.results.rank_files import read_rank_csv
 
 # Real MNIST digits for the accuracy tests: set DDP_BENCH_MNIST_DIR to a directory holding MNIST/raw/.
 MNIST_ENV = "DDP_BENCH_MNIST_DIR"

@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from ddp_bench.results.rank_files import read_rank_csv
 from ddp_bench.results.records import (
     COLUMNS,
     REQUIRED_COLUMNS,
@@ -15,7 +16,6 @@ from ddp_bench.results.records import (
     images_per_second,
     incomplete_reason,
     new_run_id,
-    read_rank_csv,
     render_csv,
     write_rank_csv,
 )
@@ -36,6 +36,7 @@ def make_record(**changes) -> RankRecord:
             continue
         values[field.name] = {"int": 1, "float": 1.5, "bool": False, "str": "x"}[field.type]
     values.update(run_id="run-a", rank=0, world_size=2, local_world_size=2, test_accuracy=float("nan"))
+    values.update(status="complete", mfu=0.5, test_accuracy=float("nan"), target_accuracy=0.5)  # in the schema's ranges
     values.update(changes)
     return RankRecord(**values)
 

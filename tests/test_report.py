@@ -229,7 +229,7 @@ def test_every_unusable_file_is_named_once_among_many_good_ones(tmp_path):
     loaded = load_rows([str(tmp_path)])
     assert loaded.files == 42
     assert sorted((os.path.basename(os.path.dirname(p)), why) for p, why in loaded.problems) == [
-        ("garbled-world", "not a number in world_size"),
+        ("garbled-world", "not a number in world_size: 'two'"),
         ("odd-status", "unknown status 'maybe'"),
     ]
     assert sorted(loaded.rows["run_id"].unique()) == [f"good{index:02d}" for index in range(20)]

@@ -135,7 +135,11 @@ def test_series_the_model_cannot_serve_say_why(tmp_path):
 def test_predict_to_must_be_a_count(tmp_path):
     gpu_series(tmp_path)
     done = run_cli(["report", str(tmp_path), "--out", str(tmp_path / "r"), "--predict-to", "-4"])
-    assert done.returncode == 2 and "--predict-to -4" in done.stderr and "Traceback" not in done.stderr
+    assert (
+        done.returncode == 2
+        and "--predict-to must be zero or more, not -4" in done.stderr
+        and "Traceback" not in done.stderr
+    )
     done = run_cli(["report", str(tmp_path), "--out", str(tmp_path / "r"), "--predict-to", "many"])
     assert done.returncode == 2 and "Traceback" not in done.stderr
 

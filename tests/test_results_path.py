@@ -20,7 +20,8 @@ from test_failures import wait_until_catching
 from ddp_bench.cli import main
 from ddp_bench.errors import UsageError
 from ddp_bench.report.build import build_report
-from ddp_bench.results.records import COLUMNS, read_rank_csv
+from ddp_bench.results.rank_files import read_rank_csv
+from ddp_bench.results.records import COLUMNS
 from ddp_bench.results.results_dir import RESCUE_DIR_NAME, prove_output_dir
 
 CPU = ["--device", "cpu"]

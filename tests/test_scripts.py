@@ -247,7 +247,7 @@ def test_sweep_is_a_clear_error_without_sbatch(tmp_path):
 
 
 def test_render_refuses_unsafe_sbatch_values():
-    with pytest.raises(ValueError, match="unsafe"):
+    with pytest.raises(UsageError, match="unsafe"):
         render(PROFILES["generic"], JobShape(1, 1, time="00:10:00", account="x; rm -rf ~"))
 
 
@@ -256,8 +256,8 @@ def test_render_refuses_unsafe_sbatch_values():
     [
         (["--gpus", "1,2", "--gpus-per-node", "0"], "--gpus-per-node must be positive, not 0"),
         (["--gpus", "1,2", "--gpus-per-node", "-4"], "--gpus-per-node must be positive, not -4"),
-        (["--gpus", "0"], "--gpus needs positive GPU counts"),
-        (["--gpus", "2", "--cpus-per-task", "-1"], "--cpus-per-task must be zero (the profile's) or more, not -1"),
+        (["--gpus", "0"], "--gpus must be positive, not 0"),
+        (["--gpus", "2", "--cpus-per-task", "-1"], "--cpus-per-task must be zero or more, not -1"),
     ],
 )
 def test_sweep_refuses_impossible_shapes_and_writes_nothing(tmp_path, flags, message):

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ddp_bench.cluster.site_types import ClusterProfile, GpuNode, MigSlice
+from ddp_bench.errors import UsageError
+from ddp_bench.escape import shortened
 
 WARNING_SIGNAL = "USR1@120"  # SIGUSR1 two minutes before the time limit: ddp_bench stops and writes its rows
 TORCH_FLOOR, TORCHVISION_FLOOR = "2.6", "0.21"  # pyproject.toml's floor, for venvs built from a site's wheelhouse
@@ -88,7 +90,7 @@ def _sbatch_lines(profile: ClusterProfile, shape: JobShape, job_name: str) -> li
 def checked_directive(line: str) -> str:
     """#SBATCH and #PBS lines are read by the scheduler, not bash; refuse anything that would not survive either."""
     if any(ch in line for ch in "\n\r`$;&|<>\"'\\"):
-        raise ValueError(f"unsafe character in job script line: {line!r}")
+        raise UsageError(f"unsafe character in job script line: {shortened(line, 80)!r}")
     return line
 
 

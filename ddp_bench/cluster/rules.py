@@ -13,9 +13,26 @@ from dataclasses import dataclass
 
 from ddp_bench.cluster.site_types import ClusterProfile, GpuNode, Queue
 from ddp_bench.errors import UsageError
+from ddp_bench.escape import shortened
 
-_WALLTIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
-MEMORY = re.compile(r"^[1-9]\d*[MG]$")
+_WALLTIME = re.compile(r"(?:(\d{1,4})-)?(\d{1,6})(?::(\d{1,2}))?(?::(\d{1,2}))?")
+# Job values that go into #SBATCH / #PBS directives, each checked whole (fullmatch: a trailing newline is no match)
+# against what survives the scheduler's syntax: no space to start another option, no ';', quote or newline.
+SCHEDULER_VALUES = {
+    "--account": (re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"), "def-yourpi"),
+    "--mem-per-gpu": (re.compile(r"[1-9]\d{0,6}[MG]"), "64G or 4000M"),
+    "--queue": (re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}"), "debug or prod"),
+    "--mig": (re.compile(r"[0-9A-Za-z][0-9A-Za-z.-]{0,31}"), "3g.40gb"),
+    "--gpu-type": (re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}"), "h100"),
+}
+
+
+def check_scheduler_values(values: Mapping[str, str]) -> None:
+    """UsageError for the first given value (by flag) that would not survive a scheduler directive."""
+    for flag, value in values.items():
+        pattern, example = SCHEDULER_VALUES[flag]
+        if value and not pattern.fullmatch(value):
+            raise UsageError(f"{flag} takes a value such as {example}, not {shortened(repr(value), 60)}")
 
 
 @dataclass(frozen=True)
@@ -34,9 +51,11 @@ class JobRequest:
 
 def parse_walltime(text: str) -> int:
     """Seconds in a Slurm or PBS time limit: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS."""
-    match = _WALLTIME.match(text.strip())
+    match = _WALLTIME.fullmatch(text)
     if not match:
-        raise UsageError(f"--time takes a time limit such as 00:30:00, 90 or 2-00:00:00, not {text!r}")
+        raise UsageError(
+            f"--time takes a time limit such as 00:30:00, 90 or 2-00:00:00, not {shortened(repr(text), 60)}"
+        )
     days, first, second, third = (int(part) if part else None for part in match.groups())
     if days is None:  # MM, MM:SS or HH:MM:SS
         if third is not None:

@@ -14,9 +14,10 @@ from collections.abc import Mapping, Sequence
 from ddp_bench.args import Parser
 from ddp_bench.cluster.detect import resolve_cluster, this_host
 from ddp_bench.cluster.profiles import get_profile
-from ddp_bench.cluster.rules import MEMORY, JobRequest, parse_walltime, site_refusals
+from ddp_bench.cluster.rules import JobRequest, check_scheduler_values, parse_walltime, site_refusals
 from ddp_bench.config import BenchConfig
 from ddp_bench.errors import UsageError
+from ddp_bench.flag_bounds import check_bounds
 from ddp_bench.launch.cuda_build import is_mig
 from ddp_bench.launch.launchers import detect_launch
 from ddp_bench.launch.preflight import Finding
@@ -33,10 +34,10 @@ def split_check_args(argv: Sequence[str]):
     parser.add_argument("--mem-per-gpu", default="")
     parser.add_argument("--queue", default="")
     own, rest = parser.parse_known_args(list(argv))
-    if own.gpus is not None and own.gpus <= 0:
-        raise UsageError(f"--gpus must be positive, not {own.gpus}")
-    if own.mem_per_gpu and not MEMORY.match(own.mem_per_gpu):
-        raise UsageError(f"--mem-per-gpu takes an amount such as 64G or 4000M, not {own.mem_per_gpu!r}")
+    check_bounds({"--gpus": own.gpus})
+    check_scheduler_values(
+        {"--mem-per-gpu": own.mem_per_gpu, "--queue": own.queue, "--mig": own.mig, "--gpu-type": own.gpu_type}
+    )
     return own, rest
 
 

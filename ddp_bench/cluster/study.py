@@ -18,7 +18,7 @@ from ddp_bench.cluster.site_types import ClusterProfile
 from ddp_bench.config import BenchConfig
 from ddp_bench.errors import UsageError
 from ddp_bench.measurement.consumption import MIN_NVML_STAGE_S
-from ddp_bench.results.records import complete_runs
+from ddp_bench.results.rank_files import complete_runs
 
 STUDY_COUNTS = 5  # "5-6 or more resource counts"
 PROBLEM_MINUTES = (30, 60)  # "a test problem of 30-60 minutes"

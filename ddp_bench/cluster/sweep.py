@@ -24,11 +24,13 @@ from ddp_bench.args import Parser, parse_args
 from ddp_bench.cluster.detect import resolve_cluster, this_host
 from ddp_bench.cluster.jobscript import JobShape, SeriesStep
 from ddp_bench.cluster.profiles import get_profile
-from ddp_bench.cluster.rules import MEMORY, JobRequest, first_refusal, parse_walltime
+from ddp_bench.cluster.rules import JobRequest, check_scheduler_values, first_refusal, parse_walltime
 from ddp_bench.cluster.scripts import render_job, render_job_series
 from ddp_bench.cluster.study import calibrate, length_warnings, sized_flags, study_counts
 from ddp_bench.errors import EXIT_FAILURE, UsageError
-from ddp_bench.results.records import complete_runs
+from ddp_bench.escape import one_line, shortened
+from ddp_bench.flag_bounds import check_bounds
+from ddp_bench.results.rank_files import complete_runs
 
 # The scaling model reads the all-reduce at the sizes of DDP's buckets (25 MiB at most, scaling_model.BUCKET_BYTES):
 # messages up to 64 MiB cover them and keep each count's all-reduce step short (256 MiB over 1 Gbit/s is seconds
@@ -64,8 +66,10 @@ def parse_gpu_counts(text: str) -> list[int]:
         counts = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise UsageError(f"--gpus takes comma-separated integers, not {text!r}") from None
-    if not counts or any(count <= 0 for count in counts):
+    if not counts:
         raise UsageError(f"--gpus needs positive GPU counts, not {text!r}")
+    for count in counts:
+        check_bounds({"--gpus": count})
     return sorted(set(counts))
 
 
@@ -157,17 +161,15 @@ def sweep_main(argv: Sequence[str]) -> int:
     if args.check_done:  # exit 0 when --results holds complete rows for this sweep key, 1 when not
         done = complete_keys(args.results) if os.path.isdir(args.results) else set()
         return 0 if args.check_done in done else 1
+    check_bounds({"--gpus-per-node": args.gpus_per_node, "--cpus-per-task": args.cpus_per_task,
+                  "--global-batch": args.global_batch, "--problem-minutes": args.problem_minutes})  # fmt: skip
     detection = resolve_cluster(args.cluster, os.environ, this_host())
     profile = get_profile(detection.name)
     node = profile.node(args.gpu_type)
-    if args.gpus_per_node is not None and args.gpus_per_node <= 0:
-        raise UsageError(f"--gpus-per-node must be positive, not {args.gpus_per_node}")
     if args.gpus_per_node and node.gpus and args.gpus_per_node > node.gpus:
         raise UsageError(f"{profile.name}'s GPU nodes have {node.gpus} GPUs: --gpus-per-node {args.gpus_per_node}")
-    if args.cpus_per_task < 0:
-        raise UsageError(f"--cpus-per-task must be zero (the profile's) or more, not {args.cpus_per_task}")
-    if args.mem_per_gpu and not MEMORY.match(args.mem_per_gpu):
-        raise UsageError(f"--mem-per-gpu takes an amount such as 64G or 4000M, not {args.mem_per_gpu!r}")
+    check_scheduler_values({"--account": args.account, "--mem-per-gpu": args.mem_per_gpu, "--queue": args.queue,
+                            "--mig": args.mig, "--gpu-type": args.gpu_type})  # fmt: skip
     if any(flag == "--out" or flag.startswith("--out=") for flag in run_flags):
         raise UsageError("give the results directory as sweep --results, not as a run flag --out")
     if not args.gpus and not args.study:
@@ -195,8 +197,6 @@ def sweep_main(argv: Sequence[str]) -> int:
     own = frozenset(point.key for point in unsized) if sized else frozenset()  # a sized study's own runs
     calibration = calibrate(calibration_dir, parse_args(unsized[0].flags), counts[0], own)
     if args.problem_minutes is not None:
-        if args.problem_minutes <= 0:
-            raise UsageError(f"--problem-minutes must be positive, not {args.problem_minutes:g}")
         flags = sized_flags(flags, parse_args(flags), args.problem_minutes, calibration, calibration_dir, counts[0])
     points = [point for scaling in scalings for point in plan(scaling, flags)]
     venv = os.environ.get("DDP_BENCH_VENV", "")
@@ -205,6 +205,7 @@ def sweep_main(argv: Sequence[str]) -> int:
         request = JobRequest(point.gpus, point.shape.nodes, time_s, args.mig, args.mem_per_gpu,
                              os.path.abspath(args.results), venv, args.queue)  # fmt: skip
         first_refusal(profile, node, request, os.environ)
+    _check_paths(args, venv)  # after the site's rules: a refused job leaves no --scripts-dir behind
     print(f"# cluster: {profile.name} ({detection.reason})")
     for scaling in scalings:
         series = [point for point in points if point.scaling == scaling]
@@ -230,16 +231,39 @@ def sweep_main(argv: Sequence[str]) -> int:
     return 0
 
 
+def _check_paths(args, venv: str) -> None:
+    """The paths a job is given: one line each (a job's environment holds no newline), and --scripts-dir a
+    directory this process can write, unless nothing is written (--dry-run)."""
+    for what, path in (("--results", args.results), ("DDP_BENCH_VENV", venv), ("--scripts-dir", args.scripts_dir)):
+        if one_line(path) != path:
+            raise UsageError(f"{what} {shortened(path, 120)!r}: a path with a newline or control character")
+    if args.dry_run:
+        return
+    if os.path.lexists(args.scripts_dir) and not os.path.isdir(args.scripts_dir):
+        raise UsageError(f"--scripts-dir {shortened(args.scripts_dir, 120)} is a file, not a directory")
+    try:
+        os.makedirs(args.scripts_dir, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(
+            f"--scripts-dir {shortened(args.scripts_dir, 120)} cannot be created ({exc.strerror})"
+        ) from None
+    if not os.access(args.scripts_dir, os.W_OK | os.X_OK):
+        raise UsageError(f"--scripts-dir {shortened(args.scripts_dir, 120)} cannot be written")
+
+
 def _submit(scheduler: str, script: str, name: str, args) -> int:
     """Write the script under --scripts-dir and submit it (sbatch, or qsub), its rows going to --results."""
-    os.makedirs(args.scripts_dir, exist_ok=True)
     path = os.path.join(args.scripts_dir, name)
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(script)
-    results = os.path.abspath(args.results)
-    environment = {**os.environ, "DDP_BENCH_RESULTS": results}
-    passed = ",".join(f"{name}={environment[name]}" for name in ("DDP_BENCH_RESULTS", "DDP_BENCH_VENV")
-                      if environment.get(name))  # fmt: skip
+    try:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(script)
+    except OSError as exc:
+        raise UsageError(
+            f"--scripts-dir {shortened(args.scripts_dir, 120)}: cannot write {name} ({exc.strerror})"
+        ) from None
+    environment = {**os.environ, "DDP_BENCH_RESULTS": os.path.abspath(args.results)}
+    # qsub -v NAME with no value takes the value from qsub's environment: a comma in a path starts no variable
+    passed = ",".join(name for name in ("DDP_BENCH_RESULTS", "DDP_BENCH_VENV") if environment.get(name))
     command = ["sbatch", path] if scheduler == "slurm" else ["qsub", "-v", passed, path]
     try:
         submitted = subprocess.run(command, capture_output=True, text=True, timeout=120, env=environment)

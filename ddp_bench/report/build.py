@@ -5,9 +5,9 @@ Reads per-rank CSVs only (no torch import): a laptop can report on rows copied b
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import pandas as pd
 from rich.console import Console
@@ -15,283 +15,16 @@ from rich.table import Table
 
 from ddp_bench.console import format_number, wide_console
 from ddp_bench.errors import UsageError
-from ddp_bench.report.data import (
-    LoadedRows,
-    RunTables,
-    device_word,
-    load_rows,
-    provenance_differences,
-    scaling_summary,
-    series_title,
-    summarise_runs,
-)
-from ddp_bench.report.model_trust import SeriesTrust, signed_percent, trust_models, where_text, with_trust
+from ddp_bench.escape import console_text, shortened
+from ddp_bench.flag_bounds import check_bounds
+from ddp_bench.report.data import LoadedRows, RunTables, load_rows, scaling_summary, summarise_runs
+from ddp_bench.report.model_trust import trust_models, with_trust
 from ddp_bench.report.platforms import accuracy_series, course_rows, platform_table
-from ddp_bench.report.proposal import GOOD_EFFICIENCY, Proposal, ProposalOptions, build_proposal
-from ddp_bench.report.proposal_text import markdown_section, write_proposal
-from ddp_bench.report.scaling import SeriesModel, algorithm_note, load_allreduce, predict_series, straggler_table
-
-
-@dataclass(frozen=True)
-class Report:
-    loaded: LoadedRows
-    tables: RunTables
-    summary: pd.DataFrame
-    files: list[str]
-    platforms: pd.DataFrame  # platforms.platform_table
-    course: dict  # platforms.course_rows
-    accuracy: pd.DataFrame  # platforms.accuracy_series
-    models: list[SeriesModel]  # scaling.predict_series
-    not_modelled: list[str]  # series the model could not serve, and why
-    stragglers: pd.DataFrame  # scaling.straggler_table
-    trust: list[SeriesTrust]  # model_trust.trust_models, one per model
-    proposal: Proposal  # proposal.build_proposal
-
-
-def markdown(report: Report) -> str:
-    summary = report.summary
-    lines = ["# ddp_bench report", ""]
-    lines += [
-        f"{len(report.tables.runs)} complete run(s) from {report.loaded.rows['source'].nunique()} rank file(s).",
-        "Throughput = images trained by all ranks ÷ the slowest rank's time, warm-up excluded. "
-        "Speedup = throughput(N) ÷ throughput(N₀) × N₀ against the smallest run N₀ of the same series; "
-        "efficiency = speedup ÷ N. Values are medians over repeats (min–max in brackets).",
-        "",
-    ]
-    modelled = {model.series for model in report.models}
-    for series, points in summary.groupby("series", sort=True):
-        many, one = device_word(points["device_kind"]), device_word(points["device_kind"], plural=False)
-        predicted = series in modelled
-        lines += [f"## {series_title(points.iloc[0])}", ""]
-        lines += [
-            f"| platform | nodes | {many} | batch/{one} | global batch | images/s | images/s per {one} | speedup | "
-            "efficiency | "
-            + ("predicted images/s | predicted efficiency | " if predicted else "")
-            + "epoch time | step median / p90 (ms) | MFU | verdict | test acc. | runs |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
-            + ("---:|---:|" if predicted else "")
-            + "---:|---:|---:|---|---:|---:|",
-        ]
-        for _, row in points.sort_values("world_size").iterrows():
-            spread = ""
-            if row["repeats"] > 1:
-                low, high = row["global_images_per_s_min"], row["global_images_per_s_max"]
-                spread = f" ({format_number(low, 0)}–{format_number(high, 0)})"
-            accuracy = "—" if row["test_accuracy"] != row["test_accuracy"] else f"{row['test_accuracy'] * 100:.2f} %"
-            lines.append(
-                f"| {row['label']} | {row['num_nodes']} | {row['world_size']} | {row['batch_size']} | "
-                f"{row['global_batch_size']} | {format_number(row['global_images_per_s'])}{spread} | "
-                f"{format_number(row['images_per_s_per_gpu'])} | {row['speedup']:.2f} | "
-                f"{row['efficiency'] * 100:.0f} % | "
-                + (
-                    f"{format_number(row['predicted_images_per_s'])} | {_percent(row['predicted_efficiency'])} | "
-                    if predicted
-                    else ""
-                )
-                + f"{format_number(row['epoch_time_s'])} s | {format_number(row['step_time_median_ms'], 2)} / "
-                f"{format_number(row['step_time_p90_ms'], 2)} | {format_number(row['mfu'] * 100)} % | "
-                f"{row['verdict'] or '—'} | "
-                f"{accuracy} | {row['repeats']} |"
-            )
-        lines.append("")
-    lines += model_markdown(report.models, report.not_modelled, summary, report.trust)
-    lines += markdown_section(report.proposal)
-    lines += straggler_markdown(report.stragglers)
-    lines += platform_markdown(report.platforms, report.course)
-    lines += provenance_markdown(provenance_differences(report.tables.runs))
-    if report.tables.incomplete:
-        lines += ["## Left out: incomplete runs", ""]
-        lines += [f"- `{run_id}`: {why}" for run_id, why in report.tables.incomplete]
-        lines.append("")
-    if report.loaded.problems:
-        lines += ["## Left out: unusable files", ""]
-        lines += [f"- `{path}`: {why}" for path, why in report.loaded.problems]
-        lines.append("")
-    figures = [os.path.basename(path) for path in report.files if path.endswith(".png")]
-    if figures:
-        lines += ["## Figures", ""] + [f"![{name}]({name})" for name in figures] + [""]
-    return "\n".join(lines)
-
-
-def _percent(value: float) -> str:
-    return "—" if value != value else f"{value * 100:.0f} %"
-
-
-def model_markdown(
-    models: list[SeriesModel], not_modelled: list[str], summary: pd.DataFrame, trust: list[SeriesTrust]
-) -> list[str]:
-    """The Scaling model section: what each prediction was built from, then measured beside predicted, with how
-    far each row is from the measured counts and the model's error where the rows can check it."""
-    if not models and not not_modelled:
-        return []
-    lines = [
-        "## Scaling model",
-        "",
-        "A model, not a measurement: step = compute + the all-reduce time DDP's gradient buckets leave exposed "
-        "after backward, each bucket all-reduced as soon as its gradients are ready, one after another "
-        "(α–β ring all-reduce with DDP's bucket overlap; `ddp_bench/measurement/scaling_model.py`); on CPU "
-        "ranks, plus the measured CPU time of the all-reduce that overlaps backward on the same cores. "
-        "Predicted images/s = "
-        "ranks × batch ÷ step; the range (the band) runs from no overlap at all with the slowest all-reduce model that "
-        "fits the measured curves to perfect overlap with the fastest (past the measured counts: the bandwidth each "
-        "message size reached, the peak-bandwidth fit, ring or tree). Efficiency is against the "
-        "series' smallest measured run, as in the measured column. Where: a measured count, an interpolation or "
-        "an extrapolation (× the largest measured count); model vs measured = predicted ÷ measured − 1 at measured "
-        "counts, where compute and all-reduce come from that count's own runs; checked = the largest measured count "
-        "predicted from the smaller ones alone, the rows' own test of an extrapolation.",
-        "",
-    ]
-    for model, checked in zip(models, trust, strict=True):
-        where = checked.rows.set_index("world_size")
-        first = summary[summary["series"] == model.series].iloc[0]
-        lines += [f"### {series_title(first)}", ""]
-        lines += [f"- compute: {model.compute_source}.", f"- all-reduce: {model.allreduce_source}.", ""]
-        lines += [
-            "| ranks | measured images/s | predicted images/s (range) | measured efficiency | predicted efficiency "
-            "| step = compute + comm CPU + exposed (ms) | all-reduce per step (ms) | compute from | all-reduce from "
-            "| where | model vs measured |",
-            "|---:|---:|---:|---:|---:|---:|---:|---|---|---|---:|",
-        ]
-        for _, row in model.predictions.iterrows():
-            at = where.loc[row["world_size"]]
-            lines.append(
-                f"| {row['world_size']} | {format_number(row['measured_images_per_s'])} | "
-                f"{format_number(row['predicted_images_per_s'])} ({format_number(row['predicted_images_per_s_low'])}"
-                f"–{format_number(row['predicted_images_per_s_high'])}) | {_percent(row['measured_efficiency'])} | "
-                f"{_percent(row['predicted_efficiency'])} | {format_number(row['compute_ms'], 1)} + "
-                f"{format_number(row['comm_cpu_ms'], 1)} + "
-                f"{format_number(row['step_ms'] - row['compute_ms'] - row['comm_cpu_ms'], 1)} | "
-                f"{format_number(row['comm_ms'], 1)} | "
-                f"{row['compute_from']} | {row['comm_from']}{algorithm_note(row)} | "
-                f"{where_text(at['position'], at['reach'])} | "
-                f"{signed_percent(at['error_here'])} |"
-            )
-        lines += [
-            "",
-            f"- {checked.backtest.statement()}.",
-            f"- model vs measured at each measured count: {checked.errors_here() or 'none predicted'}.",
-            "",
-        ]
-    lines += [f"- not modelled: {why}" for why in not_modelled]
-    return lines + ([""] if not_modelled else [])
-
-
-def straggler_markdown(stragglers: pd.DataFrame) -> list[str]:
-    """Each multi-rank run's per-rank speed, from compute-only steps (the all-reduce makes every rank wait for
-    the slowest, so whole-step throughput is the same on all of them)."""
-    if stragglers.empty:
-        return []
-    lines = [
-        "## Stragglers",
-        "",
-        "Each rank's own images/s = batch ÷ its median compute-only step (`compute_step_ms`). A rank more than "
-        "10 % below its run's median is flagged: the whole job runs at its pace.",
-        "",
-        "| run | ranks | images/s per rank: min / median / max | slowest rank (host) | below median | |",
-        "|---|---:|---:|---|---:|---|",
-    ]
-    for _, row in stragglers.iterrows():
-        lines.append(
-            f"| `{row['run_id']}` | {row['world_size']} | {format_number(row['images_per_s_min'])} / "
-            f"{format_number(row['images_per_s_median'])} / {format_number(row['images_per_s_max'])} | "
-            f"{row['slowest_rank']} ({row['slowest_host']}) | {row['below_median'] * 100:.1f} % | "
-            + ("**straggler**" if row["straggler"] else "")
-            + " |"
-        )
-    return lines + [""]
-
-
-def _seconds(value: float) -> str:
-    if value != value:
-        return "—"
-    if value < 120:
-        return f"{value:.1f} s"
-    return f"{value / 60:.1f} min" if value < 7200 else f"{value / 3600:.1f} h"
-
-
-def _joules(value: float) -> str:
-    if value != value:
-        return "—"
-    return f"{value / 1000:,.2f} kJ" if value >= 1000 else f"{value:,.0f} J"
-
-
-def platform_markdown(platforms: pd.DataFrame, course: dict) -> list[str]:
-    """The Platforms section: one table per compared workload, then the course's comparison rows."""
-    if platforms.empty:
-        return []
-    lines = [
-        "## Platforms",
-        "",
-        "Workloads that ran on more than one platform (same model, data, per-device batch and precision). Medians "
-        "over repeats. Images/s on 1 device and at the largest count measured; × CPU compares 1-device "
-        "throughput with the CPU row's; epoch time, energy, device-hours, memory and efficiency are at the largest "
-        "count; time to accuracy is training time only, the fastest over the device counts that reached the "
-        "target; first result = queue wait + setup + the whole run, on the fewest devices (parts a run did not "
-        "record count as 0; there is no queue without a scheduler).",
-        "",
-    ]
-    for workload, table in platforms.groupby("workload", sort=False):
-        target = table["target_accuracy"].dropna()
-        to = f"time to {target.iloc[0] * 100:g} %" if len(target) else "time to accuracy"
-        lines += [f"### {workload}", ""]
-        lines += [
-            f"| platform | devices | images/s on 1 | images/s at largest | × CPU | epoch time | {to} | queue wait | "
-            "setup | first result | energy / epoch | device-hours / epoch | peak memory | efficiency at largest |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for _, row in table.iterrows():
-            word = device_word([row["device_kind"]], plural=row["devices"] != 1)
-            reached = _seconds(row["time_to_accuracy_s"])
-            if row["time_to_accuracy_devices"]:
-                reached += f" ({row['time_to_accuracy_devices']})"
-            lines.append(
-                f"| {row['name']} | {row['devices']} {word} | {format_number(row['images_per_s_1'])} | "
-                f"{format_number(row['images_per_s_max'])} | {format_number(row['x_cpu'], 2)} | "
-                f"{_seconds(row['epoch_time_s'])} | {reached} | {_seconds(row['queue_wait_s'])} | "
-                f"{_seconds(row['setup_s'])} | {_seconds(row['first_result_s'])} | "
-                f"{_joules(row['energy_per_epoch_j'])} | {format_number(row['device_hours_per_epoch'], 4)} | "
-                f"{format_number(row['peak_memory_mb'], 0)} MB | "
-                + ("—" if row["efficiency_max"] != row["efficiency_max"] else f"{row['efficiency_max'] * 100:.0f} %")
-                + " |"
-            )
-        answers = course.get(workload, {})
-        names = [name for name in table["name"] if name in answers]  # the table's order: the CPU first
-        lines += ["", "The course's comparison, measured:", ""]
-        lines += ["| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-        lines.append(
-            "| quick experiments: a 1-epoch job, end to end | "
-            + " | ".join(_seconds(answers[name]["quick_s"]) for name in names)
-            + " |"
-        )
-        lines.append(
-            "| scalability: efficiency at the largest count | "
-            + " | ".join(
-                "—"
-                if answers[name]["efficiency"] != answers[name]["efficiency"]
-                else f"{answers[name]['efficiency'] * 100:.0f} % on {answers[name]['devices']}"
-                for name in names
-            )
-            + " |"
-        )
-        lines.append("| hardware | " + " | ".join(str(answers[name]["hardware"]) for name in names) + " |")
-        lines.append("")
-    return lines
-
-
-def provenance_markdown(differences: list[tuple[str, str, dict[str, int]]]) -> list[str]:
-    """What differs between the runs of a compared series: versions, driver, NCCL settings, source commit."""
-    lines = ["## Provenance", ""]
-    if not differences:
-        return lines + [
-            "Within every series, all runs had the same torch, CUDA, NCCL and driver versions, NCCL settings, "
-            "Python and source commit.",
-            "",
-        ]
-    lines += ["What differs between the runs a series compares (value: runs):", ""]
-    for title, key, counts in differences:
-        shown = "; ".join(f"`{value or '(none)'}`: {count}" for value, count in counts.items())
-        lines.append(f"- {title}: **{key}** {shown}")
-    return lines + [""]
+from ddp_bench.report.proposal import GOOD_EFFICIENCY, ProposalOptions, build_proposal
+from ddp_bench.report.proposal_text import write_proposal
+from ddp_bench.report.scaling import SeriesModel, load_allreduce, predict_series, straggler_table
+from ddp_bench.report.summary_md import Report, markdown
+from ddp_bench.report.transaction import report_transaction
 
 
 def print_console(report: Report, console: Console) -> None:
@@ -300,9 +33,9 @@ def print_console(report: Report, console: Console) -> None:
         table.add_column(column, justify="left" if column in ("platform", "model", "scaling") else "right")
     for _, row in report.summary.sort_values(["series", "world_size"]).iterrows():
         table.add_row(
-            row["label"],
-            f"{row['model']} {row['data']}",
-            row["scaling"],
+            console_text(row["label"]),
+            console_text(f"{row['model']} {row['data']}"),
+            console_text(row["scaling"]),
             str(row["world_size"]),
             format_number(row["global_images_per_s"]),
             format_number(row["images_per_s_per_gpu"]),
@@ -312,60 +45,89 @@ def print_console(report: Report, console: Console) -> None:
         )
     console.print(table)
     for run_id, why in report.tables.incomplete:
-        console.print(f"[yellow]left out run {run_id}: {why}[/yellow]", soft_wrap=True)
+        console.print(console_text(f"left out run {shortened(run_id, 120)}: {why}"), style="yellow", soft_wrap=True)
     for path, why in report.loaded.problems:
-        console.print(f"[red]cannot use {path}: {why}[/red]", soft_wrap=True)
+        line = f"cannot use {shortened(path, 200)}: {shortened(why, 300)}"
+        console.print(console_text(line), style="red", soft_wrap=True)
 
 
 def build_report(
     directories: Sequence[str], out_dir: str, predict_to: int = 0, options: ProposalOptions | None = None
 ) -> Report:
     """predict_to: the scaling model's largest count (0: the measured counts only); options: the Proposal's
-    threshold and request (default: 75 %, no request)."""
-    from ddp_bench.report.plots import plot_efficiency, plot_platforms, plot_throughput, plot_time_to_accuracy
+    threshold and request (default: 75 %, no request). The report is built beside `out_dir` and replaces it whole
+    (transaction.report_transaction): a failure leaves `out_dir` as it was."""
+    with report_transaction(out_dir) as staging:
+        report = _write_report(_compute(directories, predict_to, options or ProposalOptions()), staging)
+    files = [os.path.join(out_dir, os.path.relpath(path, staging)) for path in report.files]
+    return dataclasses.replace(report, files=files)
 
+
+def _compute(directories: Sequence[str], predict_to: int, options: ProposalOptions) -> Report:
+    """Every table of the report, nothing written; UsageError when no complete run is left to report."""
     loaded = load_rows(list(directories))
     if not loaded.files:  # a mistyped path must not look like a successful, empty report
         raise UsageError(
-            f"no rank*.csv files under {', '.join(directories)} (searched recursively): "
+            f"no rank*.csv files under {shortened(', '.join(directories), 200)} (searched recursively): "
             "give the --out directory of your runs"
         )
     tables = summarise_runs(loaded.rows)
+    if tables.runs.empty:
+        raise UsageError(nothing_left(loaded, tables))
     summary = scaling_summary(tables.runs)
     allreduce, allreduce_problems = load_allreduce(list(directories))
     loaded.problems.extend(allreduce_problems)
     models, not_modelled = predict_series(summary, allreduce, predict_to)
     summary = _with_predictions(summary, models)
     trust = trust_models(summary, allreduce, models)
-    proposal = build_proposal(summary, models, trust, not_modelled, options or ProposalOptions())
+    proposal = build_proposal(summary, models, trust, not_modelled, options)
     stragglers = straggler_table(loaded.rows, tables.runs)
-    os.makedirs(out_dir, exist_ok=True)
+    platforms = platform_table(tables.runs)
+    course = course_rows(tables.runs, platforms)
+    accuracy = accuracy_series(tables.runs)
+    parts = (platforms, course, accuracy, models, not_modelled, stragglers, trust, proposal)
+    return Report(loaded, tables, summary, [], *parts)
+
+
+def nothing_left(loaded: LoadedRows, tables: RunTables) -> str:
+    """Why a report has no complete run: how many files were left out and runs incomplete, the first of each."""
+    parts = [f"no complete run to report: {loaded.files} rank file(s) found"]
+    if loaded.problems:
+        path, why = loaded.problems[0]
+        parts.append(f"{len(loaded.problems)} left out (first: {shortened(path, 80)}: {shortened(why, 80)})")
+    if tables.incomplete:
+        run_id, why = tables.incomplete[0]
+        parts.append(f"{len(tables.incomplete)} run(s) incomplete (first: {shortened(run_id, 60)}: {why})")
+    return "; ".join(parts)
+
+
+def _write_report(report: Report, out_dir: str) -> Report:
+    """Write every file of the report into `out_dir` (an empty directory); the report with their paths."""
+    from ddp_bench.report.plots import plot_efficiency, plot_platforms, plot_throughput, plot_time_to_accuracy
+
+    summary, models = report.summary, report.models
     files = [os.path.join(out_dir, "summary.csv")]
     summary.to_csv(files[0], index=False)
     if models:
         files.append(os.path.join(out_dir, "predictions.csv"))
-        pd.concat([with_trust(*pair) for pair in zip(models, trust, strict=True)]).to_csv(files[-1], index=False)
-    if not stragglers.empty:
+        pairs = zip(models, report.trust, strict=True)
+        pd.concat([with_trust(*pair) for pair in pairs]).to_csv(files[-1], index=False)
+    if not report.stragglers.empty:
         files.append(os.path.join(out_dir, "stragglers.csv"))
-        stragglers.to_csv(files[-1], index=False)
-    platforms = platform_table(tables.runs)
-    course = course_rows(tables.runs, platforms)
-    accuracy = accuracy_series(tables.runs)
-    files += write_proposal(proposal, out_dir)
-    if not platforms.empty:
+        report.stragglers.to_csv(files[-1], index=False)
+    files += write_proposal(report.proposal, out_dir)
+    if not report.platforms.empty:
         files.append(os.path.join(out_dir, "platforms.csv"))
-        platforms.to_csv(files[-1], index=False)
-    if not summary.empty:
-        files += plot_throughput(summary, out_dir, models)
-        files += plot_efficiency(summary, out_dir)
-        files += plot_platforms(summary, out_dir)
-    if not accuracy.empty:
-        files += plot_time_to_accuracy(accuracy, out_dir)
-    parts = (platforms, course, accuracy, models, not_modelled, stragglers, trust, proposal)
+        report.platforms.to_csv(files[-1], index=False)
+    files += plot_throughput(summary, out_dir, models)
+    files += plot_efficiency(summary, out_dir)
+    files += plot_platforms(summary, out_dir)
+    if not report.accuracy.empty:
+        files += plot_time_to_accuracy(report.accuracy, out_dir)
     path = os.path.join(out_dir, "summary.md")
     with open(path, "w", encoding="utf-8") as handle:
-        handle.write(markdown(Report(loaded, tables, summary, files, *parts)))
-    return Report(loaded, tables, summary, [*files, path], *parts)
+        handle.write(markdown(dataclasses.replace(report, files=files)))
+    return dataclasses.replace(report, files=[*files, path])
 
 
 def _with_predictions(summary: pd.DataFrame, models: list[SeriesModel]) -> pd.DataFrame:
@@ -389,18 +151,15 @@ def report_main(
 ) -> int:
     missing = [directory for directory in directories if not os.path.isdir(directory)]
     if missing:
-        raise UsageError(f"no such results directory: {', '.join(missing)}")
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise UsageError(f"--out {out_dir} is a file, not a directory")
-    if predict_to < 0:
-        raise UsageError(f"--predict-to {predict_to}: give a rank count, 1 or more")
+        raise UsageError(f"no such results directory: {shortened(', '.join(missing), 200)}")
     options = ProposalOptions(threshold, request_epochs, request_images)  # a bad value: one line, nothing written
+    check_bounds({"--predict-to": predict_to, "--efficiency-threshold": threshold, "--request-epochs": request_epochs,
+                  "--request-images": request_images})  # fmt: skip
     report = build_report(directories, out_dir, predict_to, options)
     console = wide_console()
     print_console(report, console)
-    if report.summary.empty:
-        console.print("no complete runs found: nothing to plot", style="yellow")
     console.print(
-        f"wrote {', '.join(sorted(os.path.basename(path) for path in report.files))} to {out_dir}", soft_wrap=True
+        f"wrote {', '.join(sorted(os.path.basename(path) for path in report.files))} to {console_text(out_dir)}",
+        soft_wrap=True,
     )
     return 0

@@ -18,18 +18,11 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ddp_bench.results.records import (
-    COLUMNS,
-    NUMERIC_COLUMNS,
-    find_rank_files,
-    global_images_per_second,
-    incomplete_reason,
-    read_rank_csv,
-)
+from ddp_bench.results.rank_files import find_rank_files, read_rank_csv
+from ddp_bench.results.records import COLUMNS, NUMERIC_COLUMNS, global_images_per_second, incomplete_reason
 
 # What makes two runs comparable, besides the scaling kind and the batch that the kind holds fixed.
 CONFIG_KEYS = ("platform", "cluster", "device_name", "model", "data", "loader", "amp", "channels_last", "compile")
-_REQUIRED_NUMBERS = ("world_size", "rank", "num_nodes", "batch_size", "global_batch_size", "samples", "train_time_s")
 
 
 @dataclass(frozen=True)
@@ -40,7 +33,7 @@ class LoadedRows:
 
 
 def load_rows(directories: list[str]) -> LoadedRows:
-    """Every per-rank CSV under the directories; a file that does not fit the schema is named, not dropped.
+    """Every per-rank CSV under the directories; a file that does not fit the schema is named and left out.
 
     Each file is read once with the csv module; the rows of all files then make one frame, and each numeric
     column is converted once for all of them (per-file conversion cost seconds at the scale of a 512-GPU sweep).
@@ -61,20 +54,11 @@ def load_rows(directories: list[str]) -> LoadedRows:
     frame["source"] = sources
     for column in NUMERIC_COLUMNS:
         frame[column] = pd.to_numeric(frame[column], errors="coerce")  # an empty cell is NaN
-    not_numbers = frame[list(_REQUIRED_NUMBERS)].isna()
-    unknown_status = ~frame["status"].isin(["complete", "incomplete"])
-    unusable = not_numbers.any(axis=1) | unknown_status
-    for path, bad in frame[unusable].groupby("source", sort=False):
-        bad_numbers = [column for column in _REQUIRED_NUMBERS if not_numbers.loc[bad.index, column].any()]
-        if bad_numbers:
-            problems.append((path, f"not a number in {', '.join(bad_numbers)}"))
-        else:
-            problems.append((path, f"unknown status {bad['status'].iloc[0]!r}"))
-    rows = frame[~frame["source"].isin(frame.loc[unusable, "source"])].reset_index(drop=True)
+    # every row passed the schema's checks as its file was read (rank_files.validate_row)
     for column in ("channels_last", "compile"):
-        rows[column] = rows[column].astype(str)
-    rows["scaling"] = rows["scaling"].replace("", "weak")  # rows from before the scaling column were weak
-    return LoadedRows(rows, problems, len(files))
+        frame[column] = frame[column].astype(str)
+    frame["scaling"] = frame["scaling"].replace("", "weak")  # rows from before the scaling column were weak
+    return LoadedRows(frame, problems, len(files))
 
 
 def short_device(name: str) -> str:

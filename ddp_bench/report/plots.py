@@ -13,6 +13,7 @@ import pandas as pd
 from matplotlib.figure import Figure  # figures as objects, rendered to files: no pyplot, no display, no global state
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocator
 
+from ddp_bench.escape import plot_text
 from ddp_bench.report.data import device_word, series_title
 from ddp_bench.report.scaling import SeriesModel
 
@@ -52,7 +53,7 @@ def plot_throughput(summary: pd.DataFrame, out_dir: str, models: Sequence[Series
             (points["global_images_per_s"] - points["global_images_per_s_min"]).tolist(),
             (points["global_images_per_s_max"] - points["global_images_per_s"]).tolist(),
         ]
-        line = axis.errorbar(x, y, yerr=errors, marker="o", capsize=3, label=series_title(points.iloc[0]))
+        line = axis.errorbar(x, y, yerr=errors, marker="o", capsize=3, label=plot_text(series_title(points.iloc[0])))
         colour = line.lines[0].get_color()
         if len(x) > 1:  # ideal: the baseline's per-GPU throughput times the GPU count
             per_gpu = y[0] / x[0]
@@ -97,7 +98,7 @@ def plot_efficiency(summary: pd.DataFrame, out_dir: str) -> list[str]:
     for _series, points in summary.groupby("series", sort=True):
         points = points.sort_values("world_size")
         x, y = points["world_size"].tolist(), (points["efficiency"] * 100).tolist()
-        axis.plot(x, y, marker="o", label=series_title(points.iloc[0]))
+        axis.plot(x, y, marker="o", label=plot_text(series_title(points.iloc[0])))
         for n, value in zip(x, y, strict=True):
             axis.annotate(
                 f"{value:.0f}%", (n, value), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8
@@ -122,7 +123,7 @@ def plot_platforms(summary: pd.DataFrame, out_dir: str) -> list[str]:
     positions = range(len(table))
     bars = left.barh(positions, table["global_images_per_s"], color="tab:blue")
     left.bar_label(bars, labels=[_number(v) for v in table["global_images_per_s"]], padding=3, fontsize=8)
-    left.set_yticks(list(positions), table["name"], fontsize=8)
+    left.set_yticks(list(positions), [plot_text(name) for name in table["name"]], fontsize=8)
     left.set_xlabel("training throughput (images/s)")
     left.set_title("Throughput")
     left.margins(x=0.2)
@@ -151,7 +152,7 @@ def plot_time_to_accuracy(accuracy: pd.DataFrame, out_dir: str) -> list[str]:
     for series, points in accuracy.groupby("series", sort=True):
         points = points.sort_values("world_size")
         x, y = points["world_size"].tolist(), points["time_to_accuracy_s"].tolist()
-        axis.plot(x, y, marker="o", label=series)
+        axis.plot(x, y, marker="o", label=plot_text(series))
         for n, value in zip(x, y, strict=True):
             axis.annotate(
                 _duration(value), (n, value), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8

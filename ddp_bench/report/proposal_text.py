@@ -9,6 +9,7 @@ import os
 import pandas as pd
 
 from ddp_bench.console import format_number
+from ddp_bench.escape import latex_text, markdown_text
 from ddp_bench.measurement.prediction import published_error_text
 from ddp_bench.report.data import series_title, short_device, where_label
 from ddp_bench.report.model_trust import counts_text
@@ -196,7 +197,7 @@ def _table_lines(entry: SeriesProposal, options: ProposalOptions) -> list[str]:
         if cost:
             rgu = amount(row["rgu_years"]) if row["gpu_model"] else "—"
             cells += [duration(row["wall_time_s"]), amount(row["device_hours"]), rgu]
-        lines.append("| " + " | ".join([*cells, row["trust"] or ""]) + " |")
+        lines.append("| " + " | ".join([*cells, markdown_text(row["trust"] or "")]) + " |")
     return lines
 
 
@@ -229,13 +230,13 @@ def markdown_section(proposal: Proposal, level: int = 2) -> list[str]:
         ]
     lines.append("")
     for entry in proposal.series:
-        lines += [f"{mark}# {_title(entry)}", ""]
+        lines += [f"{mark}# {markdown_text(_title(entry))}", ""]
         if not entry.rows.empty:
             lines += _table_lines(entry, options) + [""]
-        lines += ["> " + paragraph(entry, options), ""]
+        lines += ["> " + markdown_text(paragraph(entry, options)), ""]
         gaps = missing(entry, options)
         if gaps:
-            lines += ["What these rows do not show:", ""] + [f"- {gap}" for gap in gaps] + [""]
+            lines += ["What these rows do not show:", ""] + [f"- {markdown_text(gap)}" for gap in gaps] + [""]
     return lines
 
 
@@ -247,30 +248,6 @@ def markdown_document(proposal: Proposal) -> str:
     """proposal.md: the section on its own."""
     lines = markdown_section(proposal, level=1)
     return "\n".join(lines or ["# Proposal", "", "No complete runs.", ""])
-
-
-LATEX_ESCAPES = {
-    "\\": r"\textbackslash{}",
-    "&": r"\&",
-    "%": r"\%",
-    "$": r"\$",
-    "#": r"\#",
-    "_": r"\_",
-    "{": r"\{",
-    "}": r"\}",
-    "~": r"\textasciitilde{}",
-    "^": r"\textasciicircum{}",
-    "·": r"\textperiodcentered{}",
-    "×": r"$\times$",
-    "–": "--",
-    "—": "---",
-    "−": "-",
-    "÷": r"$\div$",
-}
-
-
-def latex_escape(text: str) -> str:
-    return "".join(LATEX_ESCAPES.get(char, char) for char in str(text))
 
 
 def _latex_header(entry: SeriesProposal, cost: bool) -> list[str]:
@@ -288,14 +265,14 @@ def _latex_row(row: pd.Series, cost: bool) -> str:
     cells = [
         str(int(row["devices"])),
         str(row["nodes"]) if row["nodes"] != "" else "--",
-        latex_escape(duration(row["epoch_time_s"])),
-        latex_escape(format_number(row["images_per_s"], 0)),
+        latex_text(duration(row["epoch_time_s"])),
+        latex_text(format_number(row["images_per_s"], 0)),
         f"{row['speedup']:.2f}",
         f"\\textbf{{{efficiency}}}" if row["good"] else efficiency,
     ]
     if cost:
         rgu = amount(row["rgu_years"]) if row["gpu_model"] else "--"
-        cells += [latex_escape(duration(row["wall_time_s"])), latex_escape(amount(row["device_hours"])), rgu]
+        cells += [latex_text(duration(row["wall_time_s"])), latex_text(amount(row["device_hours"])), rgu]
     return " & ".join(cells) + " \\\\"
 
 
@@ -313,7 +290,7 @@ def latex(proposal: Proposal) -> str:
         header = _latex_header(entry, cost)
         width = header[0].count("&") + 1
         out += ["\\begin{table}[htbp]", "\\centering", "\\small", "\\setlength{\\tabcolsep}{3pt}"]
-        out += [f"\\caption{{{latex_escape(_title(entry))}}}", "\\begin{tabular}{" + "r" * width + "}", "\\toprule"]
+        out += [f"\\caption{{{latex_text(_title(entry))}}}", "\\begin{tabular}{" + "r" * width + "}", "\\toprule"]
         out += [*header, "\\midrule"]
         measured = entry.rows[entry.rows["source"] == "measured"]
         predicted = entry.rows[entry.rows["source"] == "predicted"]
@@ -325,7 +302,7 @@ def latex(proposal: Proposal) -> str:
         out += ["\\bottomrule", "\\end{tabular}"]
         if not predicted.empty:
             notes = "; ".join(f"{int(row['devices'])}: {row['trust']}" for _, row in predicted.iterrows())
-            out += ["\\par\\smallskip\\footnotesize", latex_escape(f"Predicted rows. {notes}.")]
+            out += ["\\par\\smallskip\\footnotesize", latex_text(f"Predicted rows. {notes}.")]
         out += ["\\end{table}", ""]
     return "\n".join(out)
 

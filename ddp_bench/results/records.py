@@ -9,14 +9,32 @@ from __future__ import annotations
 import csv
 import dataclasses
 import errno
-import glob
 import io
+import itertools
 import os
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any
 
 SCHEMA_VERSION = 1
+# Sane caps for the row validator (rank_files.validate_row): a world of more ranks than any machine has, counts
+# and measures beyond any run, are not results (a world_size of 1e9 would make the run checks build huge sets).
+MAX_WORLD_SIZE = 2**17
+MAX_COUNT = 10**15
+MAX_MEASURE = 1e15
+
+
+def _count(low: int, high: int, *, present: bool = False, default: int | None = None) -> Any:
+    """A whole-number column holding low..high; present: a row without it is unusable."""
+    extra = {} if default is None else {"default": default}
+    return dataclasses.field(metadata={"low": low, "high": high, "above": False, "present": present}, **extra)
+
+
+def _measure(low: float, high: float, *, above: bool = False, present: bool = False) -> Any:
+    """A finite measured column holding low..high; above: on a complete row it must be more than low (a run that
+    stopped early may hold low itself); present: a row without it is unusable."""
+    return dataclasses.field(metadata={"low": low, "high": high, "above": above, "present": present})
 
 
 @dataclass(frozen=True)
@@ -31,12 +49,12 @@ class RankRecord:
     cluster: str
     hostname: str
     job_id: str
-    num_nodes: int
-    node_rank: int
-    world_size: int
-    local_world_size: int
-    rank: int
-    local_rank: int
+    num_nodes: int = _count(1, MAX_WORLD_SIZE, present=True)
+    node_rank: int = _count(0, MAX_WORLD_SIZE)
+    world_size: int = _count(1, MAX_WORLD_SIZE, present=True)
+    local_world_size: int = _count(1, MAX_WORLD_SIZE)
+    rank: int = _count(0, MAX_WORLD_SIZE - 1, present=True)
+    local_rank: int = _count(0, MAX_WORLD_SIZE - 1)
     backend: str
     device: str
     device_name: str
@@ -44,68 +62,82 @@ class RankRecord:
     model: str
     data: str
     loader: str
-    batch_size: int
-    global_batch_size: int
+    batch_size: int = _count(1, MAX_COUNT, present=True)
+    global_batch_size: int = _count(1, MAX_COUNT, present=True)
     scaling: str  # weak | strong: which scaling series the run belongs to
-    dataset_size: int  # training images in one epoch of the dataset (or of the one synthetic data imitates)
+    # training images in one epoch of the dataset (or of the one synthetic data imitates)
+    dataset_size: int = _count(1, MAX_COUNT)
     amp: str
     tf32_matmul: bool  # fp32 matmuls on TF32 tensor cores (CUDA, Ampere and newer)
     tf32_cudnn: bool  # fp32 cuDNN convolutions on TF32 tensor cores (CUDA, Ampere and newer)
     cudnn_benchmark: bool  # cuDNN autotuning on (CUDA)
     channels_last: bool
     compile: bool
-    workers: int
-    threads: int
+    workers: int = _count(0, MAX_COUNT)
+    threads: int = _count(0, MAX_COUNT)
     cpu_affinity: str  # CPUs this rank was bound to, as ranges ('0-11'): what the launcher gave it
     cpu_allocator: str  # the host allocator's settings: glibc thresholds ddp_bench fixed, or what the user set
-    lr: float  # the recipe's rate, or --lr
+    lr: float = _measure(0, MAX_MEASURE, above=True)  # the recipe's rate, or --lr
     lr_scaling: str  # none | linear | sqrt: how the rate was scaled for the global batch
-    effective_lr: float  # the rate trained with (after any warm-up): lr scaled for the global batch
-    seed: int
-    warmup_steps: int
-    steps: int
-    epochs: int
-    samples: int
-    train_time_s: float
-    wall_time_s: float
-    images_per_s: float
-    global_images_per_s: float
-    step_time_median_ms: float
-    step_time_p90_ms: float
-    data_wait_median_ms: float  # per step, time the loop waited for its batch (host side)
+    # the rate trained with (after any warm-up): lr scaled for the global batch
+    effective_lr: float = _measure(0, MAX_MEASURE)
+    seed: int = _count(0, 2**64 - 1)
+    warmup_steps: int = _count(0, MAX_COUNT)
+    steps: int = _count(0, MAX_COUNT)
+    epochs: int = _count(0, MAX_COUNT)
+    samples: int = _count(0, MAX_COUNT, present=True)
+    train_time_s: float = _measure(0, MAX_MEASURE, above=True, present=True)
+    wall_time_s: float = _measure(0, MAX_MEASURE, above=True)
+    images_per_s: float = _measure(0, MAX_MEASURE)
+    global_images_per_s: float = _measure(0, MAX_MEASURE)
+    step_time_median_ms: float = _measure(0, MAX_MEASURE)
+    step_time_p90_ms: float = _measure(0, MAX_MEASURE)
+    data_wait_median_ms: float = _measure(0, MAX_MEASURE)  # per step, time the loop waited for its batch (host side)
     data_exposed_ms: float  # per step, the part of that wait the step did not hide (perf.exposed_data_wait_ms)
     comm_exposed_ms: float  # per step, all-reduce time not hidden behind backward (paired no_sync control)
-    compute_step_ms: float  # median step on this rank with DDP's all-reduce off (no_sync control): its own speed
-    job_compute_step_ms: float  # the same steps' median of the slowest rank's time in each: the job's compute step
+    # median step on this rank with DDP's all-reduce off (no_sync control): its own speed
+    compute_step_ms: float = _measure(0, MAX_MEASURE)
+    # the same steps' median of the slowest rank's time in each: the job's compute step
+    job_compute_step_ms: float = _measure(0, MAX_MEASURE)
     grad_buckets: str  # DDP's buckets, 'bytes@window_ms;...': window = its last gradient ready to end of backward
-    flops_per_image: float  # forward + backward, counted by torch.utils.flop_counter
-    achieved_tflops: float  # this rank: flops_per_image x images_per_s
-    peak_tflops: float  # matmul peak measured in this run before training, same device, dtype and math mode
-    mfu: float  # achieved / peak; empty when the run outpaced the measured peak
+    flops_per_image: float = _measure(0, MAX_MEASURE)  # forward + backward, counted by torch.utils.flop_counter
+    achieved_tflops: float = _measure(0, MAX_MEASURE)  # this rank: flops_per_image x images_per_s
+    # matmul peak measured in this run before training, same device, dtype and math mode
+    peak_tflops: float = _measure(0, MAX_MEASURE)
+    mfu: float = _measure(0, 1)  # achieved / peak; empty when the run outpaced the measured peak
     verdict: str  # loader-bound | comm-bound | compute-bound | overhead-bound
-    synthetic_images_per_s: float  # --compare-synthetic: the job's throughput on synthetic data
-    data_pipeline_ratio: float  # global_images_per_s / synthetic_images_per_s
-    queue_wait_s: float  # Slurm: StartTime - SubmitTime of the job; empty elsewhere
-    setup_s: float  # the job's environment build and data staging, as its script measured it; empty if not given
-    startup_s: float  # this process before training: imports, checks, data load, process group
+    # --compare-synthetic: the job's throughput on synthetic data
+    synthetic_images_per_s: float = _measure(0, MAX_MEASURE)
+    data_pipeline_ratio: float = _measure(0, MAX_MEASURE)  # global_images_per_s / synthetic_images_per_s
+    queue_wait_s: float = _measure(0, MAX_MEASURE)  # Slurm: StartTime - SubmitTime of the job; empty elsewhere
+    # the job's environment build and data staging, as its script measured it; empty if not given
+    setup_s: float = _measure(0, MAX_MEASURE)
+    # this process before training: imports, checks, data load, process group
+    startup_s: float = _measure(0, MAX_MEASURE)
     energy_source: str  # nvml | rapl | '' (no counter: see energy_note)
     energy_note: str  # why the energy cells are empty, '' when they are not
-    energy_j: float  # this rank's counter over the timed stage (RAPL: the node's CPU packages, on local rank 0)
-    avg_power_w: float  # energy_j / train_time_s
-    images_per_joule: float  # samples / energy_j
-    job_energy_j: float  # the sum over the job's counters (one per GPU, or one per node for RAPL)
-    job_images_per_joule: float  # the job's images / job_energy_j
-    peak_rss_mb: float  # the process's peak resident memory, MiB
-    peak_device_allocated_mb: float  # GPU: peak tensor memory during training, MiB; empty on CPU
-    peak_device_reserved_mb: float  # GPU: peak memory the caching allocator reserved, MiB; empty on CPU
+    # this rank's counter over the timed stage (RAPL: the node's CPU packages, on local rank 0)
+    energy_j: float = _measure(0, MAX_MEASURE)
+    avg_power_w: float = _measure(0, MAX_MEASURE)  # energy_j / train_time_s
+    images_per_joule: float = _measure(0, MAX_MEASURE)  # samples / energy_j
+    # the sum over the job's counters (one per GPU, or one per node for RAPL)
+    job_energy_j: float = _measure(0, MAX_MEASURE)
+    job_images_per_joule: float = _measure(0, MAX_MEASURE)  # the job's images / job_energy_j
+    peak_rss_mb: float = _measure(0, MAX_MEASURE)  # the process's peak resident memory, MiB
+    # GPU: peak tensor memory during training, MiB; empty on CPU
+    peak_device_allocated_mb: float = _measure(0, MAX_MEASURE)
+    # GPU: peak memory the caching allocator reserved, MiB; empty on CPU
+    peak_device_reserved_mb: float = _measure(0, MAX_MEASURE)
     final_loss: float
-    test_accuracy: float  # NaN (empty cell) when the run evaluated nothing
-    target_accuracy: float  # --target-accuracy; empty otherwise
+    test_accuracy: float = _measure(0, 1)  # NaN (empty cell) when the run evaluated nothing
+    target_accuracy: float = _measure(0, 1)  # --target-accuracy; empty otherwise
     reached: str  # True | False with a target accuracy, '' without
-    time_to_accuracy_s: float  # training time until the first evaluation at the target (evaluation excluded)
-    time_to_accuracy_with_eval_s: float  # the same, evaluation time included
-    epochs_to_accuracy: float  # epochs trained by then (fractional when reached inside an epoch)
-    steps_to_accuracy: int  # measured steps by then (0 when not reached)
+    # training time until the first evaluation at the target (evaluation excluded)
+    time_to_accuracy_s: float = _measure(0, MAX_MEASURE)
+    time_to_accuracy_with_eval_s: float = _measure(0, MAX_MEASURE)  # the same, evaluation time included
+    # epochs trained by then (fractional when reached inside an epoch)
+    epochs_to_accuracy: float = _measure(0, MAX_MEASURE)
+    steps_to_accuracy: int = _count(0, MAX_COUNT)  # measured steps by then (0 when not reached)
     tag: str
     sweep_key: str  # the sweep configuration this run belongs to ('' outside sweeps)
     torch_version: str
@@ -116,7 +148,7 @@ class RankRecord:
     python_version: str
     ddp_bench_version: str
     git_commit: str
-    schema_version: int = SCHEMA_VERSION
+    schema_version: int = _count(1, SCHEMA_VERSION, default=SCHEMA_VERSION)
 
 
 COLUMNS: tuple[str, ...] = tuple(field.name for field in dataclasses.fields(RankRecord))
@@ -191,39 +223,15 @@ def incomplete_reason(statuses: list[str], world_sizes: list[int], ranks: list[i
         return "ranks disagree on the world size"
     if len(set(ranks)) != len(ranks):
         return "a rank reported twice"
-    world_size = world_sizes[0]
-    outside = sorted(set(ranks) - set(range(world_size)))
+    world_size, present = world_sizes[0], set(ranks)
+    outside = sorted(rank for rank in present if not 0 <= rank < world_size)
     if outside:
         return f"rank(s) {', '.join(map(str, outside[:8]))} outside a world of {world_size}"
-    missing = sorted(set(range(world_size)) - set(ranks))
-    if missing:
-        return f"{len(missing)} of {world_size} rank rows missing (ranks {', '.join(map(str, missing[:8]))})"
+    if len(present) < world_size:  # never a set of range(world_size): the first eight missing are enough
+        first = list(itertools.islice((rank for rank in range(world_size) if rank not in present), 8))
+        missing = world_size - len(present)
+        return f"{missing} of {world_size} rank rows missing (ranks {', '.join(map(str, first))})"
     return ""
-
-
-def complete_runs(directory: str) -> list[list[dict[str, str]]]:
-    """Every run under `directory` whose every rank wrote a complete row, as its rows. Files that cannot be read
-    or rows that are not numbers do not count (the report names them; here they simply are not done)."""
-    runs: dict[str, list[dict[str, str]]] = {}
-    for path in find_rank_files([directory]):
-        try:
-            for row in read_rank_csv(path):
-                runs.setdefault(row["run_id"], []).append(row)
-        except (ValueError, OSError):
-            continue
-    complete = []
-    for rows in runs.values():
-        try:
-            statuses, sizes, ranks = (
-                [r["status"] for r in rows],
-                [int(r["world_size"]) for r in rows],
-                [int(r["rank"]) for r in rows],
-            )
-        except ValueError:
-            continue
-        if not incomplete_reason(statuses, sizes, ranks):
-            complete.append(rows)
-    return complete
 
 
 def new_run_id(model: str, world_size: int, now: float | None = None) -> str:
@@ -302,29 +310,3 @@ def write_new_file(path: str, text: str) -> None:
     finally:
         if os.path.lexists(temporary):
             os.unlink(temporary)
-
-
-def find_rank_files(directories: list[str]) -> list[str]:
-    """Every per-rank CSV under the directories, searched recursively, in sorted order."""
-    files: set[str] = set()
-    for directory in directories:
-        files.update(glob.glob(os.path.join(directory, "**", "rank*.csv"), recursive=True))
-    return sorted(files)
-
-
-def read_rank_csv(path: str) -> list[dict[str, str]]:
-    """Rows of one per-rank file as strings, every column of today's schema present (columns newer than the
-    file read as empty); raises ValueError naming what is wrong with it."""
-    with open(path, encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
-        header = tuple(reader.fieldnames or ())
-        missing = [name for name in REQUIRED_COLUMNS if name not in header]
-        if missing:
-            raise ValueError(f"missing columns: {', '.join(missing)}")
-        rows = list(reader)
-    if not rows:
-        raise ValueError("no data row")
-    for row in rows:
-        if None in row or any(value is None for value in row.values()):
-            raise ValueError("a row has a different number of cells than the header")
-    return [{name: row.get(name, "") for name in COLUMNS} for row in rows]
