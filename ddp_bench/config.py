@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ddp_bench.errors import UsageError
+from ddp_bench.model_spec import ModelSpec, parse_model_spec
 
-ModelName = Literal["mnist_cnn", "resnet18", "resnet50"]
 DataName = Literal["synthetic", "mnist", "cifar10"]
 ShapeName = Literal["auto", "mnist", "cifar10"]
 AmpMode = Literal["off", "bf16", "fp16"]
@@ -32,11 +32,17 @@ DEFAULT_STEPS = 100
 
 @dataclass(frozen=True)
 class BenchConfig:
-    model: ModelName = "mnist_cnn"
+    # a built-in network, torchvision:NAME, path/to/file.py:factory or package.module:factory (model_spec.py)
+    model: str = "mnist_cnn"
     data: DataName = "synthetic"
     # Which real dataset synthetic data imitates (image shape, classes, size); auto follows the model.
     synthetic_like: ShapeName = "auto"
     data_dir: str = "data"
+    # Synthetic data of any shape: None keeps what the model implies (the built-ins' dataset; CIFAR-10's shape for
+    # other models, at the smallest size a torchvision model takes).
+    image_size: int | None = None
+    channels: int | None = None
+    num_classes: int | None = None
     batch_size: int = 64  # per rank, as in the course
     steps: int | None = None  # measured steps; the default applies when neither steps nor epochs is given
     epochs: int | None = None
@@ -104,9 +110,10 @@ class BenchConfig:
         if self.lr_warmup_epochs < 0:
             raise UsageError(f"--lr-warmup-epochs must be zero or more, not {self.lr_warmup_epochs}")
         self._check_target()
+        self._check_shape()
         if not self.init_timeout > 0:
             raise UsageError(f"--init-timeout must be positive, not {self.init_timeout}")
-        if self.model == "mnist_cnn" and self.image_shape_name != "mnist":
+        if self.model == "mnist_cnn" and (self.image_shape_name != "mnist" or self.custom_shape):
             raise UsageError(
                 "--model mnist_cnn is the course network for 1x28x28 MNIST digits; "
                 "use --model resnet18 or resnet50 for cifar10"
@@ -135,6 +142,28 @@ class BenchConfig:
             raise UsageError(f"--max-epochs must be positive, not {self.max_epochs}")
         if self.eval_every is not None and self.eval_every <= 0:
             raise UsageError(f"--eval-every must be positive, not {self.eval_every}")
+
+    def _check_shape(self) -> None:
+        parse_model_spec(self.model)  # a malformed --model is answered here, before torch is imported
+        for name, least in (("image_size", 8), ("channels", 1), ("num_classes", 2)):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise UsageError(f"--{_flag(name)} must be an integer of at least {least}, not {value!r}")
+            if self.data != "synthetic":
+                raise UsageError(f"--{_flag(name)} only applies to --data synthetic: real data has its own shape")
+        if self.custom_shape and self.synthetic_like != "auto":
+            raise UsageError("give --synthetic-like or --image-size/--channels/--num-classes, not both")
+
+    @property
+    def model_spec(self) -> ModelSpec:
+        return parse_model_spec(self.model)
+
+    @property
+    def custom_shape(self) -> bool:
+        """--image-size, --channels or --num-classes was given."""
+        return any(value is not None for value in (self.image_size, self.channels, self.num_classes))
 
     @property
     def image_shape_name(self) -> str:

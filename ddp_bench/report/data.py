@@ -27,8 +27,22 @@ from ddp_bench.results.records import (
     read_rank_csv,
 )
 
-# What makes two runs comparable, besides the scaling kind and the batch that the kind holds fixed.
-CONFIG_KEYS = ("platform", "cluster", "device_name", "model", "data", "loader", "amp", "channels_last", "compile")
+# What makes two runs comparable, besides the scaling kind and the batch that the kind holds fixed. The model is
+# named by its identity: the spec, its source file's sha256 and its parameter count (empty in rows older than them).
+CONFIG_KEYS = (
+    "platform",
+    "cluster",
+    "device_name",
+    "model",
+    "model_sha256",
+    "model_params",
+    "data",
+    "input_shape",
+    "loader",
+    "amp",
+    "channels_last",
+    "compile",
+)
 _REQUIRED_NUMBERS = ("world_size", "rank", "num_nodes", "batch_size", "global_batch_size", "samples", "train_time_s")
 
 
@@ -246,7 +260,10 @@ SUMMARY_COLUMNS = [
     "num_nodes",
     "world_size",
     "model",
+    "model_sha256",
+    "model_params",
     "data",
+    "input_shape",
     "loader",
     "batch_size",
     "global_batch_size",
@@ -333,6 +350,24 @@ def device_word(kinds, plural: bool = True) -> str:
     return "GPUs or CPU ranks" if plural else "device"
 
 
+def model_identity(row: pd.Series) -> str:
+    """The model as the report names it: the spec, and for models outside ddp_bench its source file's sha256 (first
+    12 hex digits) and parameter count, which tell two versions of one file apart."""
+    sha = row.get("model_sha256", "")
+    if not isinstance(sha, str) or not sha:
+        return str(row["model"])
+    params = row.get("model_params", float("nan"))
+    count = ""
+    if params == params:  # not NaN
+        count = f", {params / 1e6:.3g} M parameters" if params >= 1e6 else f", {int(params):,} parameters"
+    return f"{row['model']} (sha256 {sha[:12]}{count})"
+
+
+def _shape(row: pd.Series) -> str:
+    shape = row.get("input_shape", "")
+    return f" {shape}" if isinstance(shape, str) and shape else ""
+
+
 def series_title(row: pd.Series) -> str:
     """A legend entry for one scaling series."""
     where = where_label(row["platform"], row["cluster"])
@@ -345,7 +380,8 @@ def series_title(row: pd.Series) -> str:
     ]
     amp = "" if row["amp"] == "off" else f" {row['amp']}"
     return (
-        f"{where} · {short_device(row['device_name'])} · {row['model']} {row['data']} · {batch}{amp}"
+        f"{where} · {short_device(row['device_name'])} · {model_identity(row)} {row['data']}{_shape(row)}"
+        + f" · {batch}{amp}"
         + (" · " + ", ".join(extras) if extras else "")
         + f" ({row['scaling']})"
     )

@@ -16,7 +16,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the model's identity (model_sha256, model_params, grad_bytes), input_shape, recipe
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,13 @@ class RankRecord:
     device: str
     device_name: str
     mig_slice: str  # the MIG slice's UUID when the rank ran on one ('' on a whole GPU or a CPU)
-    model: str
+    model: str  # --model as given: a built-in name, torchvision:NAME, path/to/file.py:factory, package.module:factory
+    model_sha256: str  # sha256 of the file defining the factory or torchvision builder; '' for the built-ins
+    model_params: int  # the model's parameters
+    grad_bytes: int  # gradient bytes all-reduced per step (trainable parameters x element size)
     data: str
+    input_shape: str  # channels x height x width of the images trained on, e.g. 3x32x32
+    num_classes: int
     loader: str
     batch_size: int
     global_batch_size: int
@@ -60,6 +65,7 @@ class RankRecord:
     cpu_allocator: str  # the host allocator's settings: glibc thresholds ddp_bench fixed, or what the user set
     lr: float  # the recipe's rate, or --lr
     lr_scaling: str  # none | linear | sqrt: how the rate was scaled for the global batch
+    recipe: str  # which optimizer recipe, and whether its rate was its own or --lr: 'sgd-momentum:default'
     effective_lr: float  # the rate trained with (after any warm-up): lr scaled for the global batch
     seed: int
     warmup_steps: int
