@@ -50,8 +50,12 @@ def build_run_parser() -> argparse.ArgumentParser:
         default="auto",
         help="real dataset whose shape synthetic data imitates (default: follows the model)",
     )
-    add("--data-dir", default="data", help="where real datasets are (default: ./data)")
-    add("--image-size", type=_integer, help="synthetic data: image height and width (default: the model's data)")
+    add("--data-dir", default="data", help="where real datasets are; imagefolder: DIR/train/CLASS/ (default: ./data)")
+    add(
+        "--image-size",
+        type=_integer,
+        help="synthetic data: image height and width (default: the model's data); imagefolder: the crop (default 224)",
+    )
     add("--channels", type=_integer, help="synthetic data: image channels (default: the model's data)")
     add("--num-classes", type=_integer, help="synthetic data: classes (default: the model's data)")
     add("--batch-size", type=_integer, default=64, help="images per rank per step (default: 64)")
@@ -98,7 +102,11 @@ def build_run_parser() -> argparse.ArgumentParser:
         default="auto",
         help="torch: DataLoader; device: dataset resident on the device (default: device when it fits)",
     )
-    add("--workers", type=_integer, default=0, help="DataLoader workers for --loader torch (default: 0)")
+    add(
+        "--workers",
+        type=_integer,
+        help="DataLoader workers for --loader torch (default: 0; for --data imagefolder the cores per task less one)",
+    )
     add("--seed", type=_integer, default=0)
     add("--out", default="results", help="results directory (default: ./results)")
     add("--tag", default="", help="free text stored in every row")

@@ -16,7 +16,7 @@ from typing import Literal
 from ddp_bench.errors import UsageError
 from ddp_bench.model_spec import ModelSpec, parse_model_spec
 
-DataName = Literal["synthetic", "mnist", "cifar10"]
+DataName = Literal["synthetic", "mnist", "cifar10", "imagefolder"]
 ShapeName = Literal["auto", "mnist", "cifar10"]
 AmpMode = Literal["off", "bf16", "fp16"]
 Tf32Mode = Literal["on", "off"]
@@ -67,7 +67,9 @@ class BenchConfig:
     backend: BackendName = "auto"
     launcher: LauncherName = "auto"
     loader: LoaderName = "auto"
-    workers: int = 0  # DataLoader worker processes for --loader torch; 0 loads in the training process
+    # DataLoader worker processes for --loader torch; 0 loads in the training process. None: 0, or for an image
+    # folder the cores per task less one (image_folder.loader_workers)
+    workers: int | None = None
     seed: int = 0
     out: str = "results"
     tag: str = ""
@@ -89,13 +91,15 @@ class BenchConfig:
                 )
         for name in ("batch_size", "warmup_steps", "workers", "max_epochs", "lr_reference_batch", "lr_warmup_epochs"):
             value = getattr(self, name)
+            if name == "workers" and value is None:
+                continue
             if not isinstance(value, int) or isinstance(value, bool):
                 raise UsageError(f"--{_flag(name)} must be an integer, not {value!r}")
         if self.batch_size <= 0:
             raise UsageError(f"--batch-size must be positive, not {self.batch_size}")
         if self.warmup_steps < 0:
             raise UsageError(f"--warmup-steps must be zero or more, not {self.warmup_steps}")
-        if self.workers < 0:
+        if self.workers is not None and self.workers < 0:
             raise UsageError(f"--workers must be zero or more, not {self.workers}")
         if self.steps is not None and self.epochs is not None:
             raise UsageError("give --steps or --epochs, not both")
@@ -135,7 +139,9 @@ class BenchConfig:
         if not 0 < self.target_accuracy <= 1:
             raise UsageError(f"--target-accuracy is a fraction in (0, 1], such as 0.98, not {self.target_accuracy}")
         if self.data == "synthetic":
-            raise UsageError("--target-accuracy needs real data (--data mnist or cifar10): random labels have none")
+            raise UsageError(
+                "--target-accuracy needs real data (--data mnist, cifar10 or imagefolder): random labels have none"
+            )
         if self.steps is not None or self.epochs is not None:
             raise UsageError("--target-accuracy trains until the target or --max-epochs: drop --steps / --epochs")
         if self.max_epochs <= 0:
@@ -151,10 +157,19 @@ class BenchConfig:
                 continue
             if not isinstance(value, int) or isinstance(value, bool) or value < least:
                 raise UsageError(f"--{_flag(name)} must be an integer of at least {least}, not {value!r}")
-            if self.data != "synthetic":
+            if self.data != "synthetic" and not (name == "image_size" and self.data == "imagefolder"):
                 raise UsageError(f"--{_flag(name)} only applies to --data synthetic: real data has its own shape")
+        if self.data == "imagefolder" and self.loader == "device":
+            raise UsageError("--data imagefolder is decoded by DataLoader workers: use --loader torch (or auto)")
         if self.custom_shape and self.synthetic_like != "auto":
             raise UsageError("give --synthetic-like or --image-size/--channels/--num-classes, not both")
+
+    def with_workers(self, threads: int) -> BenchConfig:
+        """This configuration with the DataLoader workers decided: --workers, or for an image folder the cores this
+        rank has (`threads`) less one for the training process, at least one; otherwise none."""
+        if self.workers is not None:
+            return self
+        return dataclasses.replace(self, workers=max(1, threads - 1) if self.data == "imagefolder" else 0)
 
     @property
     def model_spec(self) -> ModelSpec:

@@ -13,19 +13,30 @@ SYNTHETIC_TRAIN_BYTES = 256 * 2**20
 
 def input_spec(cfg: BenchConfig) -> DatasetSpec:
     """The image shape, classes and split sizes this run uses."""
+    if cfg.data == "imagefolder":
+        from ddp_bench.image_folder import DEFAULT_IMAGE_SIZE, folder_spec
+
+        size = cfg.image_size or DEFAULT_IMAGE_SIZE
+        if cfg.image_size is None and cfg.model_spec.kind == "torchvision":
+            size = max(size, _smallest_size(cfg.model_spec.target, 10))
+        return folder_spec(cfg, size)
     base = SPECS[cfg.image_shape_name]
     if cfg.data != "synthetic":
         return base
     size = cfg.image_size
     model = cfg.model_spec
     if size is None and model.kind == "torchvision" and (cfg.channels or 3) == 3:
-        from ddp_bench.torchvision_models import smallest_size  # torchvision: only for its models
-
-        size = smallest_size(model.target, cfg.num_classes or base.num_classes)
+        size = _smallest_size(model.target, cfg.num_classes or base.num_classes)
     shape = (cfg.channels or base.channels, size or base.image_size, cfg.num_classes or base.num_classes)
     if shape == (base.channels, base.image_size, base.num_classes):
         return base
     return synthetic_spec(base, *shape)
+
+
+def _smallest_size(name: str, num_classes: int) -> int:
+    from ddp_bench.torchvision_models import smallest_size  # torchvision: only for its models
+
+    return smallest_size(name, num_classes)
 
 
 def synthetic_spec(base: DatasetSpec, channels: int, image_size: int, num_classes: int) -> DatasetSpec:
@@ -39,6 +50,11 @@ def synthetic_spec(base: DatasetSpec, channels: int, image_size: int, num_classe
     std = base.std if same else (0.25,) * channels
     name = f"{channels}x{image_size}x{image_size}"
     return DatasetSpec(name, channels, image_size, num_classes, mean, std, train, test)
+
+
+def synthetic_like(spec: DatasetSpec) -> DatasetSpec:
+    """Synthetic data shaped as `spec` (for --compare-synthetic), no larger than SYNTHETIC_TRAIN_BYTES."""
+    return synthetic_spec(spec, spec.channels, spec.image_size, spec.num_classes)
 
 
 def shape_label(spec: DatasetSpec) -> str:

@@ -57,6 +57,7 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
     info = discover_launch(env, cfg.launcher, cfg.init_timeout)
     require_launcher_for_allocation(cfg, env, info)
     plan = plan_hardware(cfg, info, env)
+    cfg = cfg.with_workers(plan.threads)  # --workers, or for an image folder the cores per task less one
     apply_comm_defaults(plan.backend)
     torch.set_num_threads(plan.threads)
     apply_math_mode(plan)

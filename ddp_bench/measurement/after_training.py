@@ -9,6 +9,7 @@ import torch
 
 from ddp_bench.config import BenchConfig
 from ddp_bench.data import BatchSource, DatasetSpec, Shard, build_batches
+from ddp_bench.input_shape import synthetic_like
 from ddp_bench.launch.collectives import gather_floats
 from ddp_bench.launch.job import Job
 from ddp_bench.launch.stopping import StopRequest
@@ -66,7 +67,7 @@ def measure_after_training(
         # The same model, batch and steps on synthetic data of the same shape, kept on the device: the ratio
         # of the two throughputs prices the input pipeline.
         shard: Shard = batches.shard
-        fake = build_batches("synthetic", "", spec, "device", shard, 0, train=True)
+        fake = build_batches("synthetic", "", synthetic_like(spec), "device", shard, 0, train=True)
         comparison = run_training(
             job=job,
             ddp_model=ddp_model,
