@@ -12,6 +12,9 @@ A factory takes `(num_classes, in_channels, image_size)` and returns an `nn.Modu
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
+import os
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -75,3 +78,24 @@ def parse_model_spec(text: str) -> ModelSpec:
     if _MODULE.match(target):
         return ModelSpec(text, "module", target, factory)
     raise UsageError(f"--model {text}: before the colon comes a .py file or a dotted module name, not {target!r}")
+
+
+def source_sha256(spec: ModelSpec) -> str:
+    """sha256 of the user's model file (file and module specs; '' for the others), found without importing it: what
+    names a sweep's configuration, so that a changed model is measured again rather than found done."""
+    if spec.kind == "file":
+        path = spec.target
+    elif spec.kind == "module":
+        try:
+            found = importlib.util.find_spec(spec.target)
+        except (ImportError, ValueError):
+            found = None
+        if found is None or not found.origin or not os.path.isfile(found.origin):
+            raise UsageError(f"--model {spec.text}: no module {spec.target} on the Python path here")
+        path = found.origin
+    else:
+        return ""
+    if not os.path.isfile(path):
+        raise UsageError(f"--model {spec.text}: no file {path} (every node needs it at that path)")
+    with open(path, "rb") as handle:
+        return hashlib.sha256(handle.read()).hexdigest()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
 
 import pytest
 from conftest import ROOT, clean_env, read_rows, run_cli, run_torchrun
@@ -160,3 +161,26 @@ def test_the_report_and_proposal_tell_two_versions_of_one_model_file_apart(tmp_p
     for title in titles:
         assert title in proposal
         assert f"We measured {model}:build (sha256" in proposal or f"of {model}:build (sha256" in proposal
+
+
+def _sweep_keys(model, results):
+    args = ["sweep", "--cluster", "generic", "--gpus", "1,2", "--dry-run", "--results", str(results)]
+    done = run_cli([*args, "--", "--model", f"{model}:build", "--steps", "20"])
+    assert done.returncode == 0, done.stderr[-2000:]
+    return re.findall(r"--sweep-key (g\d+-[0-9a-f]+)", done.stdout)
+
+
+def test_a_sweep_names_the_model_files_version_and_refuses_a_missing_file(tmp_path):
+    model = tmp_path / "net.py"
+    model.write_text(open(os.path.join(ROOT, TINY), encoding="utf-8").read(), encoding="utf-8")
+    first = _sweep_keys(model, tmp_path / "r")
+    assert len(first) == 2 and first == _sweep_keys(model, tmp_path / "r")  # the same file: the same configuration
+    model.write_text(model.read_text(encoding="utf-8") + "\n# tuned\n", encoding="utf-8")
+    changed = _sweep_keys(model, tmp_path / "r")
+    assert len(changed) == 2 and not set(changed) & set(first)  # a changed model is a new configuration
+    done = run_cli(["sweep", "--cluster", "generic", "--gpus", "1", "--dry-run", "--", "--model", "gone.py:build"])
+    assert done.returncode == 2
+    assert (
+        done.stderr.strip()
+        == "ddp_bench: error: --model gone.py:build: no file gone.py (every node needs it at that path)"
+    )
