@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from ddp_bench.report.identity import fill_schema_1_shape, model_identity, shape_suffix
 from ddp_bench.results.records import (
     COLUMNS,
     NUMERIC_COLUMNS,
@@ -28,16 +29,16 @@ from ddp_bench.results.records import (
 )
 
 # What makes two runs comparable, besides the scaling kind and the batch that the kind holds fixed. The model is
-# named by its identity: the spec, its source file's sha256 and its parameter count (empty in rows older than them).
+# named by its spec and its source file's sha256 (empty for the built-ins), the data by its shape and classes.
 CONFIG_KEYS = (
     "platform",
     "cluster",
     "device_name",
     "model",
     "model_sha256",
-    "model_params",
     "data",
     "input_shape",
+    "num_classes",
     "loader",
     "amp",
     "channels_last",
@@ -73,6 +74,7 @@ def load_rows(directories: list[str]) -> LoadedRows:
         sources += [path] * len(rows)
     frame = pd.DataFrame.from_records(records, columns=list(COLUMNS))
     frame["source"] = sources
+    fill_schema_1_shape(frame)
     for column in NUMERIC_COLUMNS:
         frame[column] = pd.to_numeric(frame[column], errors="coerce")  # an empty cell is NaN
     not_numbers = frame[list(_REQUIRED_NUMBERS)].isna()
@@ -133,6 +135,7 @@ def summarise_runs(rows: pd.DataFrame) -> RunTables:
             {
                 "run_id": run_id,
                 **{key: first[key] for key in CONFIG_KEYS},
+                "model_params": first["model_params"],  # named in titles; the sha256 tells versions apart
                 "scaling": first["scaling"],
                 "world_size": world_size,
                 "num_nodes": int(first["num_nodes"]),
@@ -173,6 +176,7 @@ def summarise_runs(rows: pd.DataFrame) -> RunTables:
     columns = [
         "run_id",
         *CONFIG_KEYS,
+        "model_params",
         "scaling",
         "world_size",
         "num_nodes",
@@ -264,6 +268,7 @@ SUMMARY_COLUMNS = [
     "model_params",
     "data",
     "input_shape",
+    "num_classes",
     "loader",
     "batch_size",
     "global_batch_size",
@@ -306,7 +311,7 @@ def scaling_summary(runs: pd.DataFrame) -> pd.DataFrame:
                 first = repeats.iloc[0]
                 points.append(
                     {
-                        **{key: first[key] for key in (*CONFIG_KEYS, "scaling")},
+                        **{key: first[key] for key in (*CONFIG_KEYS, "model_params", "scaling")},
                         "label": platform_label(first["platform"], first["cluster"], first["device_name"], world_size),
                         "num_nodes": int(repeats["num_nodes"].median()),
                         "world_size": int(world_size),
@@ -350,24 +355,6 @@ def device_word(kinds, plural: bool = True) -> str:
     return "GPUs or CPU ranks" if plural else "device"
 
 
-def model_identity(row: pd.Series) -> str:
-    """The model as the report names it: the spec, and for models outside ddp_bench its source file's sha256 (first
-    12 hex digits) and parameter count, which tell two versions of one file apart."""
-    sha = row.get("model_sha256", "")
-    if not isinstance(sha, str) or not sha:
-        return str(row["model"])
-    params = row.get("model_params", float("nan"))
-    count = ""
-    if params == params:  # not NaN
-        count = f", {params / 1e6:.3g} M parameters" if params >= 1e6 else f", {int(params):,} parameters"
-    return f"{row['model']} (sha256 {sha[:12]}{count})"
-
-
-def _shape(row: pd.Series) -> str:
-    shape = row.get("input_shape", "")
-    return f" {shape}" if isinstance(shape, str) and shape else ""
-
-
 def series_title(row: pd.Series) -> str:
     """A legend entry for one scaling series."""
     where = where_label(row["platform"], row["cluster"])
@@ -380,7 +367,7 @@ def series_title(row: pd.Series) -> str:
     ]
     amp = "" if row["amp"] == "off" else f" {row['amp']}"
     return (
-        f"{where} · {short_device(row['device_name'])} · {model_identity(row)} {row['data']}{_shape(row)}"
+        f"{where} · {short_device(row['device_name'])} · {model_identity(row)} {row['data']}{shape_suffix(row)}"
         + f" · {batch}{amp}"
         + (" · " + ", ".join(extras) if extras else "")
         + f" ({row['scaling']})"

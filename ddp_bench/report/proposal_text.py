@@ -9,7 +9,8 @@ import os
 import pandas as pd
 
 from ddp_bench.console import format_number
-from ddp_bench.report.data import model_identity, series_title, short_device, where_label
+from ddp_bench.report.data import series_title, short_device, where_label
+from ddp_bench.report.identity import model_identity
 from ddp_bench.report.model_trust import counts_text
 from ddp_bench.report.proposal import (
     HOURS_PER_YEAR,
