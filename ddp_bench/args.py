@@ -37,7 +37,12 @@ def build_run_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"ddp_bench {__version__}")
     add = parser.add_argument
-    add("--model", choices=choices("model"), default="mnist_cnn", help="network (default: mnist_cnn)")
+    add(
+        "--model",
+        default="mnist_cnn",
+        help="mnist_cnn, resnet18, resnet50, torchvision:NAME, path/to/file.py:factory or package.module:factory "
+        "(a factory takes num_classes, in_channels, image_size; default: mnist_cnn)",
+    )
     add("--data", choices=choices("data"), default="synthetic", help="dataset (default: synthetic)")
     add(
         "--synthetic-like",
@@ -45,7 +50,14 @@ def build_run_parser() -> argparse.ArgumentParser:
         default="auto",
         help="real dataset whose shape synthetic data imitates (default: follows the model)",
     )
-    add("--data-dir", default="data", help="where real datasets are (default: ./data)")
+    add("--data-dir", default="data", help="where real datasets are; imagefolder: DIR/train/CLASS/ (default: ./data)")
+    add(
+        "--image-size",
+        type=_integer,
+        help="synthetic data: image height and width (default: the model's data); imagefolder: the crop (default 224)",
+    )
+    add("--channels", type=_integer, help="synthetic data: image channels (default: the model's data)")
+    add("--num-classes", type=_integer, help="synthetic data: classes (default: the model's data)")
     add("--batch-size", type=_integer, default=64, help="images per rank per step (default: 64)")
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--steps", type=_integer, help=f"measured steps (default: {DEFAULT_STEPS})")
@@ -90,7 +102,11 @@ def build_run_parser() -> argparse.ArgumentParser:
         default="auto",
         help="torch: DataLoader; device: dataset resident on the device (default: device when it fits)",
     )
-    add("--workers", type=_integer, default=0, help="DataLoader workers for --loader torch (default: 0)")
+    add(
+        "--workers",
+        type=_integer,
+        help="DataLoader workers for --loader torch (default: 0; for --data imagefolder the cores per task less one)",
+    )
     add("--seed", type=_integer, default=0)
     add("--out", default="results", help="results directory (default: ./results)")
     add("--tag", default="", help="free text stored in every row")

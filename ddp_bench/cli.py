@@ -143,6 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run(cfg, started, stop)
     except UsageError as exc:
+        if exc.detail:
+            print(exc.detail.rstrip("\n"), file=sys.stderr)
         print(f"ddp_bench: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except RunFailure as exc:

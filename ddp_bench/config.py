@@ -15,9 +15,9 @@ from typing import Literal
 
 from ddp_bench.errors import UsageError
 from ddp_bench.flag_bounds import check_bounds
+from ddp_bench.model_spec import ModelSpec, parse_model_spec
 
-ModelName = Literal["mnist_cnn", "resnet18", "resnet50"]
-DataName = Literal["synthetic", "mnist", "cifar10"]
+DataName = Literal["synthetic", "mnist", "cifar10", "imagefolder"]
 ShapeName = Literal["auto", "mnist", "cifar10"]
 AmpMode = Literal["off", "bf16", "fp16"]
 Tf32Mode = Literal["on", "off"]
@@ -33,11 +33,17 @@ DEFAULT_STEPS = 100
 
 @dataclass(frozen=True)
 class BenchConfig:
-    model: ModelName = "mnist_cnn"
+    # a built-in network, torchvision:NAME, path/to/file.py:factory or package.module:factory (model_spec.py)
+    model: str = "mnist_cnn"
     data: DataName = "synthetic"
     # Which real dataset synthetic data imitates (image shape, classes, size); auto follows the model.
     synthetic_like: ShapeName = "auto"
     data_dir: str = "data"
+    # Synthetic data of any shape: None keeps what the model implies (the built-ins' dataset; CIFAR-10's shape for
+    # other models, at the smallest size a torchvision model takes).
+    image_size: int | None = None
+    channels: int | None = None
+    num_classes: int | None = None
     batch_size: int = 64  # per rank, as in the course
     steps: int | None = None  # measured steps; the default applies when neither steps nor epochs is given
     epochs: int | None = None
@@ -62,7 +68,9 @@ class BenchConfig:
     backend: BackendName = "auto"
     launcher: LauncherName = "auto"
     loader: LoaderName = "auto"
-    workers: int = 0  # DataLoader worker processes for --loader torch; 0 loads in the training process
+    # DataLoader worker processes for --loader torch; 0 loads in the training process. None: 0, or for an image
+    # folder the cores per task less one (image_folder.loader_workers)
+    workers: int | None = None
     seed: int = 0
     out: str = "results"
     tag: str = ""
@@ -84,13 +92,16 @@ class BenchConfig:
                 )
         for name in ("batch_size", "warmup_steps", "workers", "max_epochs", "lr_reference_batch", "lr_warmup_epochs"):
             value = getattr(self, name)
+            if name == "workers" and value is None:
+                continue
             if not isinstance(value, int) or isinstance(value, bool):
                 raise UsageError(f"--{_flag(name)} must be an integer, not {value!r}")
         if self.steps is not None and self.epochs is not None:
             raise UsageError("give --steps or --epochs, not both")
         check_bounds({f"--{_flag(name)}": getattr(self, name) for name in _BOUNDED})
         self._check_target()
-        if self.model == "mnist_cnn" and self.image_shape_name != "mnist":
+        self._check_shape()
+        if self.model == "mnist_cnn" and (self.image_shape_name != "mnist" or self.custom_shape):
             raise UsageError(
                 "--model mnist_cnn is the course network for 1x28x28 MNIST digits; "
                 "use --model resnet18 or resnet50 for cifar10"
@@ -98,7 +109,9 @@ class BenchConfig:
         if self.synthetic_like != "auto" and self.data != "synthetic":
             raise UsageError("--synthetic-like only applies to --data synthetic")
         if self.compare_synthetic and self.data == "synthetic":
-            raise UsageError("--compare-synthetic compares real data with synthetic: give --data mnist or cifar10")
+            raise UsageError(
+                "--compare-synthetic compares real data with synthetic: give --data mnist, cifar10 or imagefolder"
+            )
         if not self.out:
             raise UsageError("--out must name a directory")
         if any(ch in self.tag for ch in "\n\r,"):
@@ -114,9 +127,43 @@ class BenchConfig:
         if not 0 < self.target_accuracy <= 1:
             raise UsageError(f"--target-accuracy is a fraction in (0, 1], such as 0.98, not {self.target_accuracy}")
         if self.data == "synthetic":
-            raise UsageError("--target-accuracy needs real data (--data mnist or cifar10): random labels have none")
+            raise UsageError(
+                "--target-accuracy needs real data (--data mnist, cifar10 or imagefolder): random labels have none"
+            )
         if self.steps is not None or self.epochs is not None:
             raise UsageError("--target-accuracy trains until the target or --max-epochs: drop --steps / --epochs")
+
+    def _check_shape(self) -> None:
+        parse_model_spec(self.model)  # a malformed --model is answered here, before torch is imported
+        for name in ("image_size", "channels", "num_classes"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise UsageError(f"--{_flag(name)} must be an integer, not {value!r}")
+            check_bounds({f"--{_flag(name)}": value})
+            if self.data != "synthetic" and not (name == "image_size" and self.data == "imagefolder"):
+                raise UsageError(f"--{_flag(name)} only applies to --data synthetic: real data has its own shape")
+        if self.data == "imagefolder" and self.loader == "device":
+            raise UsageError("--data imagefolder is decoded by DataLoader workers: use --loader torch (or auto)")
+        if self.custom_shape and self.synthetic_like != "auto":
+            raise UsageError("give --synthetic-like or --image-size/--channels/--num-classes, not both")
+
+    def with_workers(self, threads: int) -> BenchConfig:
+        """This configuration with the DataLoader workers decided: --workers, or for an image folder the cores this
+        rank has (`threads`) less one for the training process, at least one; otherwise none."""
+        if self.workers is not None:
+            return self
+        return dataclasses.replace(self, workers=max(1, threads - 1) if self.data == "imagefolder" else 0)
+
+    @property
+    def model_spec(self) -> ModelSpec:
+        return parse_model_spec(self.model)
+
+    @property
+    def custom_shape(self) -> bool:
+        """--image-size, --channels or --num-classes was given."""
+        return any(value is not None for value in (self.image_size, self.channels, self.num_classes))
 
     @property
     def image_shape_name(self) -> str:

@@ -239,6 +239,8 @@ def choose_loader(requested: str, spec: DatasetSpec, device: torch.device) -> st
     """`auto` keeps the data on the device when it takes under a quarter of the device's free memory."""
     if requested != "auto":
         return requested
+    if spec.name == "imagefolder":
+        return "torch"  # decoded and augmented per image, by DataLoader workers
     needed = split_bytes(spec, True) + split_bytes(spec, False)
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
@@ -253,6 +255,10 @@ def build_batches(
         return DeviceBatches(load_split(data, spec, data_dir, train, shard.seed), spec, shard, train)
     if data == "synthetic":
         dataset: Dataset = _NormalizedImages(load_split(data, spec, data_dir, train, shard.seed), spec)
+    elif data == "imagefolder":
+        from ddp_bench.image_folder import open_image_folder
+
+        dataset = open_image_folder(data_dir, spec, train)
     else:
         import torchvision.transforms as T
 

@@ -7,7 +7,15 @@ EXIT_INTERRUPTED = 3  # stopped early by SIGTERM/SIGUSR1; rows written with stat
 
 
 class UsageError(Exception):
-    """Bad input, detected before anything is written: printed as one line, exit code 2."""
+    """Bad input, detected before anything is written: printed as one line, exit code 2.
+
+    `detail`: lines printed before that line, such as the traceback of the user's own code (a model factory that
+    raised), so the user sees where in their code it failed; the error itself stays one line.
+    """
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
 
 
 class RunFailure(Exception):

@@ -49,6 +49,10 @@ BOUNDS: dict[str, Bound] = {
     "--lr-reference-batch": Bound(1, 2**31),
     "--lr-warmup-epochs": Bound(0, 10**4),
     "--init-timeout": Bound(0, 7 * DAY_S, above=True),  # a timedelta of 1e300 s overflows
+    # the shape of synthetic images, or the crop of an image folder's: 8 px is the least a ResNet's stride takes
+    "--image-size": Bound(8, 8192),
+    "--channels": Bound(1, 1024),
+    "--num-classes": Bound(2, 10**6),
     # allreduce
     "--max-bytes": Bound(4096, 2**32),  # 4 GiB: the largest message NCCL's own tests are run with by default
     "--iters": Bound(1, 10**6),

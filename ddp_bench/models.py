@@ -73,12 +73,20 @@ class Recipe:
     step_scheduler: torch.optim.lr_scheduler.LRScheduler | None  # stepped after every training step (warm-up)
     base_lr: float  # the recipe's rate, or --lr
     effective_lr: float  # base_lr scaled for the global batch: the rate training reaches after any warm-up
+    name: str = ""  # which recipe, and whether the rate is its own or --lr: 'sgd-momentum:default'
+
+
+# The rate of the recipe for models ddp_bench has no recipe of its own for (torchvision:NAME, the user's factory):
+# SGD with momentum 0.9 and weight decay 5e-4, as for the ResNets, at a tenth of their rate (a rate that suits
+# ResNets with batch norm diverges on many other networks); --lr sets another.
+DEFAULT_SGD_LR = 0.01
 
 
 def build_recipe(
     model_name: str, model: nn.Module, lr: float | None, factor: float = 1.0, warmup_steps: int = 0
 ) -> Recipe:
-    """The optimizer and schedules that go with each model, the rate scaled by `factor`.
+    """The optimizer and schedules that go with each model, the rate scaled by `factor`: the course's Adadelta for
+    mnist_cnn, SGD at 0.1 for the ResNets, SGD at DEFAULT_SGD_LR for any other model.
 
     SGD recipes whose rate is scaled up warm it up linearly over `warmup_steps` (a large rate from the first step
     diverges); the course's Adadelta recipe has no warm-up.
@@ -91,8 +99,11 @@ def build_recipe(
             optimizer, step_size=1, gamma=0.7
         )
         step_scheduler = None
+        name = "adadelta"
     else:
-        base = lr or 0.1
+        known = model_name in ("resnet18", "resnet50")
+        base = lr or (0.1 if known else DEFAULT_SGD_LR)
+        name = "sgd-momentum" if known else "sgd-momentum-unknown-model"
         # Fused on GPUs: one kernel for the update, and a fused optimizer takes fp16's loss scale itself, so the
         # GradScaler does not read the inf check back to the host every step (it does for Adadelta, the course's).
         fused = next(model.parameters()).is_cuda
@@ -103,4 +114,5 @@ def build_recipe(
             step_scheduler = torch.optim.lr_scheduler.LambdaLR(
                 optimizer, lambda step: min(1.0, (step + 1) / warmup_steps)
             )
-    return Recipe(optimizer, epoch_scheduler, step_scheduler, base, base * factor)
+    source = "--lr" if lr else "default"
+    return Recipe(optimizer, epoch_scheduler, step_scheduler, base, base * factor, f"{name}:{source}")

@@ -19,9 +19,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ddp_bench.config import BenchConfig
 from ddp_bench.console import step_progress
-from ddp_bench.data import SPECS, Shard, build_batches, choose_loader
+from ddp_bench.data import Shard, build_batches, choose_loader
 from ddp_bench.errors import EXIT_INTERRUPTED, EXIT_OK, RunFailure, UsageError
 from ddp_bench.faults import fault_from_env
+from ddp_bench.input_shape import input_spec
 from ddp_bench.launch.collectives import align_ranks, broadcast_string
 from ddp_bench.launch.discovery import discover_launch
 from ddp_bench.launch.distributed import (
@@ -48,12 +49,13 @@ from ddp_bench.measurement.after_training import measure_after_training
 from ddp_bench.measurement.consumption import CounterChoice, cpu_counter, gpu_counter
 from ddp_bench.measurement.job_timing import WaitBeforeTraining, setup_seconds, slurm_queue_wait_s
 from ddp_bench.measurement.perf import flops_per_image, matmul_dtype, measured_peak_flops
-from ddp_bench.models import build_model, build_recipe, lr_factor
+from ddp_bench.models import build_recipe, lr_factor
 from ddp_bench.results.context import collect_context
 from ddp_bench.results.recording import RunSetup, record_rank
 from ddp_bench.results.records import new_run_id
 from ddp_bench.results.results_dir import check_output_dir, prove_output_dir
 from ddp_bench.train import Precision, run_training
+from ddp_bench.user_models import build_checked_model
 
 
 def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
@@ -63,13 +65,16 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
     info = discover_launch(env, cfg.launcher, cfg.init_timeout)
     require_launcher_for_allocation(cfg, env, info)
     plan = plan_hardware(cfg, info, env)
+    cfg = cfg.with_workers(plan.threads)  # --workers, or for an image folder the cores per task less one
     apply_comm_defaults(plan.backend, info.launcher)
     torch.set_num_threads(plan.threads)
     apply_math_mode(plan)
     cpu_allocator = steady_cpu_allocator(env)
     check_output_dir(cfg.out)
 
-    spec = SPECS[cfg.image_shape_name]
+    spec = input_spec(cfg)
+    torch.manual_seed(cfg.seed)  # identical initial weights everywhere (DDP also broadcasts rank 0's)
+    built = build_checked_model(cfg.model_spec, spec)  # checked on a dry batch before anything is written
     loader = choose_loader(cfg.loader, spec, plan.device)
     shard = Shard(info.rank, info.world_size, cfg.batch_size, cfg.seed, plan.device, cfg.channels_last)
     batches = build_batches(cfg.data, cfg.data_dir, spec, loader, shard, cfg.workers, train=True)
@@ -93,7 +98,7 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
             register_rank(job)
             if info.world_size > 1:  # names a lost peer even while this rank's main thread is blocked
                 watch = WatchThread(PeerWatch(job), lambda: abort_collectives(plan.backend), cfg.init_timeout).start()
-            run_id = broadcast_string(job, new_run_id(cfg.model, info.world_size))
+            run_id = broadcast_string(job, new_run_id(cfg.model_spec.slug, info.world_size))
             started_at = broadcast_string(job, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
             startup_s = time.perf_counter() - started
             # The queue wait is asked of Slurm once, by rank 0, and shared.
@@ -106,8 +111,7 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
             peak_flops = measured_peak_flops(plan.device, matmul_dtype(cfg.amp))
             energy = energy_counter(job, plan.device, env, cfg.init_timeout)
 
-            torch.manual_seed(cfg.seed)  # identical initial weights everywhere (DDP also broadcasts rank 0's)
-            model = build_model(cfg.model, spec.channels, spec.num_classes, spec.image_size).to(plan.device)
+            model = built.module.to(plan.device)
             if cfg.channels_last:
                 model = model.to(memory_format=torch.channels_last)
             if fault is not None:
@@ -152,10 +156,11 @@ def run(cfg: BenchConfig, started: float, stop: StopRequest) -> int:
                 waits,
                 energy,
                 cpu_allocator,
+                built.identity,
             )
             total_steps = cfg.measured_steps or batches.batches_per_epoch * (cfg.epoch_limit or 0)
 
-            with step_progress(info.rank == 0, total_steps, f"{cfg.model} x{info.world_size}") as on_step:
+            with step_progress(info.rank == 0, total_steps, f"{cfg.model_spec.slug} x{info.world_size}") as on_step:
                 result = run_training(
                     job=job,
                     ddp_model=ddp_model,

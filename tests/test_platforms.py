@@ -26,7 +26,7 @@ def fixture_run(out, run_id: str, ranks: list[dict], **shared) -> None:
             compile=False, scaling="weak", batch_size=64, global_batch_size=64 * world, dataset_size=8000,
             device=f"cuda:{rank}", hostname="TEST-FIXTURE", tag="TEST FIXTURE", target_accuracy=NAN, reached="",
             time_to_accuracy_s=NAN, queue_wait_s=NAN, setup_s=NAN, job_energy_j=NAN, peak_rss_mb=3000.0,
-            peak_device_allocated_mb=NAN, epochs=1,
+            peak_device_allocated_mb=NAN, epochs=1, model_sha256="", input_shape="1x28x28", num_classes=10,
         )  # fmt: skip
         values.update(shared)
         values.update(own)

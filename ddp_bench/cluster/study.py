@@ -18,6 +18,7 @@ from ddp_bench.cluster.site_types import ClusterProfile
 from ddp_bench.config import BenchConfig
 from ddp_bench.errors import UsageError
 from ddp_bench.measurement.consumption import MIN_NVML_STAGE_S
+from ddp_bench.model_spec import source_sha256
 from ddp_bench.results.rank_files import complete_runs
 
 STUDY_COUNTS = 5  # "5-6 or more resource counts"
@@ -62,6 +63,9 @@ def calibrate(directory: str, cfg: BenchConfig, gpus: int, exclude: frozenset[st
         "compile": str(cfg.compile),
         "world_size": str(gpus),
     }
+    source = source_sha256(cfg.model_spec)  # the user's model: only runs of this version of its file
+    if source:
+        wanted["model_sha256"] = source
     steps, sizes = [], []
     for rows in complete_runs(directory):
         first = rows[0]

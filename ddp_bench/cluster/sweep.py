@@ -30,6 +30,7 @@ from ddp_bench.cluster.study import calibrate, length_warnings, sized_flags, stu
 from ddp_bench.errors import EXIT_FAILURE, UsageError
 from ddp_bench.escape import one_line, shortened
 from ddp_bench.flag_bounds import check_bounds
+from ddp_bench.model_spec import source_sha256
 from ddp_bench.results.rank_files import complete_runs
 
 # The scaling model reads the all-reduce at the sizes of DDP's buckets (25 MiB at most, scaling_model.BUCKET_BYTES):
@@ -104,6 +105,8 @@ def plan_sweep(
     """`key_flags`: what names each configuration (default: `run_flags`); a study sized with --problem-minutes is
     named by the minutes, not by the steps they came to, so that asked again it finds its own rows."""
     cfg = parse_args(run_flags)  # bad run flags fail here, before any script exists
+    source = source_sha256(cfg.model_spec)  # the user's model file: its version names the configuration too
+    model_source = [f"model-sha256={source}"] if source else []
     if scaling == "strong" and global_batch is None:
         global_batch = cfg.batch_size * gpu_counts[0]  # the smallest run's global batch, held fixed
     points = []
@@ -113,7 +116,8 @@ def plan_sweep(
             if global_batch % gpus:
                 raise UsageError(f"global batch {global_batch} does not divide evenly over {gpus} GPUs")
             flags += ["--batch-size", str(global_batch // gpus)]
-        key = sweep_key(cluster, run_flags if key_flags is None else key_flags, scaling, gpus)
+        named = [*(run_flags if key_flags is None else key_flags), *model_source]
+        key = sweep_key(cluster, named, scaling, gpus)
         flags += ["--scaling", scaling, "--sweep-key", key]
         parse_args(flags)  # what each job will run must itself be valid (e.g. a derived batch of 0)
         name = f"ddp_bench-{cluster}-{scaling}-g{gpus}.{extension}"

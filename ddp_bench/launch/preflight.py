@@ -127,9 +127,17 @@ def run_checks(cfg: BenchConfig, env: Mapping[str, str]) -> list[Finding]:
                 findings.append(note)
     except UsageError as exc:
         findings.append(Finding("device", "error", str(exc)))
-    images = SPECS[cfg.image_shape_name].train_size
+    images = SPECS[cfg.image_shape_name].train_size if cfg.image_shape_name in SPECS else 0
     if cfg.data == "synthetic":
         findings.append(Finding("dataset", "ok", f"synthetic, shaped like {cfg.image_shape_name}"))
+    elif cfg.data == "imagefolder":
+        from ddp_bench.image_folder import list_folder
+
+        try:
+            images = list_folder(cfg.data_dir, need_val=cfg.epoch_limit is not None).train
+            findings.append(Finding("dataset", "ok", f"image folder: {images} training images in {cfg.data_dir}"))
+        except UsageError as exc:
+            findings.append(Finding("dataset", "error", str(exc)))
     else:
         try:
             images = len(open_real_dataset(cfg.data, cfg.data_dir, train=True))

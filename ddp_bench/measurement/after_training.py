@@ -9,6 +9,7 @@ import torch
 
 from ddp_bench.config import BenchConfig
 from ddp_bench.data import BatchSource, DatasetSpec, Shard, build_batches
+from ddp_bench.input_shape import synthetic_like
 from ddp_bench.launch.collectives import gather_floats
 from ddp_bench.launch.job import Job
 from ddp_bench.launch.stopping import StopRequest
@@ -91,7 +92,7 @@ def measure_after_training(
         # The same model, batch and steps on synthetic data of the same shape, kept on the device: the ratio
         # of the two throughputs prices the input pipeline.
         shard: Shard = batches.shard
-        fake = build_batches("synthetic", "", spec, "device", shard, 0, train=True)
+        fake = build_batches("synthetic", "", synthetic_like(spec), "device", shard, 0, train=True)
         synthetic = job_totals(train_more(fake, result.steps, cfg.warmup_steps, None), job).images_per_s
     window = None
     if not result.stopped_by:  # a stage too short for NVML's counter: energy from a longer window of the same steps

@@ -18,11 +18,26 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from ddp_bench.report.identity import fill_schema_1_shape, model_identity, shape_suffix
 from ddp_bench.results.rank_files import find_rank_files, read_rank_csv
 from ddp_bench.results.records import COLUMNS, NUMERIC_COLUMNS, global_images_per_second, incomplete_reason
 
-# What makes two runs comparable, besides the scaling kind and the batch that the kind holds fixed.
-CONFIG_KEYS = ("platform", "cluster", "device_name", "model", "data", "loader", "amp", "channels_last", "compile")
+# What makes two runs comparable, besides the scaling kind and the batch that the kind holds fixed. The model is
+# named by its spec and its source file's sha256 (empty for the built-ins), the data by its shape and classes.
+CONFIG_KEYS = (
+    "platform",
+    "cluster",
+    "device_name",
+    "model",
+    "model_sha256",
+    "data",
+    "input_shape",
+    "num_classes",
+    "loader",
+    "amp",
+    "channels_last",
+    "compile",
+)
 
 
 @dataclass(frozen=True)
@@ -52,6 +67,7 @@ def load_rows(directories: list[str]) -> LoadedRows:
         sources += [path] * len(rows)
     frame = pd.DataFrame.from_records(records, columns=list(COLUMNS))
     frame["source"] = sources
+    fill_schema_1_shape(frame)
     for column in NUMERIC_COLUMNS:
         frame[column] = pd.to_numeric(frame[column], errors="coerce")  # an empty cell is NaN
     # every row passed the schema's checks as its file was read (rank_files.validate_row)
@@ -103,6 +119,7 @@ def summarise_runs(rows: pd.DataFrame) -> RunTables:
             {
                 "run_id": run_id,
                 **{key: first[key] for key in CONFIG_KEYS},
+                "model_params": first["model_params"],  # named in titles; the sha256 tells versions apart
                 "scaling": first["scaling"],
                 "world_size": world_size,
                 "num_nodes": int(first["num_nodes"]),
@@ -143,6 +160,7 @@ def summarise_runs(rows: pd.DataFrame) -> RunTables:
     columns = [
         "run_id",
         *CONFIG_KEYS,
+        "model_params",
         "scaling",
         "world_size",
         "num_nodes",
@@ -230,7 +248,11 @@ SUMMARY_COLUMNS = [
     "num_nodes",
     "world_size",
     "model",
+    "model_sha256",
+    "model_params",
     "data",
+    "input_shape",
+    "num_classes",
     "loader",
     "batch_size",
     "global_batch_size",
@@ -273,7 +295,7 @@ def scaling_summary(runs: pd.DataFrame) -> pd.DataFrame:
                 first = repeats.iloc[0]
                 points.append(
                     {
-                        **{key: first[key] for key in (*CONFIG_KEYS, "scaling")},
+                        **{key: first[key] for key in (*CONFIG_KEYS, "model_params", "scaling")},
                         "label": platform_label(first["platform"], first["cluster"], first["device_name"], world_size),
                         "num_nodes": int(repeats["num_nodes"].median()),
                         "world_size": int(world_size),
@@ -329,7 +351,8 @@ def series_title(row: pd.Series) -> str:
     ]
     amp = "" if row["amp"] == "off" else f" {row['amp']}"
     return (
-        f"{where} · {short_device(row['device_name'])} · {row['model']} {row['data']} · {batch}{amp}"
+        f"{where} · {short_device(row['device_name'])} · {model_identity(row)} {row['data']}{shape_suffix(row)}"
+        + f" · {batch}{amp}"
         + (" · " + ", ".join(extras) if extras else "")
         + f" ({row['scaling']})"
     )

@@ -23,8 +23,11 @@ from __future__ import annotations
 import pandas as pd
 
 from ddp_bench.report.data import short_device, where_label
+from ddp_bench.report.identity import IMPLIED_SHAPES
 
-WORKLOAD_KEYS = ("model", "data", "batch_size", "amp")
+# The model by its spec and source file's sha256 (empty for the built-ins and in older rows), the data by its shape.
+WORKLOAD_KEYS = ("model", "model_sha256", "data", "input_shape", "batch_size", "amp")  # input_shape: filled in
+# rows of schema 1 by report.data
 PLATFORM_KEYS = ("platform", "cluster", "device_kind", "device_name")
 NO_SCHEDULER = ("colab", "local")
 
@@ -67,8 +70,10 @@ def _races(runs: pd.DataFrame, target: float) -> pd.DataFrame:
     return runs[(runs["reached"].astype(str) == "True") & (runs["target_accuracy"] == target)]
 
 
-def workload_title(model: str, data: str, batch_size: int, amp: str) -> str:
-    return f"{model} on {data} · {int(batch_size)} per device · {'fp32' if amp == 'off' else amp}"
+def workload_title(model: str, sha256: str, data: str, shape: str, batch_size: int, amp: str) -> str:
+    name = f"{model} (sha256 {sha256[:12]})" if sha256 else model
+    on = f"{data} {shape}" if shape and data not in IMPLIED_SHAPES else data
+    return f"{name} on {on} · {int(batch_size)} per device · {'fp32' if amp == 'off' else amp}"
 
 
 def _median(values: pd.Series) -> float:

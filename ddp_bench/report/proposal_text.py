@@ -12,6 +12,7 @@ from ddp_bench.console import format_number
 from ddp_bench.escape import latex_text, markdown_text
 from ddp_bench.measurement.prediction import published_error_text
 from ddp_bench.report.data import series_title, short_device, where_label
+from ddp_bench.report.identity import model_identity
 from ddp_bench.report.model_trust import counts_text
 from ddp_bench.report.proposal import (
     HOURS_PER_YEAR,
@@ -78,7 +79,7 @@ def _workload(first: pd.Series, entry: SeriesProposal) -> str:
         else f"a fixed global batch of {int(first['global_batch_size'])} images"
     )
     precision = "fp32" if first["amp"] == "off" else first["amp"]
-    return f"{first['model']} on {first['data']} ({batch}, {precision})"
+    return f"{model_identity(first)} on {first['data']} ({batch}, {precision})"
 
 
 def percent(fraction: float) -> str:

@@ -13,6 +13,7 @@ import torch
 from ddp_bench.config import BenchConfig
 from ddp_bench.console import print_summary
 from ddp_bench.data import BatchSource, DatasetSpec
+from ddp_bench.input_shape import shape_label
 from ddp_bench.launch.collectives import align_ranks
 from ddp_bench.launch.hardware import HardwarePlan
 from ddp_bench.launch.job import Job
@@ -36,6 +37,7 @@ from ddp_bench.results.records import (
 )
 from ddp_bench.results.results_dir import rescue_dir, rescue_row
 from ddp_bench.train import TrainResult
+from ddp_bench.user_models import ModelIdentity
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class RunSetup:
     waits: WaitBeforeTraining
     energy: CounterChoice  # this rank's energy counter, or why it has none
     cpu_allocator: str  # launch.hardware.steady_cpu_allocator: the malloc settings the process trained with
+    identity: ModelIdentity  # where the model came from
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,12 @@ def record_rank(
         device_name=context.device_name,
         mig_slice=context.mig_slice,
         model=cfg.model,
+        model_sha256=setup.identity.source_sha256,
+        model_params=setup.identity.params,
+        grad_bytes=setup.identity.grad_bytes,
         data=cfg.data,
+        input_shape=shape_label(setup.spec),
+        num_classes=setup.spec.num_classes,
         loader=setup.loader,
         batch_size=cfg.batch_size,
         global_batch_size=cfg.batch_size * info.world_size,
@@ -125,6 +133,7 @@ def record_rank(
         cpu_allocator=setup.cpu_allocator,
         lr=setup.recipe.base_lr,
         lr_scaling=cfg.lr_scaling,
+        recipe=setup.recipe.name,
         effective_lr=setup.recipe.effective_lr,
         seed=cfg.seed,
         warmup_steps=cfg.warmup_steps,

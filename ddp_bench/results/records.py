@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the model's identity (model_sha256, model_params, grad_bytes), input_shape, recipe
 # Sane caps for the row validator (rank_files.validate_row): a world of more ranks than any machine has, counts
 # and measures beyond any run, are not results (a world_size of 1e9 would make the run checks build huge sets).
 MAX_WORLD_SIZE = 2**17
@@ -59,8 +59,14 @@ class RankRecord:
     device: str
     device_name: str
     mig_slice: str  # the MIG slice's UUID when the rank ran on one ('' on a whole GPU or a CPU)
-    model: str
+    model: str  # --model as given: a built-in name, torchvision:NAME, path/to/file.py:factory, package.module:factory
+    model_sha256: str  # sha256 of the file defining the factory or torchvision builder; '' for the built-ins
+    model_params: int = _count(0, MAX_COUNT)  # the model's parameters
+    # gradient bytes all-reduced per step (trainable parameters x element size)
+    grad_bytes: int = _count(0, MAX_COUNT)
     data: str
+    input_shape: str  # channels x height x width of the images trained on, e.g. 3x32x32
+    num_classes: int = _count(0, MAX_COUNT)
     loader: str
     batch_size: int = _count(1, MAX_COUNT, present=True)
     global_batch_size: int = _count(1, MAX_COUNT, present=True)
@@ -79,6 +85,7 @@ class RankRecord:
     cpu_allocator: str  # the host allocator's settings: glibc thresholds ddp_bench fixed, or what the user set
     lr: float = _measure(0, MAX_MEASURE, above=True)  # the recipe's rate, or --lr
     lr_scaling: str  # none | linear | sqrt: how the rate was scaled for the global batch
+    recipe: str  # which optimizer recipe, and whether its rate was its own or --lr: 'sgd-momentum:default'
     # the rate trained with (after any warm-up): lr scaled for the global batch
     effective_lr: float = _measure(0, MAX_MEASURE)
     seed: int = _count(0, 2**64 - 1)
