@@ -51,7 +51,7 @@ from ddp_bench.cli import main as ddp_bench_main
 from ddp_bench.data import SPECS, Shard, build_batches, load_split
 from ddp_bench.measurement.timing import StepTimer
 from ddp_bench.models import MnistCNN
-from ddp_bench.train import Precision, timed_fetch, train_step
+from ddp_bench.training.loop import Precision, timed_fetch, train_step
 
 TARGETS = {"ddp_bench / hand loop": 0.98, "real / synthetic (ddp_bench)": 0.95, "ddp_bench real / course loop": 1.5}
 

@@ -44,10 +44,10 @@ def allreduce_main(argv: Sequence[str]) -> int:
     import torch.distributed as dist
 
     from ddp_bench.launch.collectives import align_ranks, broadcast_string, reduce_floats, synchronize
+    from ddp_bench.launch.context import collect_context
     from ddp_bench.launch.discovery import discover_launch
     from ddp_bench.launch.distributed import apply_comm_defaults, process_group
     from ddp_bench.launch.hardware import plan_hardware
-    from ddp_bench.results.context import collect_context
     from ddp_bench.results.results_dir import prove_output_dir
 
     info = discover_launch(os.environ, cfg.launcher, cfg.init_timeout)

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 
 from ddp_bench.config import BenchConfig
-from ddp_bench.data import DatasetSpec
+from ddp_bench.dataset_spec import DatasetSpec
 from ddp_bench.errors import UsageError
 
 IMAGEFOLDER = "imagefolder"

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from ddp_bench.config import BenchConfig
-from ddp_bench.data import SPECS, DatasetSpec
+from ddp_bench.dataset_spec import SPECS, DatasetSpec
 
 # Synthetic data of a shape no real dataset here has: as many images as CIFAR-10 has, but no more than fit in this
 # many bytes (the training split is generated whole, on every rank): 1,782 images at 3 x 224 x 224.

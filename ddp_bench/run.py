@@ -24,6 +24,7 @@ from ddp_bench.errors import EXIT_INTERRUPTED, EXIT_OK, RunFailure, UsageError
 from ddp_bench.faults import fault_from_env
 from ddp_bench.input_shape import input_spec
 from ddp_bench.launch.collectives import align_ranks, broadcast_string
+from ddp_bench.launch.context import collect_context
 from ddp_bench.launch.discovery import discover_launch
 from ddp_bench.launch.distributed import (
     abort_collectives,
@@ -45,16 +46,15 @@ from ddp_bench.launch.peers import (
 )
 from ddp_bench.launch.preflight import data_location_note, gpu_note, require_launcher_for_allocation
 from ddp_bench.launch.stopping import StopRequest
-from ddp_bench.measurement.after_training import measure_after_training
 from ddp_bench.measurement.consumption import CounterChoice, cpu_counter, gpu_counter
 from ddp_bench.measurement.job_timing import WaitBeforeTraining, setup_seconds, slurm_queue_wait_s
 from ddp_bench.measurement.perf import flops_per_image, matmul_dtype, measured_peak_flops
 from ddp_bench.models import build_recipe, lr_factor
-from ddp_bench.results.context import collect_context
-from ddp_bench.results.recording import RunSetup, record_rank
+from ddp_bench.recording import RunSetup, record_rank
 from ddp_bench.results.records import new_run_id
 from ddp_bench.results.results_dir import check_output_dir, prove_output_dir
-from ddp_bench.train import Precision, run_training
+from ddp_bench.training.after_training import measure_after_training
+from ddp_bench.training.loop import Precision, run_training
 from ddp_bench.user_models import build_checked_model
 
 

@@ -21,7 +21,7 @@ from types import ModuleType
 import torch
 from torch import nn
 
-from ddp_bench.data import DatasetSpec
+from ddp_bench.dataset_spec import DatasetSpec
 from ddp_bench.errors import UsageError
 from ddp_bench.model_spec import ModelSpec
 from ddp_bench.models import build_model

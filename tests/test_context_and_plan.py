@@ -11,9 +11,9 @@ from conftest import clean_env, read_rows, run_group
 from ddp_bench import cli, data
 from ddp_bench.config import BenchConfig
 from ddp_bench.errors import UsageError
+from ddp_bench.launch.context import collect_context, cpu_name, detect_cluster, detect_platform, git_commit
 from ddp_bench.launch.hardware import plan_hardware, steady_cpu_allocator
 from ddp_bench.launch.launchers import LaunchInfo
-from ddp_bench.results.context import collect_context, cpu_name, detect_cluster, detect_platform, git_commit
 from ddp_bench.results.results_dir import check_output_dir
 
 
@@ -141,7 +141,7 @@ def test_a_cpu_run_records_its_allocator_and_trains_without_per_step_page_faults
     # Faults counted around each training step after warm-up's first ones (which grow the heap once): the median.
     code = (
         "import resource, statistics, sys\n"
-        "import ddp_bench.train as train\n"
+        "import ddp_bench.training.loop as train\n"
         "step, faults = train.train_step, []\n"
         "def counted(*args):\n"
         "    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"

@@ -16,10 +16,10 @@ from ddp_bench.launch.distributed import is_peer_failure
 from ddp_bench.launch.hardware import HardwarePlan, apply_math_mode, plan_hardware
 from ddp_bench.launch.job import Job
 from ddp_bench.launch.launchers import LaunchInfo
-from ddp_bench.measurement.comm_control import comm_control
 from ddp_bench.measurement.perf import model_flops_utilization
 from ddp_bench.models import MnistCNN
-from ddp_bench.train import Precision
+from ddp_bench.training.comm_control import comm_control
+from ddp_bench.training.loop import Precision
 
 
 @pytest.mark.parametrize(

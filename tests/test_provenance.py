@@ -9,9 +9,9 @@ from conftest import clean_env, read_rows, run_cli, run_torchrun
 from test_platforms import fixture_run
 
 from ddp_bench.cli import main
+from ddp_bench.launch.context import collect_context, comm_env
 from ddp_bench.launch.distributed import apply_comm_defaults
 from ddp_bench.report.build import build_report
-from ddp_bench.results.context import collect_context, comm_env
 
 TOPOLOGY = "\tGPU0\tGPU1\tCPU Affinity\nGPU0\t X \tNV12\t0-23\nGPU1\tNV12\t X \t0-23\n"  # a fixture, not a reading
 

@@ -135,7 +135,7 @@ def test_a_write_that_fails_after_training_is_rescued_and_the_report_reads_it(tm
     def failing_write(out_dir, record):
         raise OSError(errno.EIO, "Input/output error")  # what a dropped network filesystem returns
 
-    monkeypatch.setattr("ddp_bench.results.recording.write_rank_csv", failing_write)
+    monkeypatch.setattr("ddp_bench.recording.write_rank_csv", failing_write)
     code = main([*CPU, "--steps", "3", "--warmup-steps", "1", "--out", str(tmp_path / "results")])
     err = capsys.readouterr().err
     assert code == 1

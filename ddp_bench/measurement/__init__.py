@@ -1,2 +1,2 @@
-"""Measurement: timers, FLOPs and peaks, energy and memory, job timing, the communication control, the scaling
-model and the all-reduce benchmark."""
+"""Measurement: the leaf instruments. Timers, FLOPs and peaks, energy and memory, job timing, the scaling model,
+the communication choice and the all-reduce arithmetic."""

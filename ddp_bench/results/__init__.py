@@ -1,1 +1,2 @@
-"""Results: the CSV schema and its writing, the row built after training, the results directory, the run context."""
+"""Results, at the foot of the house: the CSV schema (records.py), finding and reading rank files (rank_files.py),
+the results directory (results_dir.py) and the all-reduce table's row (allreduce_table.py)."""

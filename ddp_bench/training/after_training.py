@@ -13,11 +13,11 @@ from ddp_bench.input_shape import synthetic_like
 from ddp_bench.launch.collectives import gather_floats
 from ddp_bench.launch.job import Job
 from ddp_bench.launch.stopping import StopRequest
-from ddp_bench.measurement.comm_control import CommControl, comm_control
 from ddp_bench.measurement.consumption import EnergyCounter
 from ddp_bench.measurement.energy_window import EnergyWindow, measure_energy_window
 from ddp_bench.results.records import global_images_per_second
-from ddp_bench.train import Precision, TrainResult, run_training
+from ddp_bench.training.comm_control import CommControl, comm_control
+from ddp_bench.training.loop import Precision, TrainResult, run_training
 
 
 @dataclass(frozen=True)

@@ -15,16 +15,15 @@ from ddp_bench.console import print_summary
 from ddp_bench.data import BatchSource, DatasetSpec
 from ddp_bench.input_shape import shape_label
 from ddp_bench.launch.collectives import align_ranks
+from ddp_bench.launch.context import RunContext
 from ddp_bench.launch.hardware import HardwarePlan
 from ddp_bench.launch.job import Job
-from ddp_bench.measurement.after_training import AfterTraining, job_totals
 from ddp_bench.measurement.consumption import CounterChoice, peak_rss_mb, stage_energy
 from ddp_bench.measurement.job_timing import WaitBeforeTraining
 from ddp_bench.measurement.perf import ADVICE, exposed_data_wait_ms, model_flops_utilization, verdict
 from ddp_bench.measurement.scaling_model import format_buckets
 from ddp_bench.measurement.timing import percentile
 from ddp_bench.models import Recipe
-from ddp_bench.results.context import RunContext
 from ddp_bench.results.records import (
     ACCURACY_CURVE_COLUMNS,
     ACCURACY_CURVE_FILE,
@@ -36,7 +35,8 @@ from ddp_bench.results.records import (
     write_rank_csv,
 )
 from ddp_bench.results.results_dir import rescue_dir, rescue_row
-from ddp_bench.train import TrainResult
+from ddp_bench.training.after_training import AfterTraining, job_totals
+from ddp_bench.training.loop import TrainResult
 from ddp_bench.user_models import ModelIdentity
 
 

@@ -27,7 +27,7 @@ from ddp_bench.launch.collectives import align_ranks, gather_floats
 from ddp_bench.launch.job import Job
 from ddp_bench.measurement.scaling_model import Bucket, ddp_buckets
 from ddp_bench.measurement.timing import StepTimer, percentile
-from ddp_bench.train import Precision, epochs_forever, train_step
+from ddp_bench.training.loop import Precision, epochs_forever, train_step
 
 
 @dataclass(frozen=True)
