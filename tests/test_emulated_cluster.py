@@ -117,7 +117,7 @@ def test_nodes_of_two_ranks_are_predicted_in_two_stages(tmp_path):
     # Loopback inside a node, the shaped links between: fitted on 1 node x 2 and 2 nodes x 2, checked at 4 x 2.
     # Four ranks share each core here, and one run of each is noisy (its ratio has landed between 0.92 and 1.16);
     # this checks the two-stage path end to end within twice the 4-node target, and the benchmark
-    # (benchmarks/emulated_cluster.py, medians of 3 runs: 1.057, README) gives the number.
+    # (benchmarks/emulated_cluster.py, medians of 3 runs: 1.057, docs/scaling-model.md) gives the number.
     result = check_two_stage("1gbit", str(tmp_path), repeats=1, env=clean_env())
     assert result.comm_from_8 == "two-stage fit (4 node(s) × 2)"
     assert abs(result.ratio - 1) <= 2 * TOLERANCE, result

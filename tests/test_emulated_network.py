@@ -5,9 +5,9 @@ each, pinned to one core with one thread; then the all-reduce benchmark over the
 predicts the 2-node throughput from that run's compute-only steps and gradient buckets and from allreduce.csv.
 At 200 Mbit/s, where communication is most of the step, it must land within 15 % of the measured throughput. At
 2 Gbit/s compute is most of the step, and the model leaves out the cost of communicating on the cores that compute
-(the kernel's network work and the all-reduce slowed by backward on the same core; README, "Checked past its
-fit"): in sample it has come out 1.096 (the benchmark's median of 3) and 1.199 (one CI run on the Colab stack),
-so the check there is within 25 %.
+(the kernel's network work and the all-reduce slowed by backward on the same core; docs/scaling-model.md,
+"Checked past its fit"): in sample it has come out 1.096 (the benchmark's median of 3) and 1.199 (one CI run on
+the Colab stack), so the check there is within 25 %.
 """
 
 import csv

@@ -105,7 +105,7 @@ def test_a_decode_cost_makes_the_run_loader_bound(tmp_path):
     """Large noisy PNGs (768 x 768, barely compressible: about 8 ms each to decode here) cropped to 16 px for a tiny
     model: the step waits for its batch far longer than it computes, and the verdict says so. The decoding runs in
     the training process (--workers 0): on these two shared cores a worker process would take its cores from the
-    training thread, and the decode cost would show as slower steps instead of waits (see README)."""
+    training thread, and the decode cost would show as slower steps instead of waits (see docs/own-models.md)."""
     rng = np.random.default_rng(1)
     for name in COLOURS:
         folder = tmp_path / "slow" / "train" / name

@@ -1,5 +1,5 @@
 """Performance instrumentation: FLOP counting, measured peak, verdicts, the all-reduce benchmark, a light run
-path, and the harness-overhead script (smoke run; its targets are checked by running it, see README)."""
+path, and the harness-overhead script (smoke run; its targets are checked by running it, see docs/performance.md)."""
 
 import os
 import pty

@@ -49,7 +49,7 @@ REFERENCE = dict(shipped_files())
 @pytest.mark.parametrize("path", sorted(REFERENCE))
 def test_shipped_scripts_match_their_profiles(path):
     with open(os.path.join(ROOT, path), encoding="utf-8") as handle:
-        assert handle.read() == REFERENCE[path], f"regenerate {path} (README: Running on a cluster)"
+        assert handle.read() == REFERENCE[path], f"regenerate {path} (docs/cluster.md)"
 
 
 @pytest.mark.parametrize("path", sorted(p for p in REFERENCE if p.endswith((".sbatch", ".pbs"))))

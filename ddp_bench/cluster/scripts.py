@@ -59,8 +59,8 @@ def slurm_readme() -> str:
         "in sync). Every fact is from `../shared/notes/clusters-2026.md`, research notes of 2026-12-01 on stored\n"
         "copies of the sites' documentation, not checked on a live cluster; each names its page in [brackets], and\n"
         'each section lists the pages. Where the notes found nothing, the profile says "not found" instead of a\n'
-        "number. `sweep` and `check` refuse what a site forbids before anything is submitted (README: Running on a\n"
-        "cluster). Retired clusters have no script; `--cluster NAME` names the successor:\n\n"
+        "number. `sweep` and `check` refuse what a site forbids before anything is submitted (docs/cluster.md).\n"
+        "Retired clusters have no script; `--cluster NAME` names the successor:\n\n"
         "| cluster | | use |\n|---|---|---|\n"
     ]
     parts += [f"| {c.name} | {c.title} {c.retired} | `--cluster {c.successor}` |\n" for c in RETIRED.values()]

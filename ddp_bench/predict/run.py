@@ -114,7 +114,9 @@ def _text(spec: Spec, rows: Sequence[dict]) -> str:
 def predict_main(argv: Sequence[str]) -> int:
     parser = Parser(
         prog="python -m ddp_bench predict",
-        description="Predicted DDP throughput for a cluster from its published figures (a TOML spec; README).",
+        description=(
+            "Predicted DDP throughput for a cluster from its published figures (a TOML spec; docs/scaling-model.md)."
+        ),
     )
     parser.add_argument("--spec", required=True, metavar="FILE.toml", help="the cluster, model and compute")
     parser.add_argument("--json", action="store_true", help="print the rows as a JSON list")

@@ -1,4 +1,4 @@
-"""A user's own model, as the README shows one: a factory taking (num_classes, in_channels, image_size) and
+"""A user's own model, as docs/own-models.md shows one: a factory taking (num_classes, in_channels, image_size) and
 returning an nn.Module that maps images to logits. The tests also name its faulty factories."""
 
 from torch import nn
