@@ -9,7 +9,13 @@ import sys
 
 from conftest import clean_env
 
-from ddp_bench.measurement.prediction import PUBLISHED_RATIOS, PUBLISHED_SETUPS
+from ddp_bench.measurement.prediction import (
+    PUBLISHED_IN_BAND,
+    PUBLISHED_MAX_NODES,
+    PUBLISHED_RATIOS,
+    PUBLISHED_ROWS,
+    PUBLISHED_SETUPS,
+)
 from ddp_bench.predict.spec import load_spec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -21,8 +27,22 @@ def test_every_published_spec_cites_its_figures():
     for path in SPECS:
         spec = load_spec(path)
         assert spec.published, path  # something to check against
-        assert {"compute", "published", "allreduce_intra"} <= set(spec.sources), path
+        assert set(spec.published) <= set(spec.gpus), path  # every published count is predicted
+        needed = {"compute", "published", "batch", "allreduce_intra"}  # the batch per GPU sets the compute step
+        if spec.inter is not None:
+            needed.add("allreduce_inter")  # a network stage needs its own figures
+        assert needed <= set(spec.sources), (path, needed - set(spec.sources))
         assert all("/" in text for text in spec.sources.values()), path  # a repository path or an address
+
+
+def test_the_published_set_meets_the_issues_floor():
+    """Issue #25 §4: five setups or more, one or more of them past one node, every one with its link figures."""
+    specs = [load_spec(path) for path in SPECS]
+    assert len(specs) >= 5
+    assert any(max(spec.published) > spec.node_gpus for spec in specs)
+    for spec in specs:
+        assert spec.intra is not None or spec.node_gpus == 1, spec.path
+        assert spec.inter is not None or max(spec.gpus) <= spec.node_gpus, spec.path
 
 
 def test_the_committed_table_is_what_the_code_gives(tmp_path):
@@ -36,8 +56,16 @@ def test_the_committed_table_is_what_the_code_gives(tmp_path):
         assert out.read_text() == handle.read()
 
 
-def test_the_proposals_published_error_is_the_committed_tables():
+def _committed_rows() -> list[list[str]]:
     with open(os.path.join(ROOT, "results", "published-validation.txt"), encoding="utf-8") as handle:
-        rows = [line.split() for line in handle if line.startswith(tuple(os.path.basename(p)[:-5] for p in SPECS))]
+        names = tuple(os.path.basename(path)[:-5] + " " for path in SPECS)
+        return [line.split() for line in handle if line.startswith(names)]
+
+
+def test_the_proposals_published_error_is_the_committed_tables():
+    rows = _committed_rows()
     ratios = [float(row[8]) for row in rows]  # the pred/pub column
-    assert len(rows) == PUBLISHED_SETUPS and (min(ratios), max(ratios)) == PUBLISHED_RATIOS
+    assert len({row[0] for row in rows}) == PUBLISHED_SETUPS == len(SPECS)
+    assert len(rows) == PUBLISHED_ROWS and (min(ratios), max(ratios)) == PUBLISHED_RATIOS
+    assert max(int(row[2]) for row in rows) == PUBLISHED_MAX_NODES
+    assert sum(row[9] == "yes" for row in rows) == PUBLISHED_IN_BAND
