@@ -10,13 +10,17 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from ddp_bench.args import Parser
 from ddp_bench.config import BenchConfig, choices
 from ddp_bench.flag_bounds import check_bounds
-from ddp_bench.measurement.allreduce import bus_bandwidth, default_sizes
+from ddp_bench.measurement.allreduce import bus_bandwidth, default_sizes, size_label
 from ddp_bench.results.allreduce_table import AllreduceRow, write_allreduce_csv
 from ddp_bench.results.records import new_run_id
+
+if TYPE_CHECKING:
+    from ddp_bench.launch.job import Job
 
 
 def _parse(argv: Sequence[str]):
@@ -40,10 +44,7 @@ def allreduce_main(argv: Sequence[str]) -> int:
     cfg = BenchConfig(
         device=args.device, backend=args.backend, launcher=args.launcher, out=args.out, init_timeout=args.init_timeout
     )
-    import torch
-    import torch.distributed as dist
-
-    from ddp_bench.launch.collectives import align_ranks, broadcast_string, reduce_floats, synchronize
+    from ddp_bench.launch.collectives import broadcast_string
     from ddp_bench.launch.context import collect_context
     from ddp_bench.launch.discovery import discover_launch
     from ddp_bench.launch.distributed import apply_comm_defaults, process_group
@@ -60,20 +61,7 @@ def allreduce_main(argv: Sequence[str]) -> int:
     with process_group(info, plan.backend, plan.device, cfg.init_timeout) as job:
         run_id = broadcast_string(job, new_run_id("allreduce", info.world_size))
         for size in default_sizes(args.max_bytes):
-            tensor = torch.ones(size // 4, dtype=torch.float32, device=plan.device)
-            job.held.hold(tensor)
-            for _ in range(args.warmup):
-                dist.all_reduce(tensor)
-            align_ranks(job)  # every rank starts the clock together, device idle
-            started, started_cpu = time.perf_counter(), time.process_time()
-            for _ in range(args.iters):
-                dist.all_reduce(tensor)
-            synchronize(plan.device)
-            seconds, cpu_seconds = reduce_floats(
-                job,
-                [(time.perf_counter() - started) / args.iters, (time.process_time() - started_cpu) / args.iters],
-                dist.ReduceOp.MAX,
-            )
+            seconds, cpu_seconds = _time_allreduce(job, size, args.warmup, args.iters)
             algbw = size / seconds / 1e9
             rows.append(
                 AllreduceRow(
@@ -99,19 +87,42 @@ def allreduce_main(argv: Sequence[str]) -> int:
                 )
             )
     if info.rank == 0:
-        directory = os.path.join(cfg.out, run_id)
-        os.makedirs(directory)
-        write_allreduce_csv(rows, directory)
-        _print_and_plot(rows, directory)
+        _write_and_show(rows, os.path.join(cfg.out, run_id))
     return 0
 
 
-def _print_and_plot(rows: list[AllreduceRow], directory: str) -> None:
+def _time_allreduce(job: Job, size: int, warmup: int, iters: int) -> tuple[float, float]:
+    """Seconds per all-reduce of `size` bytes of float32, wall and CPU, each the slowest rank's mean over iters."""
+    import torch
+    import torch.distributed as dist
+
+    from ddp_bench.launch.collectives import align_ranks, reduce_floats, synchronize
+
+    tensor = torch.ones(size // 4, dtype=torch.float32, device=job.device)
+    job.held.hold(tensor)
+    for _ in range(warmup):
+        dist.all_reduce(tensor)
+    align_ranks(job)  # every rank starts the clock together, device idle
+    started, started_cpu = time.perf_counter(), time.process_time()
+    for _ in range(iters):
+        dist.all_reduce(tensor)
+    synchronize(job.device)
+    seconds, cpu_seconds = reduce_floats(
+        job, [(time.perf_counter() - started) / iters, (time.process_time() - started_cpu) / iters], dist.ReduceOp.MAX
+    )
+    return seconds, cpu_seconds
+
+
+def _write_and_show(rows: list[AllreduceRow], directory: str) -> None:
+    """Rank 0: allreduce.csv and allreduce.png in a new directory, and the table on the console."""
     from rich.table import Table
 
     from ddp_bench.console import wide_console
     from ddp_bench.escape import console_text
+    from ddp_bench.report.allreduce_plot import draw_allreduce_plot  # matplotlib: only once the rows are in
 
+    os.makedirs(directory)
+    write_allreduce_csv(rows, directory)
     first = rows[0]
     table = Table(
         title=f"all-reduce · {first.backend} · {first.world_size} ranks on {first.num_nodes} node(s) · "
@@ -121,38 +132,10 @@ def _print_and_plot(rows: list[AllreduceRow], directory: str) -> None:
     for column in ("size", "time (us)", "algbw (GB/s)", "busbw (GB/s)"):
         table.add_column(column, justify="right")
     for row in rows:
-        table.add_row(_size(row.size_bytes), f"{row.time_us:,.1f}", f"{row.algbw_gbps:.3f}", f"{row.busbw_gbps:.3f}")
+        table.add_row(
+            size_label(row.size_bytes), f"{row.time_us:,.1f}", f"{row.algbw_gbps:.3f}", f"{row.busbw_gbps:.3f}"
+        )
     console = wide_console()
     console.print(table)
-
-    from matplotlib.figure import Figure  # rendered to a file: no pyplot, no display needed
-
-    figure = Figure(figsize=(8, 5))
-    axis = figure.subplots()
-    axis.plot([row.size_bytes for row in rows], [row.busbw_gbps for row in rows], marker="o", label="bus bandwidth")
-    axis.plot(
-        [row.size_bytes for row in rows],
-        [row.algbw_gbps for row in rows],
-        marker=".",
-        linestyle="--",
-        label="algorithm bandwidth",
-    )
-    axis.set_xscale("log", base=2)
-    axis.set_xticks([row.size_bytes for row in rows], [_size(row.size_bytes) for row in rows], rotation=45)
-    axis.set_xlabel("message size")
-    axis.set_ylabel("bandwidth (GB/s)")
-    axis.set_title(
-        f"All-reduce, {first.world_size} ranks ({first.backend}) on {first.num_nodes} node(s): "
-        f"peak busbw {max(row.busbw_gbps for row in rows):.2f} GB/s"
-    )
-    axis.grid(True, alpha=0.3)
-    axis.legend()
-    figure.savefig(os.path.join(directory, "allreduce.png"), dpi=150, bbox_inches="tight")
+    draw_allreduce_plot(rows, os.path.join(directory, "allreduce.png"))
     console.print(f"wrote {console_text(directory)}/allreduce.csv and allreduce.png", soft_wrap=True)
-
-
-def _size(size: int) -> str:
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if size >= scale:
-            return f"{size / scale:g} {unit}"
-    return f"{size} B"

@@ -21,7 +21,6 @@ IMAGEFOLDER = "imagefolder"
 # ImageNet's statistics: the usual normalisation for photographs, and what torchvision's models expect.
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
-DEFAULT_IMAGE_SIZE = 224  # torchvision's classifiers' training size, when --image-size is not given
 
 
 @dataclass(frozen=True)

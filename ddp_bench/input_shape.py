@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from ddp_bench.config import BenchConfig
+from ddp_bench.config import DEFAULT_IMAGE_SIZE, BenchConfig
 from ddp_bench.dataset_spec import SPECS, DatasetSpec
 
 # Synthetic data of a shape no real dataset here has: as many images as CIFAR-10 has, but no more than fit in this
@@ -14,7 +14,7 @@ SYNTHETIC_TRAIN_BYTES = 256 * 2**20
 def input_spec(cfg: BenchConfig) -> DatasetSpec:
     """The image shape, classes and split sizes this run uses."""
     if cfg.data == "imagefolder":
-        from ddp_bench.image_folder import DEFAULT_IMAGE_SIZE, folder_spec
+        from ddp_bench.image_folder import folder_spec
 
         size = cfg.image_size or DEFAULT_IMAGE_SIZE
         if cfg.image_size is None and cfg.model_spec.kind == "torchvision":

@@ -16,3 +16,11 @@ def default_sizes(max_bytes: int) -> list[int]:
         sizes.append(size)
         size *= 4
     return sizes
+
+
+def size_label(size: int) -> str:
+    """A message size as the table and the plot show it: 4 KiB, 256 MiB, 1 GiB, or bytes below 1 KiB."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= scale:
+            return f"{size / scale:g} {unit}"
+    return f"{size} B"

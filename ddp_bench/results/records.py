@@ -25,60 +25,72 @@ MAX_COUNT = 10**15
 MAX_MEASURE = 1e15
 
 
-def _count(low: int, high: int, *, present: bool = False, default: int | None = None) -> Any:
-    """A whole-number column holding low..high; present: a row without it is unusable."""
+def _required_column() -> Any:
+    """A column (text, flag, or a number without bounds) every row has had since the first schema: a file without
+    it is no results file (REQUIRED_COLUMNS). Newer columns missing from older files read as empty."""
+    return dataclasses.field(metadata={"required": True})
+
+
+def _count(low: int, high: int, *, present: bool = False, required: bool = False, default: int | None = None) -> Any:
+    """A whole-number column holding low..high; present: a row without it is unusable; required: a column since
+    the first schema (as _required_column's)."""
     extra = {} if default is None else {"default": default}
-    return dataclasses.field(metadata={"low": low, "high": high, "above": False, "present": present}, **extra)
+    bounds = {"low": low, "high": high, "above": False}
+    return dataclasses.field(metadata={**bounds, "present": present, "required": required}, **extra)
 
 
-def _measure(low: float, high: float, *, above: bool = False, present: bool = False) -> Any:
+def _measure(low: float, high: float, *, above: bool = False, present: bool = False, required: bool = False) -> Any:
     """A finite measured column holding low..high; above: on a complete row it must be more than low (a run that
-    stopped early may hold low itself); present: a row without it is unusable."""
-    return dataclasses.field(metadata={"low": low, "high": high, "above": above, "present": present})
+    stopped early may hold low itself); present: a row without it is unusable; required: a column since the first
+    schema (as _required_column's)."""
+    return dataclasses.field(
+        metadata={"low": low, "high": high, "above": above, "present": present, "required": required}
+    )
 
 
 @dataclass(frozen=True)
 class RankRecord:
     """One rank's result for one run. Field order is column order; results/README.md documents each."""
 
-    run_id: str
-    status: str  # complete | incomplete
-    started_at: str  # UTC, ISO 8601, when rank 0 started the run
-    launcher: str
-    platform: str  # colab | slurm | pbs | local
-    cluster: str
-    hostname: str
+    run_id: str = _required_column()
+    status: str = _required_column()  # complete | incomplete
+    started_at: str = _required_column()  # UTC, ISO 8601, when rank 0 started the run
+    launcher: str = _required_column()
+    platform: str = _required_column()  # colab | slurm | pbs | local
+    cluster: str = _required_column()
+    hostname: str = _required_column()
     job_id: str
-    num_nodes: int = _count(1, MAX_WORLD_SIZE, present=True)
-    node_rank: int = _count(0, MAX_WORLD_SIZE)
-    world_size: int = _count(1, MAX_WORLD_SIZE, present=True)
+    num_nodes: int = _count(1, MAX_WORLD_SIZE, present=True, required=True)
+    node_rank: int = _count(0, MAX_WORLD_SIZE, required=True)
+    world_size: int = _count(1, MAX_WORLD_SIZE, present=True, required=True)
     local_world_size: int = _count(1, MAX_WORLD_SIZE)
-    rank: int = _count(0, MAX_WORLD_SIZE - 1, present=True)
-    local_rank: int = _count(0, MAX_WORLD_SIZE - 1)
-    backend: str
-    device: str
-    device_name: str
+    rank: int = _count(0, MAX_WORLD_SIZE - 1, present=True, required=True)
+    local_rank: int = _count(0, MAX_WORLD_SIZE - 1, required=True)
+    backend: str = _required_column()
+    device: str = _required_column()
+    device_name: str = _required_column()
     mig_slice: str  # the MIG slice's UUID when the rank ran on one ('' on a whole GPU or a CPU)
-    model: str  # --model as given: a built-in name, torchvision:NAME, path/to/file.py:factory, package.module:factory
+    # --model as given: a built-in name, torchvision:NAME, path/to/file.py:factory, package.module:factory
+    model: str = _required_column()
     model_sha256: str  # sha256 of the file defining the factory or torchvision builder; '' for the built-ins
     model_params: int = _count(0, MAX_COUNT)  # the model's parameters
     # gradient bytes all-reduced per step (trainable parameters x element size)
     grad_bytes: int = _count(0, MAX_COUNT)
-    data: str
+    data: str = _required_column()
     input_shape: str  # channels x height x width of the images trained on, e.g. 3x32x32
     num_classes: int = _count(0, MAX_COUNT)
     loader: str
-    batch_size: int = _count(1, MAX_COUNT, present=True)
-    global_batch_size: int = _count(1, MAX_COUNT, present=True)
+    batch_size: int = _count(1, MAX_COUNT, present=True, required=True)
+    global_batch_size: int = _count(1, MAX_COUNT, present=True, required=True)
     scaling: str  # weak | strong: which scaling series the run belongs to
     # training images in one epoch of the dataset (or of the one synthetic data imitates)
     dataset_size: int = _count(1, MAX_COUNT)
-    amp: str
+    amp: str = _required_column()
     tf32_matmul: bool  # fp32 matmuls on TF32 tensor cores (CUDA, Ampere and newer)
     tf32_cudnn: bool  # fp32 cuDNN convolutions on TF32 tensor cores (CUDA, Ampere and newer)
     cudnn_benchmark: bool  # cuDNN autotuning on (CUDA)
-    channels_last: bool
-    compile: bool
+    channels_last: bool = _required_column()
+    compile: bool = _required_column()
     workers: int = _count(0, MAX_COUNT)
     threads: int = _count(0, MAX_COUNT)
     cpu_affinity: str  # CPUs this rank was bound to, as ranges ('0-11'): what the launcher gave it
@@ -89,16 +101,16 @@ class RankRecord:
     # the rate trained with (after any warm-up): lr scaled for the global batch
     effective_lr: float = _measure(0, MAX_MEASURE)
     seed: int = _count(0, 2**64 - 1)
-    warmup_steps: int = _count(0, MAX_COUNT)
-    steps: int = _count(0, MAX_COUNT)
+    warmup_steps: int = _count(0, MAX_COUNT, required=True)
+    steps: int = _count(0, MAX_COUNT, required=True)
     epochs: int = _count(0, MAX_COUNT)
-    samples: int = _count(0, MAX_COUNT, present=True)
-    train_time_s: float = _measure(0, MAX_MEASURE, above=True, present=True)
-    wall_time_s: float = _measure(0, MAX_MEASURE, above=True)
-    images_per_s: float = _measure(0, MAX_MEASURE)
-    global_images_per_s: float = _measure(0, MAX_MEASURE)
-    step_time_median_ms: float = _measure(0, MAX_MEASURE)
-    step_time_p90_ms: float = _measure(0, MAX_MEASURE)
+    samples: int = _count(0, MAX_COUNT, present=True, required=True)
+    train_time_s: float = _measure(0, MAX_MEASURE, above=True, present=True, required=True)
+    wall_time_s: float = _measure(0, MAX_MEASURE, above=True, required=True)
+    images_per_s: float = _measure(0, MAX_MEASURE, required=True)
+    global_images_per_s: float = _measure(0, MAX_MEASURE, required=True)
+    step_time_median_ms: float = _measure(0, MAX_MEASURE, required=True)
+    step_time_p90_ms: float = _measure(0, MAX_MEASURE, required=True)
     data_wait_median_ms: float = _measure(0, MAX_MEASURE)  # per step, time the loop waited for its batch (host side)
     data_exposed_ms: float  # per step, the part of that wait the step did not hide (perf.exposed_data_wait_ms)
     comm_exposed_ms: float  # per step, all-reduce time not hidden behind backward (paired no_sync control)
@@ -135,8 +147,8 @@ class RankRecord:
     peak_device_allocated_mb: float = _measure(0, MAX_MEASURE)
     # GPU: peak memory the caching allocator reserved, MiB; empty on CPU
     peak_device_reserved_mb: float = _measure(0, MAX_MEASURE)
-    final_loss: float
-    test_accuracy: float = _measure(0, 1)  # NaN (empty cell) when the run evaluated nothing
+    final_loss: float = _required_column()
+    test_accuracy: float = _measure(0, 1, required=True)  # NaN (empty cell) when the run evaluated nothing
     target_accuracy: float = _measure(0, 1)  # --target-accuracy; empty otherwise
     reached: str  # True | False with a target accuracy, '' without
     # training time until the first evaluation at the target (evaluation excluded)
@@ -147,57 +159,20 @@ class RankRecord:
     steps_to_accuracy: int = _count(0, MAX_COUNT)  # measured steps by then (0 when not reached)
     tag: str
     sweep_key: str  # the sweep configuration this run belongs to ('' outside sweeps)
-    torch_version: str
-    cuda_version: str
+    torch_version: str = _required_column()
+    cuda_version: str = _required_column()
     nccl_version: str  # GPU runs: the NCCL torch uses
     driver_version: str  # GPU runs: the NVIDIA driver
     comm_env: str  # the backend's settings in force for this rank (NCCL_*, TORCH_NCCL_*, GLOO_*): 'NAME=value;...'
     python_version: str
-    ddp_bench_version: str
-    git_commit: str
+    ddp_bench_version: str = _required_column()
+    git_commit: str = _required_column()
     schema_version: int = _count(1, SCHEMA_VERSION, default=SCHEMA_VERSION)
 
 
 COLUMNS: tuple[str, ...] = tuple(field.name for field in dataclasses.fields(RankRecord))
-# Columns every row has had since the first schema; newer columns missing from older files read as empty.
-REQUIRED_COLUMNS: tuple[str, ...] = (
-    "run_id",
-    "status",
-    "started_at",
-    "launcher",
-    "platform",
-    "cluster",
-    "hostname",
-    "num_nodes",
-    "node_rank",
-    "world_size",
-    "rank",
-    "local_rank",
-    "backend",
-    "device",
-    "device_name",
-    "model",
-    "data",
-    "batch_size",
-    "global_batch_size",
-    "amp",
-    "channels_last",
-    "compile",
-    "warmup_steps",
-    "steps",
-    "samples",
-    "train_time_s",
-    "wall_time_s",
-    "images_per_s",
-    "global_images_per_s",
-    "step_time_median_ms",
-    "step_time_p90_ms",
-    "final_loss",
-    "test_accuracy",
-    "torch_version",
-    "cuda_version",
-    "ddp_bench_version",
-    "git_commit",
+REQUIRED_COLUMNS: tuple[str, ...] = tuple(
+    field.name for field in dataclasses.fields(RankRecord) if field.metadata.get("required")
 )
 NUMERIC_COLUMNS: tuple[str, ...] = tuple(
     field.name for field in dataclasses.fields(RankRecord) if field.type in ("int", "float")
