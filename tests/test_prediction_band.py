@@ -19,8 +19,12 @@ buckets = st.lists(st.builds(Bucket, st.integers(1_000, 100_000_000), st.floats(
 bandwidths = st.lists(st.floats(1e8, 1e11), min_size=3, max_size=3)
 
 
-@settings(max_examples=60, deadline=None)
-@given(buckets, bandwidths, st.integers(2, 512), st.floats(1.0, 500.0), st.booleans(), st.floats(0.0, 50.0))
+# partial-node widening: none, or from 0.01 ms (a denormal width would vanish beside the step in floating point)
+partial_node_ms = st.one_of(st.just(0.0), st.floats(0.01, 50.0))
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None)
+@given(buckets, bandwidths, st.integers(2, 512), st.floats(1.0, 500.0), st.booleans(), partial_node_ms)
 def test_the_point_lies_inside_its_band(parts, busbw, count, compute_ms, tree, partial_ms):
     sizes = (2**20, 2**24, 2**26)
     curve = AllreduceCurve(2, 2, sizes, tuple(20e-6 + size / bw for size, bw in zip(sizes, busbw, strict=True)))
