@@ -28,6 +28,7 @@ import pandas as pd
 from ddp_bench.measurement.comm_choice import comm_at, two_stage_of
 from ddp_bench.measurement.prediction import predict_at
 from ddp_bench.measurement.scaling_model import AllreduceCurve, TwoStage, parse_buckets, prediction_counts
+from ddp_bench.report.drift import drift_at, drift_source
 
 STRAGGLER_SHARE = 0.10  # a rank more than 10 % below the run's median images/s is flagged
 ALLREDUCE_KEYS = ("launcher", "platform", "cluster", "backend", "device_name")
@@ -136,12 +137,10 @@ def _predict(series: str, points: pd.DataFrame, curves: list[AllreduceCurve], pr
         comm = comm_at(count, nodes, curves, stages, source["device_kind"] == "CPU", tree)
         if comm is None:
             continue  # only a 1-rank all-reduce measured: nothing to extrapolate from
+        compute = drift_at(source, count, measured=len(measured) > 0)
+        buckets = parse_buckets(source["grad_buckets"])
         row = predict_at(
-            count,
-            int(source["batch_size"]),
-            float(source["job_compute_step_ms"]),
-            parse_buckets(source["grad_buckets"]),
-            comm,
+            count, int(source["batch_size"]), compute.compute_ms, buckets, comm, compute.partial_ms, compute.tail_ms
         )
         rows.append(
             {
@@ -151,7 +150,10 @@ def _predict(series: str, points: pd.DataFrame, curves: list[AllreduceCurve], pr
                 "measured_efficiency": measured["efficiency"].iloc[0] if len(measured) else float("nan"),
                 **row,
                 "predicted_efficiency": row["predicted_images_per_s"] / count / base_per_rank,
-                "compute_from": f"{'this count' if len(measured) else 'largest run'} ({int(source['world_size'])})",
+                "compute_from": f"{'this count' if len(measured) else 'largest run'} ({int(source['world_size'])})"
+                + compute.text(),
+                "compute_drift": compute.drift.ratio,  # 1: a measured count, or rows without quantiles (notes)
+                "partial_node": compute.partial,
             }
         )
     compute_source = (
@@ -159,7 +161,7 @@ def _predict(series: str, points: pd.DataFrame, curves: list[AllreduceCurve], pr
         "median over steps of the slowest rank's time in each; on one rank, its timed steps) of the runs at each "
         f"measured count; past {int(largest['world_size'])}, the {int(largest['world_size'])}-rank run's "
         f"({float(largest['job_compute_step_ms']):.1f} ms), with its gradient buckets and their ready times "
-        "(`grad_buckets`)"
+        "(`grad_buckets`)" + drift_source(largest, predict_to)
     )
     return SeriesModel(series, pd.DataFrame(rows), compute_source, _allreduce_source(curves, stages, per_node, tree))
 
