@@ -69,8 +69,8 @@ def drift_source(largest: pd.Series, predict_to: int) -> str:
     count = int(largest["world_size"])
     if quantiles_from(largest.to_dict()) is None:
         return (
-            f"; no compute drift past {count}: its rows record no per-step quantiles (schema before 3), so the "
-            "slowest of N ranks is not modelled and the compute step is carried unchanged"
+            f"; no compute drift past {count}: its rows record no per-step quantiles (schema before 3, or fewer "
+            "than 3 steps pooled), so the slowest of N ranks is not modelled and the compute step is carried unchanged"
         )
     at = drift_at(largest, max(predict_to, count), measured=False)
     capped = (
@@ -79,10 +79,11 @@ def drift_source(largest: pd.Series, predict_to: int) -> str:
         if at.drift.capped
         else ""
     )
+    p50, p99, slowest = (float(largest[f"compute_step_{name}_ms"]) for name in ("p50", "p99", "max"))
     return (
         f"; compute drift past {count}: × slowest_of(M) ÷ slowest_of({count}), the expected slowest of M independent "
-        f"ranks from the {count}-rank run's pooled compute-only steps (p50 {float(largest[QUANTILE_COLUMNS[1]]):.1f}, "
-        f"p99 {float(largest[QUANTILE_COLUMNS[3]]):.1f}, max {float(largest[QUANTILE_COLUMNS[4]]):.1f} ms): "
+        f"ranks from the {count}-rank run's pooled compute-only steps (p50 {p50:.1f}, p99 {p99:.1f}, max "
+        f"{slowest:.1f} ms): "
         f"× {at.drift.ratio:.3f} at {max(predict_to, count)}{capped}"
         + ("; measured on part of a node: the band's slow end is widened" if at.partial else "")
     )

@@ -111,8 +111,11 @@ class RankRecord:
     # every rank's no_sync control steps pooled (on one rank, its timed steps): their quantiles (the same on every
     # rank), for the slowest of N ranks at counts not measured (measurement/compute_drift.py)
     compute_step_min_ms: float = _measure(0, MAX_MEASURE)
+    compute_step_p25_ms: float = _measure(0, MAX_MEASURE)
     compute_step_p50_ms: float = _measure(0, MAX_MEASURE)
+    compute_step_p75_ms: float = _measure(0, MAX_MEASURE)
     compute_step_p90_ms: float = _measure(0, MAX_MEASURE)
+    compute_step_p95_ms: float = _measure(0, MAX_MEASURE)
     compute_step_p99_ms: float = _measure(0, MAX_MEASURE)
     compute_step_max_ms: float = _measure(0, MAX_MEASURE)
     compute_steps_pooled: int = _count(0, MAX_COUNT)  # how many steps those quantiles come from
