@@ -5,7 +5,9 @@ the count) that have an all-reduce measurement (`allreduce.csv`) from the same l
 backend and device. At each count:
 - compute: at a measured count, that count's own runs (the job's compute-only step: at each step the slowest
   rank's time, median over steps, then over repeats), so the column checks the communication model alone; past
-  the largest measured count, the largest run's, which carries the contention of the most ranks measured;
+  the largest measured count, the largest run's, which carries the contention of the most ranks measured, times
+  the slowest of N ranks drawn from its recorded per-step quantiles (report/drift.py: `compute_drift`), the band
+  wider for GPU compute measured on part of a node (`partial_node`);
 - buckets: DDP's gradient buckets and how long before the end of backward each was ready, from the same run;
 - all-reduce: the measured curve at that rank count, interpolated at each bucket's size, or, at counts without
   one, the ring fitted to the curve at the largest count measured, keeping the bandwidth each message size
