@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -52,6 +53,13 @@ def partial_node_warning(counts: Sequence[int], gpus_per_node: int, node_gpus: i
         f"no count fills a node of {node_gpus} GPUs ({gpus_per_node} per node, counts {', '.join(map(str, counts))}): "
         "compute is measured on part of a node, and the report marks it so and widens the predictions' band"
     )
+
+
+def warn_partial_node(counts: Sequence[int], gpus_per_node: int, node_gpus: int) -> None:
+    """partial_node_warning on stderr, where it has one."""
+    warning = partial_node_warning(counts, gpus_per_node, node_gpus)
+    if warning:
+        print(f"ddp_bench: warning: {warning}", file=sys.stderr)
 
 
 @dataclass(frozen=True)
