@@ -18,6 +18,7 @@ from ddp_bench.launch.collectives import align_ranks
 from ddp_bench.launch.context import RunContext
 from ddp_bench.launch.hardware import HardwarePlan
 from ddp_bench.launch.job import Job
+from ddp_bench.measurement.compute_drift import quantile_cells
 from ddp_bench.measurement.consumption import CounterChoice, peak_rss_mb, stage_energy
 from ddp_bench.measurement.job_timing import WaitBeforeTraining
 from ddp_bench.measurement.perf import ADVICE, exposed_data_wait_ms, model_flops_utilization, verdict
@@ -152,6 +153,10 @@ def record_rank(
         # one rank has no all-reduce to leave out: its timed steps are compute-only steps
         compute_step_ms=step_ms if info.world_size == 1 else extras.control.compute_step_ms,
         job_compute_step_ms=step_ms if info.world_size == 1 else extras.control.job_compute_step_ms,
+        # the pooled compute-only steps' quantiles: on one rank its timed steps, else every rank's control steps
+        **quantile_cells(result.step_times_ms if info.world_size == 1 else extras.control.pooled_compute_ms),
+        busy_devices_on_node=info.local_world_size if device.type == "cuda" else float("nan"),  # empty on CPU
+        devices_on_node=context.devices_on_node or float("nan"),
         grad_buckets=format_buckets(extras.control.buckets),
         flops_per_image=setup.flops_per_image,
         achieved_tflops=achieved / 1e12,

@@ -17,7 +17,7 @@ from ddp_bench.cluster.detect import detect_cluster
 from ddp_bench.cluster.profiles import PROFILES
 from ddp_bench.cluster.rules import parse_walltime
 from ddp_bench.cluster.scripts import render_reference
-from ddp_bench.cluster.study import study_counts
+from ddp_bench.cluster.study import partial_node_warning, study_counts
 from ddp_bench.errors import UsageError
 from ddp_bench.results.records import write_rank_csv
 
@@ -232,6 +232,19 @@ def test_cluster_auto_says_what_it_chose_and_why(env, hosts, chosen, why):
 def test_a_study_has_the_counts_the_guidance_asks_for_where_the_site_allows_them(name, kind, counts):
     profile = PROFILES[name]
     assert study_counts(profile, profile.node(kind).gpus) == counts
+
+
+def test_a_study_measures_one_full_node_by_default_on_every_gpu_cluster():
+    # issue #25: compute measured with fewer GPUs busy than a node holds misses the node's host contention
+    for profile in PROFILES.values():
+        for node in profile.nodes:
+            counts = study_counts(profile, node.gpus)
+            if node.gpus:
+                assert any(count % node.gpus == 0 for count in counts), (profile.name, node.gpus, counts)
+                assert partial_node_warning(counts, node.gpus, node.gpus) == ""
+    assert "no count fills a node of 4 GPUs" in partial_node_warning([1, 2], 4, 4)
+    assert "no count fills a node of 4 GPUs" in partial_node_warning([2, 4, 8], 2, 4)  # --gpus-per-node 2 of 4
+    assert partial_node_warning([1, 2], 0, 0) == ""  # CPU nodes: not applicable
 
 
 def test_walltimes_parse_as_slurm_and_pbs_write_them():

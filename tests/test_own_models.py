@@ -47,7 +47,7 @@ def test_a_user_model_file_trains_on_two_ranks_and_rows_name_it(tmp_path):
         assert (row["input_shape"], row["num_classes"]) == ("1x16x16", "5")
         assert row["recipe"] == "sgd-momentum-unknown-model:default"
         assert float(row["lr"]) == 0.01
-        assert row["schema_version"] == "2"
+        assert row["schema_version"] == "3"
         assert int(row["steps"]) == 3
     assert "tiny_net-build-w2" in rows[0]["run_id"]
 

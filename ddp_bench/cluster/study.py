@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -40,6 +41,25 @@ def study_counts(profile: ClusterProfile, gpus_per_node: int) -> list[int]:
             counts.append(count)
         count *= 2
     return counts
+
+
+def partial_node_warning(counts: Sequence[int], gpus_per_node: int, node_gpus: int) -> str:
+    """Why no count of this sweep keeps every GPU of a node busy, or '' when one does: compute measured on part of
+    a node misses the host's contention once a node is full, and the report then widens its band (issue #25).
+    --study's default counts (study_counts: 1, 2, 4, ... from the node's GPUs) always hold one full node."""
+    if node_gpus <= 0 or (gpus_per_node >= node_gpus and any(count % node_gpus == 0 for count in counts)):
+        return ""
+    return (
+        f"no count fills a node of {node_gpus} GPUs ({gpus_per_node} per node, counts {', '.join(map(str, counts))}): "
+        "compute is measured on part of a node, and the report marks it so and widens the predictions' band"
+    )
+
+
+def warn_partial_node(counts: Sequence[int], gpus_per_node: int, node_gpus: int) -> None:
+    """partial_node_warning on stderr, where it has one."""
+    warning = partial_node_warning(counts, gpus_per_node, node_gpus)
+    if warning:
+        print(f"ddp_bench: warning: {warning}", file=sys.stderr)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from ddp_bench.cluster.jobscript import JobShape, SeriesStep
 from ddp_bench.cluster.profiles import get_profile
 from ddp_bench.cluster.rules import JobRequest, check_scheduler_values, first_refusal, parse_walltime
 from ddp_bench.cluster.scripts import render_job, render_job_series
-from ddp_bench.cluster.study import calibrate, length_warnings, sized_flags, study_counts
+from ddp_bench.cluster.study import calibrate, length_warnings, sized_flags, study_counts, warn_partial_node
 from ddp_bench.errors import EXIT_FAILURE, UsageError
 from ddp_bench.escape import one_line, shortened
 from ddp_bench.flag_bounds import check_bounds
@@ -218,6 +218,7 @@ def sweep_main(argv: Sequence[str]) -> int:
         warnings = length_warnings(cfg, calibration, counts, scaling, args.problem_minutes, batches, bool(args.study))
         for warning in warnings:
             print(f"ddp_bench: warning: {warning}", file=sys.stderr)
+    warn_partial_node(counts, gpus_per_node, 0 if args.mig else node.gpus)  # one rank per MIG slice: no node
     done = complete_keys(args.results) if os.path.isdir(args.results) else set()
     if args.one_job:
         return _one_job(profile, points, done, args)

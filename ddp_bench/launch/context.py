@@ -108,6 +108,23 @@ def driver_version() -> str:
     return version.decode() if isinstance(version, bytes) else str(version)
 
 
+def node_gpus() -> int:
+    """How many GPUs this node has, whatever the job was given: NVML's count (it ignores CUDA_VISIBLE_DEVICES), or
+    CUDA's where NVML cannot answer, whichever is larger; 0 where neither sees one."""
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    try:
+        import pynvml  # the nvidia-ml-py package
+    except ImportError:
+        return count
+    try:
+        pynvml.nvmlInit()
+        return max(count, int(pynvml.nvmlDeviceGetCount()))
+    except pynvml.NVMLError:
+        return count  # no driver loaded, or no NVML on this node
+
+
 def gpu_topology(timeout_s: float = 30) -> str:
     """`nvidia-smi topo -m`: how this node's GPUs, NICs and CPUs connect (NVLink, PCIe switch, socket); '' when
     there is no nvidia-smi or it cannot answer."""
@@ -135,6 +152,7 @@ class RunContext:
     git_commit: str
     mig_slice: str = ""  # the MIG slice this rank runs on (CUDA_VISIBLE_DEVICES' MIG-... UUID); '' on a whole GPU
     topology: str = ""  # `nvidia-smi topo -m`, taken by one rank per GPU node; written beside the rows, not in them
+    devices_on_node: int = 0  # GPUs this node has (node_gpus); 0 on CPU runs
 
 
 def collect_context(
@@ -165,4 +183,5 @@ def collect_context(
         git_commit=git_commit(),
         mig_slice=visible if device_type == "cuda" and is_mig(visible) else "",
         topology=gpu_topology() if device_type == "cuda" and node_leader else "",
+        devices_on_node=node_gpus() if device_type == "cuda" else 0,
     )

@@ -17,18 +17,11 @@ from collections.abc import Sequence
 from ddp_bench.args import Parser
 from ddp_bench.measurement.comm_choice import comm_at
 from ddp_bench.measurement.link_model import SizedLink, sized_fit
-from ddp_bench.measurement.prediction import predict_at
+from ddp_bench.measurement.prediction import PARTIAL_NODE_SHARE as PARTIAL_NODE_SHARE  # re-exported: its home
+from ddp_bench.measurement.prediction import partial_node, partial_node_ms, predict_at
 from ddp_bench.measurement.scaling_model import AllreduceCurve, TwoStage, fit_alpha_beta
 from ddp_bench.predict.buckets import assumed_buckets, spread_sizes, torchvision_gradient_sizes
 from ddp_bench.predict.spec import Spec, Table, load_spec
-
-# How much longer a step may get once every GPU of a node trains, beyond what the model's communication explains:
-# the largest one-node loss in NVIDIA's published ResNet-50 v1.5 tables (DeepLearningExamples,
-# PyTorch/Classification/ConvNets/resnet50v1.5/README.md, commit 291f0d02, DGX A100, AMP): 8 GPUs 16,621 img/s
-# against 2,470 on one, a step 8 x 2,470 / 16,621 - 1 = 18.9 % longer. Every setup gets the same value; a
-# prediction checked against that same table is not an independent check of this term.
-PUBLISHED_ONE_GPU, PUBLISHED_FULL_NODE, PUBLISHED_NODE_GPUS = 2470.0, 16621.0, 8
-PARTIAL_NODE_SHARE = PUBLISHED_NODE_GPUS * PUBLISHED_ONE_GPU / PUBLISHED_FULL_NODE - 1
 
 
 def intra_curve(spec: Spec) -> AllreduceCurve | None:
@@ -68,10 +61,9 @@ def predict_rows(spec: Spec) -> list[dict]:
         if gpus > spec.node_gpus and gpus % spec.node_gpus:
             continue  # whole nodes only past one node
         comm = comm_at(gpus, nodes, curves, stages if nodes > 1 or not curves else _one_node(fabric), False, True)
-        partial = spec.busy_gpus < min(gpus, spec.node_gpus)
-        row = predict_at(
-            gpus, spec.batch_per_gpu, spec.compute_ms, buckets, comm, PARTIAL_NODE_SHARE * spec.compute_ms * partial
-        )
+        partial = partial_node(spec.busy_gpus, spec.node_gpus, gpus)
+        extra_ms = partial_node_ms(spec.compute_ms, partial)
+        row = predict_at(gpus, spec.batch_per_gpu, spec.compute_ms, buckets, comm, extra_ms)
         rows.append(
             {
                 "gpus": gpus,

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from ddp_bench.report.drift import DRIFT_COLUMNS, point_drift, run_drift
 from ddp_bench.report.identity import fill_schema_1_shape, model_identity, shape_suffix
 from ddp_bench.results.rank_files import find_rank_files, read_rank_csv
 from ddp_bench.results.records import COLUMNS, NUMERIC_COLUMNS, global_images_per_second, incomplete_reason
@@ -139,6 +140,7 @@ def summarise_runs(rows: pd.DataFrame) -> RunTables:
                 "backend": first["backend"],
                 "job_compute_step_ms": ranks["job_compute_step_ms"].max(),  # the same on every rank
                 "grad_buckets": first["grad_buckets"],
+                **run_drift(ranks),  # the compute drift's inputs (report/drift.py)
                 # for the platform comparison (report/platforms.py)
                 "device_kind": "GPU" if str(first["device"]).startswith("cuda") else "CPU",
                 "dataset_size": dataset_size,
@@ -179,6 +181,7 @@ def summarise_runs(rows: pd.DataFrame) -> RunTables:
         "backend",
         "job_compute_step_ms",
         "grad_buckets",
+        *DRIFT_COLUMNS,
         *RUN_RESOURCE_COLUMNS,
         *PROVENANCE_KEYS,
     ]
@@ -280,6 +283,7 @@ SUMMARY_COLUMNS = [
     "job_compute_step_ms",
     "grad_buckets",
     "dataset_size",
+    *DRIFT_COLUMNS,
 ]
 
 
@@ -318,6 +322,7 @@ def scaling_summary(runs: pd.DataFrame) -> pd.DataFrame:
                         "job_compute_step_ms": repeats["job_compute_step_ms"].median(),
                         "grad_buckets": first["grad_buckets"],
                         "dataset_size": repeats["dataset_size"].median(),  # images per epoch
+                        **point_drift(repeats),
                     }
                 )
             base = points[0]  # the smallest world size of this series is its baseline

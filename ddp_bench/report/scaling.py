@@ -5,7 +5,9 @@ the count) that have an all-reduce measurement (`allreduce.csv`) from the same l
 backend and device. At each count:
 - compute: at a measured count, that count's own runs (the job's compute-only step: at each step the slowest
   rank's time, median over steps, then over repeats), so the column checks the communication model alone; past
-  the largest measured count, the largest run's, which carries the contention of the most ranks measured;
+  the largest measured count, the largest run's, which carries the contention of the most ranks measured, times
+  the slowest of N ranks drawn from its recorded per-step quantiles (report/drift.py: `compute_drift`), the band
+  wider for GPU compute measured on part of a node (`partial_node`);
 - buckets: DDP's gradient buckets and how long before the end of backward each was ready, from the same run;
 - all-reduce: the measured curve at that rank count, interpolated at each bucket's size, or, at counts without
   one, the ring fitted to the curve at the largest count measured, keeping the bandwidth each message size
@@ -28,6 +30,7 @@ import pandas as pd
 from ddp_bench.measurement.comm_choice import comm_at, two_stage_of
 from ddp_bench.measurement.prediction import predict_at
 from ddp_bench.measurement.scaling_model import AllreduceCurve, TwoStage, parse_buckets, prediction_counts
+from ddp_bench.report.drift import drift_at, drift_source
 
 STRAGGLER_SHARE = 0.10  # a rank more than 10 % below the run's median images/s is flagged
 ALLREDUCE_KEYS = ("launcher", "platform", "cluster", "backend", "device_name")
@@ -136,12 +139,10 @@ def _predict(series: str, points: pd.DataFrame, curves: list[AllreduceCurve], pr
         comm = comm_at(count, nodes, curves, stages, source["device_kind"] == "CPU", tree)
         if comm is None:
             continue  # only a 1-rank all-reduce measured: nothing to extrapolate from
+        compute = drift_at(source, count, measured=len(measured) > 0)
+        buckets = parse_buckets(source["grad_buckets"])
         row = predict_at(
-            count,
-            int(source["batch_size"]),
-            float(source["job_compute_step_ms"]),
-            parse_buckets(source["grad_buckets"]),
-            comm,
+            count, int(source["batch_size"]), compute.compute_ms, buckets, comm, compute.partial_ms, compute.tail_ms
         )
         rows.append(
             {
@@ -151,7 +152,10 @@ def _predict(series: str, points: pd.DataFrame, curves: list[AllreduceCurve], pr
                 "measured_efficiency": measured["efficiency"].iloc[0] if len(measured) else float("nan"),
                 **row,
                 "predicted_efficiency": row["predicted_images_per_s"] / count / base_per_rank,
-                "compute_from": f"{'this count' if len(measured) else 'largest run'} ({int(source['world_size'])})",
+                "compute_from": f"{'this count' if len(measured) else 'largest run'} ({int(source['world_size'])})"
+                + compute.text(),
+                "compute_drift": compute.drift.ratio,  # 1: a measured count, or rows without quantiles (notes)
+                "partial_node": compute.partial,
             }
         )
     compute_source = (
@@ -159,7 +163,7 @@ def _predict(series: str, points: pd.DataFrame, curves: list[AllreduceCurve], pr
         "median over steps of the slowest rank's time in each; on one rank, its timed steps) of the runs at each "
         f"measured count; past {int(largest['world_size'])}, the {int(largest['world_size'])}-rank run's "
         f"({float(largest['job_compute_step_ms']):.1f} ms), with its gradient buckets and their ready times "
-        "(`grad_buckets`)"
+        "(`grad_buckets`)" + drift_source(largest, predict_to)
     )
     return SeriesModel(series, pd.DataFrame(rows), compute_source, _allreduce_source(curves, stages, per_node, tree))
 

@@ -17,7 +17,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-SCHEMA_VERSION = 2  # 2: the model's identity (model_sha256, model_params, grad_bytes), input_shape, recipe
+SCHEMA_VERSION = 3  # 2: the model's identity (model_sha256, model_params, grad_bytes), input_shape, recipe
+# 3: compute drift (issue #25): the pooled compute-only steps' quantiles (compute_step_min_ms .. compute_step_max_ms,
+# compute_steps_pooled) and host contention (busy_devices_on_node, devices_on_node); empty in older rows
 # Sane caps for the row validator (rank_files.validate_row): a world of more ranks than any machine has, counts
 # and measures beyond any run, are not results (a world_size of 1e9 would make the run checks build huge sets).
 MAX_WORLD_SIZE = 2**17
@@ -118,6 +120,20 @@ class RankRecord:
     compute_step_ms: float = _measure(0, MAX_MEASURE)
     # the same steps' median of the slowest rank's time in each: the job's compute step
     job_compute_step_ms: float = _measure(0, MAX_MEASURE)
+    # every rank's no_sync control steps pooled (on one rank, its timed steps): their quantiles (the same on every
+    # rank), for the slowest of N ranks at counts not measured (measurement/compute_drift.py)
+    compute_step_min_ms: float = _measure(0, MAX_MEASURE)
+    compute_step_p25_ms: float = _measure(0, MAX_MEASURE)
+    compute_step_p50_ms: float = _measure(0, MAX_MEASURE)
+    compute_step_p75_ms: float = _measure(0, MAX_MEASURE)
+    compute_step_p90_ms: float = _measure(0, MAX_MEASURE)
+    compute_step_p95_ms: float = _measure(0, MAX_MEASURE)
+    compute_step_p99_ms: float = _measure(0, MAX_MEASURE)
+    compute_step_max_ms: float = _measure(0, MAX_MEASURE)
+    compute_steps_pooled: int = _count(0, MAX_COUNT)  # how many steps those quantiles come from
+    # GPU runs: the job's ranks on this node, and the GPUs the node has (NVML, else CUDA); empty on CPU
+    busy_devices_on_node: int = _count(1, MAX_WORLD_SIZE)
+    devices_on_node: int = _count(1, MAX_WORLD_SIZE)
     grad_buckets: str  # DDP's buckets, 'bytes@window_ms;...': window = its last gradient ready to end of backward
     flops_per_image: float = _measure(0, MAX_MEASURE)  # forward + backward, counted by torch.utils.flop_counter
     achieved_tflops: float = _measure(0, MAX_MEASURE)  # this rank: flops_per_image x images_per_s

@@ -6,7 +6,8 @@ and when DDP's gradient buckets become ready. None of it is inside `train_time_s
   straggler report needs (with the all-reduce, every rank waits for the slowest and all look alike); and, since
   every such step starts with the ranks aligned, the median over steps of the slowest rank's time in each: the
   compute-only step the job as a whole runs at (the scaling model's compute term), which is longer than any one
-  rank's median when their times jitter;
+  rank's median when their times jitter; and every rank's such steps pooled, whose quantiles the row records
+  for the slowest of N ranks at counts not measured (measurement/compute_drift.py);
 - gradient readiness: a few more compute-only steps with a hook on every parameter, giving each bucket's bytes
   and how long before the end of backward its last gradient was ready: the overlap the scaling model needs.
 """
@@ -36,6 +37,7 @@ class CommControl:
     compute_step_ms: float  # median compute-only step on this rank; NaN when not measured
     job_compute_step_ms: float  # median over the same steps of the slowest rank's time; NaN when not measured
     buckets: list[Bucket]  # in the order DDP reduces them; [] when not measured
+    pooled_compute_ms: tuple[float, ...] = ()  # every rank's no_sync steps, all ranks together; () when not measured
 
 
 def comm_control(
@@ -53,9 +55,11 @@ def comm_control(
     stream = epochs_forever(batches, first_epoch=1_000_000)  # any epoch: only the timing matters here
     ddp = getattr(ddp_model, "_orig_mod", ddp_model)  # the DDP module under torch.compile
     distributed = isinstance(ddp, DistributedDataParallel)
-    exposed, compute, job_compute = (0.0, float("nan"), float("nan"))
+    exposed, compute, job_compute, pooled = (0.0, float("nan"), float("nan"), ())
     if distributed:
-        exposed, compute, job_compute = _paired_steps(ddp_model, ddp, optimizer, scaler, stream, precision, job, pairs)
+        exposed, compute, job_compute, pooled = _paired_steps(
+            ddp_model, ddp, optimizer, scaler, stream, precision, job, pairs
+        )
     module = ddp.module if distributed else ddp
 
     def compute_only_step() -> None:
@@ -64,13 +68,14 @@ def comm_control(
             train_step(ddp_model, optimizer, scaler, precision, x, y)
 
     buckets = gradient_buckets(module, compute_only_step, job.device, readiness_steps)
-    return CommControl(exposed, compute, job_compute, buckets)
+    return CommControl(exposed, compute, job_compute, buckets, pooled)
 
 
-def _paired_steps(ddp_model, ddp, optimizer, scaler, stream, precision, job, pairs) -> tuple[float, float, float]:
-    """(exposed all-reduce ms, compute-only ms, the job's compute-only ms): the median, over pairs of adjacent
-    steps, of (step with DDP's gradient all-reduce) minus (the same step under `no_sync`); the median `no_sync`
-    step of this rank; and the median over those steps of the slowest rank's time in each. The difference
+def _paired_steps(ddp_model, ddp, optimizer, scaler, stream, precision, job, pairs) -> tuple:
+    """(exposed all-reduce ms, compute-only ms, the job's compute-only ms, every rank's no_sync steps): the median,
+    over pairs of adjacent steps, of (step with DDP's gradient all-reduce) minus (the same step under `no_sync`);
+    the median `no_sync` step of this rank; the median over those steps of the slowest rank's time in each; and
+    all ranks' no_sync step times pooled (the distribution the slowest of N is drawn from). The difference
     is the communication the overlap with backward did not hide, plus the wait for the slowest rank. Pairing
     adjacent steps, in alternating order, keeps drift in machine speed (other jobs, clock boost, a noisy
     neighbour) out of it. Zero when the difference is below the noise.
@@ -95,8 +100,10 @@ def _paired_steps(ddp_model, ddp, optimizer, scaler, stream, precision, job, pai
                 timers[sync].stop()
     unsynced = timers[False].durations_ms()
     differences = [synced - alone for synced, alone in zip(timers[True].durations_ms(), unsynced, strict=True)]
-    slowest = [max(step) for step in zip(*gather_floats(job, unsynced), strict=True)]
-    return max(0.0, percentile(differences, 50)), percentile(unsynced, 50), percentile(slowest, 50)
+    everyone = gather_floats(job, unsynced)
+    slowest = [max(step) for step in zip(*everyone, strict=True)]
+    pooled = tuple(time for rank in everyone for time in rank)
+    return max(0.0, percentile(differences, 50)), percentile(unsynced, 50), percentile(slowest, 50), pooled
 
 
 def gradient_buckets(
