@@ -32,7 +32,7 @@ def test_the_point_lies_inside_its_band(parts, busbw, count, compute_ms, tree, p
     row = predict_at(count, 64, compute_ms, parts, comm, partial_node_ms=partial_ms)
     low, point, high = (row[f"predicted_images_per_s{end}"] for end in ("_low", "", "_high"))
     assert low <= point * (1 + 1e-12) and point <= high * (1 + 1e-12)
-    if partial_ms > 1e-6:  # compute measured on part of a node widens the slow end (1e-156 ms is lost in rounding)
+    if partial_ms > 0:  # compute measured on part of a node widens the slow end
         assert low < 64 * count * 1e3 / row["step_ms"]
 
 
