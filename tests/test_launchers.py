@@ -15,9 +15,11 @@ import time
 from datetime import datetime
 
 import pytest
-from conftest import BIN, ROOT, clean_env, launched, read_rows, run_group
 
 from ddp_bench.launch.discovery import free_port
+from tests.helpers.paths import BIN, ROOT
+from tests.helpers.rank_rows import read_rows
+from tests.helpers.runs import clean_env, launched, run_group
 
 pytestmark = pytest.mark.distributed
 
