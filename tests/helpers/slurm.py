@@ -45,3 +45,12 @@ def local_slurm(command: str, *args: str, timeout: float = 600) -> subprocess.Co
     """tests/local_slurm.sh COMMAND BASE ARGS (up, down, ...)."""
     script = os.path.join(ROOT, "tests", "local_slurm.sh")
     return subprocess.run(["bash", script, command, SLURM_BASE, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def wait_until_queue_empty(env: dict[str, str], timeout_s: float = 240) -> None:
+    """Poll squeue until nothing is queued or running (or `timeout_s` has passed: the caller's checks then fail)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not subprocess.run(["squeue", "-h"], env=env, capture_output=True, text=True, timeout=30).stdout.strip():
+            break
+        time.sleep(1)
