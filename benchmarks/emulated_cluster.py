@@ -4,7 +4,7 @@
         [--earlier results/emulated-cluster-cpu-2core-earlier]
 
 1. Extrapolation: fit on 1 and 2 nodes (one rank each), predict 4, measure 4 on the same network, at each rate
-   (tests/emulated_extrapolation.py: every rank has half a core in both, the course CNN at batch 32).
+   (tests/helpers/emulated_extrapolation.py: every rank has half a core in both, the course CNN at batch 32).
 2. Nodes with two ranks each (loopback inside a node, the shaped links between): fit the two-stage model on one node
    and on two, predict 4 nodes x 2 ranks, measure them (a quarter of a core per rank at 2 and 4 nodes; the one-node
    runs, which the intra-node stage is fitted on, half a core).
@@ -25,16 +25,17 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tests"))
+# The checkout's root (not tests/): the emulation is the test suite's, imported as the package tests.helpers.
+sys.path.insert(0, ROOT)
 
-from emulated_extrapolation import (  # noqa: E402
+from tests.helpers.emulated_extrapolation import (  # noqa: E402
     Extrapolation,
     check_extrapolation,
     check_two_stage,
     evaluate_extrapolation,
     evaluate_two_stage,
 )
-from emulated_link import cannot_emulate  # noqa: E402
+from tests.helpers.emulated_link import cannot_emulate  # noqa: E402
 
 TOLERANCE = 0.15
 HEADER = "run                      2 nodes: predicted / measured   4 nodes: predicted (band)  measured   pred/meas"

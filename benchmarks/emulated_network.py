@@ -2,7 +2,7 @@
 
     sudo python benchmarks/emulated_network.py [--repeats 3] [--rates 200mbit,2gbit] [--out DIR]
 
-For each rate: two network namespaces joined by a veth pair shaped with tc tbf (tests/emulated_link.py), one
+For each rate: two network namespaces joined by a veth pair shaped with tc tbf (tests/helpers/emulated_link.py), one
 torchrun agent in each pinned to one core with OMP_NUM_THREADS=1, the course CNN at batch 64 on synthetic data,
 --repeats times, each followed by `ddp_bench allreduce` over the same link; plus one rank alone on one core with
 one thread, for the baseline. Then `ddp_bench report --predict-to 16` over that rate's rows. Rows, allreduce.csv
@@ -21,11 +21,11 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tests"))
-
-from emulated_link import cannot_emulate, emulated_link, run_on_both  # noqa: E402
+# The checkout's root (not tests/): the emulation is the test suite's, imported as the package tests.helpers.
+sys.path.insert(0, ROOT)
 
 from ddp_bench.launch.discovery import free_port  # noqa: E402
+from tests.helpers.emulated_link import cannot_emulate, emulated_link, run_on_both  # noqa: E402
 
 TOLERANCE = 0.15
 RUN = ["--device", "cpu", "--batch-size", "64", "--warmup-steps", "10", "--steps", "60"]

@@ -11,7 +11,7 @@
 #   tests/local_slurm.sh down BASE   cancel the jobs still queued or running, then stop exactly the daemons that
 #                                    `up` started (by their PID files)
 #   tests/local_slurm.sh stop-daemons BASE   stop slurmd and slurmctld only: munged stays, for the emulated
-#                                    multi-node Slurm of tests/emulated_slurm.py
+#                                    multi-node Slurm of tests/helpers/emulated_slurm.py
 #
 # Needs root and apt-get; exits 3 with a one-line reason when the machine cannot do it (tests then skip).
 # Everything Slurm writes lives under BASE, so `down` then `up` again starts from a clean state.

@@ -5,9 +5,10 @@ accuracy curve lands beside the rank files. All on CPU."""
 import csv
 
 import pytest
-from conftest import read_rows, run_cli, run_torchrun
 
 from ddp_bench.results.records import ACCURACY_CURVE_COLUMNS, ACCURACY_CURVE_FILE
+from tests.helpers.rank_rows import read_rows
+from tests.helpers.runs import run_cli, run_torchrun
 
 CPU = ["--device", "cpu"]
 

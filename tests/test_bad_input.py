@@ -6,7 +6,8 @@ import struct
 
 import pytest
 import torch
-from conftest import run_cli
+
+from tests.helpers.runs import run_cli
 
 NO_CUDA = not torch.cuda.is_available()
 

@@ -15,11 +15,14 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, local_slurm, read_rows, run_group
 
 from ddp_bench.cluster.profiles import PROFILES
 from ddp_bench.cluster.sweep import sweep_main
 from ddp_bench.errors import UsageError
+from tests.helpers.paths import ROOT
+from tests.helpers.rank_rows import read_rows
+from tests.helpers.runs import run_group
+from tests.helpers.slurm import local_slurm
 
 pytestmark = pytest.mark.distributed
 

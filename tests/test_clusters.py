@@ -9,8 +9,6 @@ import subprocess
 import sys
 
 import pytest
-from conftest import clean_env, run_cli
-from test_records import make_record
 
 from ddp_bench.cli import main
 from ddp_bench.cluster.detect import detect_cluster
@@ -20,6 +18,8 @@ from ddp_bench.cluster.scripts import render_reference
 from ddp_bench.cluster.study import partial_node_warning, study_counts
 from ddp_bench.errors import UsageError
 from ddp_bench.results.records import write_rank_csv
+from tests.helpers.rank_rows import make_record
+from tests.helpers.runs import clean_env, run_cli
 
 # What each cluster's shipped script asks for, as the notes give it: GPU request, cores per GPU, memory.
 REQUESTS = {

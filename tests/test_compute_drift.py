@@ -11,11 +11,8 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import clean_env, read_rows, run_cli, run_torchrun
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_report import fixture_run
-from test_report_scaling import BUCKETS, GPU, allreduce_fixture
 
 from ddp_bench.measurement.comm_choice import comm_at
 from ddp_bench.measurement.compute_drift import (
@@ -33,6 +30,9 @@ from ddp_bench.measurement.prediction import PARTIAL_NODE_SHARE, predict_at
 from ddp_bench.measurement.scaling_model import AllreduceCurve, Bucket
 from ddp_bench.report.build import build_report
 from ddp_bench.results.records import COLUMNS
+from tests.helpers.rank_rows import read_rows
+from tests.helpers.report_runs import BUCKETS, GPU, allreduce_fixture, timed_fixture_run
+from tests.helpers.runs import clean_env, run_cli, run_torchrun
 
 UNIFORM = [(0.0, 0.0), (1.0, 1.0)]
 
@@ -122,10 +122,10 @@ QUANTILES = dict(
 def test_the_report_applies_the_drift_past_the_largest_run_by_hand(tmp_path):
     # 2 GPUs busy on a node of 4: the 4-rank prediction is marked part of a node
     node = dict(busy_devices_on_node=2, devices_on_node=4)
-    fixture_run(tmp_path, "w1", 1, [2.0], compute_step_ms=20.0, job_compute_step_ms=20.0, grad_buckets=BUCKETS,
-                **GPU, **QUANTILES, busy_devices_on_node=1, devices_on_node=4)  # fmt: skip
-    fixture_run(tmp_path, "w2", 2, [2.5] * 2, compute_step_ms=25.0, job_compute_step_ms=25.0, grad_buckets=BUCKETS,
-                **GPU, **QUANTILES, **node)  # fmt: skip
+    timed_fixture_run(tmp_path, "w1", 1, [2.0], compute_step_ms=20.0, job_compute_step_ms=20.0,
+                      grad_buckets=BUCKETS, **GPU, **QUANTILES, busy_devices_on_node=1, devices_on_node=4)  # fmt: skip
+    timed_fixture_run(tmp_path, "w2", 2, [2.5] * 2, compute_step_ms=25.0, job_compute_step_ms=25.0,
+                      grad_buckets=BUCKETS, **GPU, **QUANTILES, **node)  # fmt: skip
     allreduce_fixture(tmp_path, world=2, nodes=2)
     report = build_report([str(tmp_path)], str(tmp_path / "report"), predict_to=4)
     (model,) = report.models
@@ -150,8 +150,8 @@ def test_rows_without_quantiles_get_no_drift_and_the_notes_say_so(tmp_path):
     nan = float("nan")
     empty = {column: nan for column in QUANTILE_COLUMNS}
     for run_id, world, step in (("w1", 1, 20.0), ("w2", 2, 25.0)):
-        fixture_run(tmp_path, run_id, world, [2.0] * world, compute_step_ms=step, job_compute_step_ms=step,
-                    grad_buckets=BUCKETS, **GPU, **empty)  # fmt: skip
+        timed_fixture_run(tmp_path, run_id, world, [2.0] * world, compute_step_ms=step, job_compute_step_ms=step,
+                          grad_buckets=BUCKETS, **GPU, **empty)  # fmt: skip
     allreduce_fixture(tmp_path, world=2, nodes=2)
     report = build_report([str(tmp_path)], str(tmp_path / "report"), predict_to=4)
     (model,) = report.models

@@ -11,7 +11,6 @@ import types
 
 import pytest
 import torch
-from conftest import read_rows
 
 from ddp_bench.cli import main
 from ddp_bench.measurement.consumption import (
@@ -27,6 +26,7 @@ from ddp_bench.measurement.consumption import (
 from ddp_bench.measurement.energy_window import EnergyWindow, window_steps
 from ddp_bench.measurement.job_timing import queue_wait_from_scontrol, setup_seconds, slurm_queue_wait_s
 from ddp_bench.measurement.timing import StageClock
+from tests.helpers.rank_rows import read_rows
 
 
 def powercap_tree(root, zones: dict[str, tuple[int, int]]):

@@ -6,15 +6,16 @@ import sys
 
 import pytest
 import torch
-from conftest import clean_env, read_rows, run_group
 
 from ddp_bench import cli, data
 from ddp_bench.config import BenchConfig
 from ddp_bench.errors import UsageError
 from ddp_bench.launch.context import collect_context, cpu_name, detect_cluster, detect_platform, git_commit
 from ddp_bench.launch.hardware import plan_hardware, steady_cpu_allocator
-from ddp_bench.launch.launchers import LaunchInfo
 from ddp_bench.results.results_dir import check_output_dir
+from tests.helpers.launch_info import info
+from tests.helpers.rank_rows import read_rows
+from tests.helpers.runs import clean_env, run_group
 
 
 @pytest.mark.parametrize(
@@ -44,24 +45,10 @@ def test_provenance_names_the_cpu_and_the_commit():
         assert re.fullmatch(head + "(-dirty)?", git_commit())
 
 
-def info(local_world_size: int = 1, local_rank: int = 0) -> LaunchInfo:
-    return LaunchInfo("torchrun", local_rank, local_rank, local_world_size, local_world_size, 0, 1, "h", 1)
-
-
 def test_cpu_ranks_on_one_node_share_its_cores(monkeypatch):
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)))
     plan = plan_hardware(BenchConfig(device="cpu"), info(local_world_size=4), {})
     assert (plan.device.type, plan.backend, plan.threads) == ("cpu", "gloo", 4)
-
-
-@pytest.fixture
-def two_fake_gpus(monkeypatch):
-    """Pretend two CUDA GPUs exist (only the planning is exercised, nothing runs on them)."""
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
-    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: ["sm_75", "sm_80", "sm_86", "sm_90"])
 
 
 def test_each_rank_takes_the_gpu_of_its_local_rank(two_fake_gpus):

@@ -1,8 +1,9 @@
 """Tier 3: `srun python -m ddp_bench` across nodes for real, on an emulated multi-node Slurm cluster: network
-namespaces on a shaped bridge, each one a Slurm node with its own slurmd and hostname (tests/emulated_link.py,
-tests/emulated_slurm.py). A shipped job script with `--nodes 2`, the one-job sweep over 1-4 ranks on 2 nodes (with
-its all-reduce steps), and --kill-on-bad-exit when one node's rank dies. Until these, every Slurm test had one node.
-Then the scaling model where it was not fitted: 4 nodes predicted from 1 and 2, and nodes of 2 ranks in two stages.
+namespaces on a shaped bridge, each one a Slurm node with its own slurmd and hostname (tests/helpers/emulated_link.py,
+tests/helpers/emulated_slurm.py). A shipped job script with `--nodes 2`, the one-job sweep over 1-4 ranks on 2 nodes
+(with its all-reduce steps), and --kill-on-bad-exit when one node's rank dies. Until these, every Slurm test had one
+node. Then the scaling model where it was not fitted: 4 nodes predicted from 1 and 2, and nodes of 2 ranks in two
+stages.
 """
 
 import csv
@@ -13,10 +14,14 @@ import sys
 import time
 
 import pytest
-from conftest import BIN, ROOT, SLURM_BASE, clean_env, local_slurm, read_rows, run_group
-from emulated_extrapolation import check_extrapolation, check_two_stage
-from emulated_link import cannot_emulate, emulated_cluster
-from emulated_slurm import emulated_slurm
+
+from tests.helpers.emulated_extrapolation import check_extrapolation, check_two_stage
+from tests.helpers.emulated_link import cannot_emulate, emulated_cluster
+from tests.helpers.emulated_slurm import emulated_slurm
+from tests.helpers.paths import BIN, ROOT
+from tests.helpers.rank_rows import read_rows
+from tests.helpers.runs import clean_env, run_group
+from tests.helpers.slurm import SLURM_BASE, local_slurm
 
 pytestmark = [
     pytest.mark.distributed,
@@ -107,7 +112,7 @@ def test_kill_on_bad_exit_ends_both_nodes_when_one_nodes_rank_dies(two_nodes, tm
 @pytest.mark.parametrize("rate", ["200mbit", "1gbit"])
 def test_four_nodes_are_predicted_from_one_and_two_within_15_percent(tmp_path, rate):
     # Fitted on 1 and 2 nodes (their rows and the 2-node all-reduce), checked where it was not fitted: 4 nodes on
-    # the same network, every rank with half a core in both (tests/emulated_extrapolation.py); two runs of each.
+    # the same network, every rank with half a core in both (tests/helpers/emulated_extrapolation.py); two runs of each.
     result = check_extrapolation(rate, str(tmp_path), repeats=2, env=clean_env())
     assert result.bytes_crossed > 10 * 4_700_000  # the gradients went over the shaped links
     assert abs(result.ratio - 1) <= TOLERANCE, result

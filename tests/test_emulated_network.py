@@ -1,6 +1,6 @@
 """Tier 3: the scaling model checked against a real slow network between two emulated nodes.
 
-Two network namespaces joined by a veth pair shaped with tc (tests/emulated_link.py), one torchrun agent in
+Two network namespaces joined by a veth pair shaped with tc (tests/helpers/emulated_link.py), one torchrun agent in
 each, pinned to one core with one thread; then the all-reduce benchmark over the same link. The report's model
 predicts the 2-node throughput from that run's compute-only steps and gradient buckets and from allreduce.csv.
 At 200 Mbit/s, where communication is most of the step, it must land within 15 % of the measured throughput. At
@@ -13,10 +13,10 @@ the Colab stack), so the check there is within 25 %.
 import csv
 
 import pytest
-from conftest import clean_env, run_cli, run_group
-from emulated_link import cannot_emulate, emulated_link, run_on_both
 
 from ddp_bench.launch.discovery import free_port
+from tests.helpers.emulated_link import cannot_emulate, emulated_link, run_on_both
+from tests.helpers.runs import clean_env, run_cli, run_group
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 

@@ -6,47 +6,21 @@ the test as real signals. Every child process carries a marker variable, so a te
 
 import contextlib
 import os
-import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
-import uuid
 
 import pytest
-from conftest import clean_env, launched, read_rows, run_cli, run_group, run_torchrun, torchrun_command
 
 from ddp_bench.errors import EXIT_FAILURE, EXIT_INTERRUPTED
 from ddp_bench.launch.discovery import free_port
+from tests.helpers.failures import OUR_TRACEBACK, last_lines, marked_env, processes_with, wait_until_catching
+from tests.helpers.rank_rows import read_rows
+from tests.helpers.runs import clean_env, launched, run_cli, run_group, run_torchrun, torchrun_command
 
 pytestmark = pytest.mark.distributed
-
-OUR_TRACEBACK = re.compile(r'File ".*ddp_bench/')
-
-
-def marked_env(**extra: str) -> dict[str, str]:
-    return clean_env(DDP_BENCH_TEST_MARK=uuid.uuid4().hex, **extra)
-
-
-def processes_with(env: dict[str, str]) -> list[int]:
-    """PIDs of live processes whose environment holds this test's marker."""
-    needle = f"DDP_BENCH_TEST_MARK={env['DDP_BENCH_TEST_MARK']}".encode()
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as handle:
-                if needle in handle.read().split(b"\0"):
-                    with open(f"/proc/{pid}/stat") as stat:
-                        if stat.read().rsplit(")", 1)[1].split()[0] != "Z":  # zombies are already dead
-                            found.append(int(pid))
-        except OSError:
-            continue  # the process ended while we looked
-    return found
-
-
-def last_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("ddp_bench: ")]
 
 
 def slurm_rank(rank: int, port: int) -> dict[str, str]:
@@ -142,21 +116,6 @@ def test_sigterm_to_one_rank_stops_all_at_the_same_step_with_incomplete_rows(tmp
     assert len(steps) == 1 and 4 <= steps.pop() < 10000
     assert rows[0]["global_images_per_s"] == rows[1]["global_images_per_s"]
     assert "stopped early by a signal to another rank" in done.stderr or "stopped early by SIGTERM" in done.stderr
-
-
-def wait_until_catching(process: subprocess.Popen, signum: int, timeout: float = 60) -> None:
-    """Wait until `process` has installed a handler for `signum` (its SigCgt mask in /proc says so)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{process.pid}/status") as handle:
-                caught = int(next(line for line in handle if line.startswith("SigCgt:")).split()[1], 16)
-            if caught & (1 << (signum - 1)):
-                return
-        except (OSError, StopIteration):
-            pass  # not started yet
-        time.sleep(0.1)
-    raise AssertionError(f"process never installed a handler for signal {signum}")
 
 
 @pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGTERM], ids=["SIGUSR1", "SIGTERM"])

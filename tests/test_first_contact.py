@@ -11,7 +11,9 @@ import tarfile
 import time
 
 import pytest
-from conftest import MNIST_ENV, ROOT, clean_env, run_group
+
+from tests.helpers.paths import MNIST_ENV, ROOT
+from tests.helpers.runs import clean_env, run_group
 
 SCRIPT = os.path.join(ROOT, "benchmarks", "gpu_first_contact.py")
 

@@ -9,8 +9,10 @@ import shutil
 
 import pytest
 import torch
-from conftest import clean_env, read_rows, run_cli, run_group, run_torchrun, torchrun_command
-from test_failures import OUR_TRACEBACK
+
+from tests.helpers.failures import OUR_TRACEBACK
+from tests.helpers.rank_rows import read_rows
+from tests.helpers.runs import clean_env, run_cli, run_group, run_torchrun, torchrun_command
 
 pytestmark = [
     pytest.mark.gpu,

@@ -6,7 +6,6 @@ real GPU are the `gpu` tier (tests/test_gpu.py)."""
 import pytest
 import torch
 import torch.distributed as dist
-from test_context_and_plan import info, two_fake_gpus  # noqa: F401  (a fixture)
 from torch.nn.parallel import DistributedDataParallel
 
 from ddp_bench.cli import main
@@ -20,6 +19,7 @@ from ddp_bench.measurement.perf import model_flops_utilization
 from ddp_bench.models import MnistCNN
 from ddp_bench.training.comm_control import comm_control
 from ddp_bench.training.loop import Precision
+from tests.helpers.launch_info import info
 
 
 @pytest.mark.parametrize(
@@ -69,7 +69,7 @@ def test_rows_record_the_math_mode_and_the_peak_is_measured_before_training(tmp_
     monkeypatch.setattr(run_module, "run_training", lambda **k: order.append("train") or train(**k))
     assert main(["--device", "cpu", "--steps", "2", "--warmup-steps", "1", "--out", str(tmp_path)]) == 0
     assert order == ["peak", "train"]
-    from conftest import read_rows
+    from tests.helpers.rank_rows import read_rows
 
     (row,) = read_rows(tmp_path)
     assert (row["tf32_matmul"], row["tf32_cudnn"], row["cudnn_benchmark"]) == ("False", "False", "False")

@@ -7,7 +7,8 @@ from __future__ import annotations
 import os
 
 import pytest
-from conftest import clean_env, run_cli
+
+from tests.helpers.runs import clean_env, run_cli
 
 # (verb and flags, what the one line must say); {tmp} is the test's directory, {file} a file in it
 CASES = [

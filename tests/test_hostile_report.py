@@ -13,11 +13,11 @@ import subprocess
 import sys
 
 import pytest
-from conftest import clean_env, launched, run_cli, run_group
-from rank_rows import write_raw_row, write_run
 
 from ddp_bench.report.transaction import REPORT_FILES
 from ddp_bench.results.records import SCHEMA_VERSION
+from tests.helpers.rank_rows import write_raw_row, write_run
+from tests.helpers.runs import clean_env, launched, run_cli, run_group
 
 HOSTILE_TEXT = (
     "a|b\n# heading\n\n™ é\x07 <script>alert(1)</script> ![](http://evil.example/x.png) [/x] [link=http://e]z[/link]"

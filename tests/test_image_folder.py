@@ -7,8 +7,11 @@ import os
 
 import numpy as np
 import pytest
-from conftest import ROOT, clean_env, read_rows, run_cli, run_torchrun
 from PIL import Image
+
+from tests.helpers.paths import ROOT
+from tests.helpers.rank_rows import read_rows
+from tests.helpers.runs import clean_env, run_cli, run_torchrun
 
 MODEL = ["--model", os.path.join(ROOT, "tests", "models", "tiny_net.py") + ":build"]
 SMALL = ["--device", "cpu", "--image-size", "16", "--warmup-steps", "2", "--batch-size", "8"]

@@ -1,11 +1,10 @@
-"""Tier 3: the real launchers — a local single-node Slurm (srun, sbatch, sweep), mpiexec, two torchrun agents.
+"""Tier 3: the real launchers — a local single-node Slurm (srun, sbatch; the sweep is tests/test_sweeps.py), mpiexec,
+two torchrun agents.
 
 The Slurm fixture brings a cluster up with tests/local_slurm.sh (root and apt needed; otherwise these tests
 skip and say why) and stops exactly the daemons it started.
 """
 
-import csv
-import glob
 import os
 import re
 import shutil
@@ -15,9 +14,11 @@ import time
 from datetime import datetime
 
 import pytest
-from conftest import BIN, ROOT, clean_env, launched, read_rows, run_group
 
 from ddp_bench.launch.discovery import free_port
+from tests.helpers.paths import BIN, ROOT
+from tests.helpers.rank_rows import read_rows
+from tests.helpers.runs import clean_env, launched, run_group
 
 pytestmark = pytest.mark.distributed
 
@@ -221,48 +222,6 @@ def test_srun_kill_on_bad_exit_ends_the_step_when_a_rank_dies(slurm, tmp_path):
     assert read_rows(tmp_path) == []
 
 
-def test_sweep_submits_one_job_per_gpu_count_and_skips_finished_ones(slurm, tmp_path):
-    env = {**slurm, "DDP_BENCH_VENV": sys.prefix}
-    sweep = [
-        *RUN,
-        "sweep",
-        "--cluster",
-        "cpu",
-        "--gpus",
-        "1,2",
-        "--gpus-per-node",
-        "2",
-        "--cpus-per-task",
-        "1",
-        "--results",
-        str(tmp_path / "results"),
-        "--scripts-dir",
-        str(tmp_path / "jobs"),
-        "--",
-        "--device",
-        "cpu",
-        "--steps",
-        "3",
-        "--warmup-steps",
-        "1",
-    ]
-    first = run_group(sweep, timeout=120, env=env, cwd=tmp_path)
-    assert first.returncode == 0, first.stderr
-    assert len(re.findall(r"Submitted batch job \d+", first.stdout)) == 2
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        queue = subprocess.run(["squeue", "-h"], env=env, capture_output=True, text=True, timeout=30).stdout
-        if not queue.strip():
-            break
-        time.sleep(1)
-    rows = read_rows(tmp_path / "results")
-    assert sorted(int(row["world_size"]) for row in rows) == [1, 2, 2]
-    assert len({row["sweep_key"] for row in rows}) == 2
-    again = run_group(sweep, timeout=120, env=env, cwd=tmp_path)
-    assert again.returncode == 0, again.stderr
-    assert again.stdout.count("# skipped: complete rows") == 2 and "Submitted" not in again.stdout
-
-
 def test_mpiexec_two_ranks(tmp_path):
     mpiexec = os.path.join(BIN, "mpiexec")
     if not os.path.exists(mpiexec):
@@ -362,71 +321,3 @@ def test_an_mpi_rank_that_fails_before_mpi_starts_does_not_hang_the_others(tmp_p
     output = done.stdout + done.stderr
     assert "ddp_bench: error: DDP_BENCH_FAULT='malformed'" in output
     assert "ddp_bench: failed: MPI rank 0: not every rank started MPI within 5 s (--init-timeout)" in output
-
-
-def test_sweep_one_job_runs_every_count_in_one_allocation_with_its_allreduce(slurm, tmp_path):
-    env = {**slurm, "DDP_BENCH_VENV": sys.prefix}
-    results, jobs = tmp_path / "results", tmp_path / "jobs"
-    sweep = [
-        *RUN,
-        "sweep",
-        "--one-job",
-        "--cluster",
-        "cpu",
-        "--gpus",
-        "1,2",
-        "--gpus-per-node",
-        "2",
-        "--cpus-per-task",
-        "1",
-        "--results",
-        str(results),
-        "--scripts-dir",
-        str(jobs),
-        "--",
-        "--device",
-        "cpu",
-        "--steps",
-        "3",
-        "--warmup-steps",
-        "1",
-    ]
-    first = run_group(sweep, timeout=120, env=env, cwd=tmp_path)
-    assert first.returncode == 0, first.stderr
-    assert len(re.findall(r"Submitted batch job \d+", first.stdout)) == 1  # one job for the whole series
-    (script,) = list(jobs.iterdir())
-    assert "#SBATCH --nodes=1" in script.read_text() and "#SBATCH --ntasks-per-node=2" in script.read_text()
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        if not subprocess.run(["squeue", "-h"], env=env, capture_output=True, text=True, timeout=30).stdout.strip():
-            break
-        time.sleep(1)
-    rows = read_rows(results)
-    assert sorted(int(row["world_size"]) for row in rows) == [1, 2, 2]
-    assert len({row["job_id"] for row in rows}) == 1  # the same allocation: one queue wait for the series
-    assert len({row["sweep_key"] for row in rows}) == 2 and {row["launcher"] for row in rows} == {"slurm"}
-    tables = glob.glob(str(results / "*" / "allreduce.csv"))
-    assert len(tables) == 1  # the all-reduce benchmark ran as a step, on the 2 ranks
-    with open(tables[0], newline="") as handle:
-        measured = list(csv.DictReader(handle))
-    assert {(row["world_size"], row["launcher"], row["backend"]) for row in measured} == {("2", "slurm", "gloo")}
-
-    # The same script submitted again (as after a time limit): every count already has complete rows.
-    again = run_group(
-        ["sbatch", "--wait", f"--output={tmp_path / 'again.out'}", str(script)],
-        timeout=240,
-        env={**env, "DDP_BENCH_RESULTS": str(results)},
-        cwd=tmp_path,
-    )
-    assert again.returncode == 0, (tmp_path / "again.out").read_text()[-3000:]
-    assert (tmp_path / "again.out").read_text().count("are already in") == 2
-    assert len(read_rows(results)) == 3 and len(glob.glob(str(results / "*" / "allreduce.csv"))) == 1
-    # and the sweep itself now has nothing to submit
-    done = run_group(sweep, timeout=120, env=env, cwd=tmp_path)
-    assert done.returncode == 0 and "Submitted" not in done.stdout and done.stdout.count("# skipped") == 2
-
-    # the report models the series from the rows and the all-reduce of the same allocation
-    report = run_group([*RUN, "report", str(results), "--out", str(tmp_path / "report")], timeout=120, env=env)
-    assert report.returncode == 0, report.stderr
-    summary = (tmp_path / "report" / "summary.md").read_text()
-    assert "## Scaling model" in summary and "measured at 2 ranks on 1 node(s)" in summary

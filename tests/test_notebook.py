@@ -16,7 +16,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, clean_env, read_rows, run_group
+
+from tests.helpers.paths import ROOT
+from tests.helpers.rank_rows import read_rows
+from tests.helpers.runs import clean_env, run_group
 
 NOTEBOOK = os.path.join(ROOT, "analysis", "colab_t4.ipynb")
 VERSIONS = "import torch, torchvision; print(torch.__version__, torchvision.__version__, torch.__file__)"

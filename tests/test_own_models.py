@@ -10,7 +10,10 @@ import os
 import re
 
 import pytest
-from conftest import ROOT, clean_env, read_rows, run_cli, run_torchrun
+
+from tests.helpers.paths import ROOT
+from tests.helpers.rank_rows import read_rows
+from tests.helpers.runs import clean_env, run_cli, run_torchrun
 
 TINY = os.path.join("tests", "models", "tiny_net.py")
 SMALL = ["--device", "cpu", "--steps", "3", "--warmup-steps", "1", "--batch-size", "4"]

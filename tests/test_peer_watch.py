@@ -10,8 +10,6 @@ import time
 import pytest
 import torch
 import torch.distributed as dist
-from conftest import clean_env, run_torchrun
-from test_failures import last_lines, marked_env, processes_with
 
 from ddp_bench.errors import UsageError
 from ddp_bench.launch import distributed, peer_watch
@@ -21,6 +19,8 @@ from ddp_bench.launch.launchers import LaunchInfo
 from ddp_bench.launch.peer_watch import SILENCE_S, PeerWatch, report_and_exit
 from ddp_bench.launch.peers import LostRanks, announce_failure, gpu_counted_by, refuse_shared_gpus
 from ddp_bench.run import is_out_of_memory
+from tests.helpers.failures import last_lines, marked_env, processes_with
+from tests.helpers.runs import clean_env, run_torchrun
 
 
 def rank_of(store: dist.Store, rank: int, world: int, local_world: int = 1) -> Job:

@@ -11,7 +11,6 @@ import time
 
 import pytest
 import torch
-from conftest import clean_env, read_rows, run_group, run_torchrun, torchrun_command
 
 from ddp_bench.cli import main
 from ddp_bench.measurement.allreduce import bus_bandwidth, default_sizes
@@ -24,6 +23,8 @@ from ddp_bench.measurement.perf import (
     verdict,
 )
 from ddp_bench.models import MnistCNN, build_model
+from tests.helpers.rank_rows import read_rows
+from tests.helpers.runs import clean_env, run_group, run_torchrun, torchrun_command
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

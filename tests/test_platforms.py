@@ -1,120 +1,22 @@
 """Tier 2: the report's Platforms section, from real CPU runs on MNIST plus TEST FIXTURE rows for a Colab T4
-and a cluster's A100s (round numbers chosen so every derived cell can be worked out by hand; not measurements).
+and a cluster's A100s (round numbers chosen so every derived cell can be worked out by hand; not measurements;
+tests/helpers/platforms.py).
 """
 
-import dataclasses
 import math
 
 import pytest
-from conftest import read_rows, run_cli, run_torchrun
-from test_records import make_record
 
 from ddp_bench.report.build import build_report
-from ddp_bench.results.records import write_rank_csv
+from tests.helpers.platforms import gpu_fixtures
+from tests.helpers.rank_rows import read_rows
+from tests.helpers.runs import run_cli, run_torchrun
 
 CPU = ["--device", "cpu"]
-NAN = float("nan")
 
 
-def fixture_run(out, run_id: str, ranks: list[dict], **shared) -> None:
-    """One fixture run: every rank gets `shared`, then its own entries (samples, train_time_s, memory...)."""
-    world = len(ranks)
-    for rank, own in enumerate(ranks):
-        values = dict(
-            run_id=run_id, rank=rank, local_rank=rank, world_size=world, local_world_size=world, num_nodes=1,
-            status="complete", model="mnist_cnn", data="mnist", loader="device", amp="off", channels_last=False,
-            compile=False, scaling="weak", batch_size=64, global_batch_size=64 * world, dataset_size=8000,
-            device=f"cuda:{rank}", hostname="TEST-FIXTURE", tag="TEST FIXTURE", target_accuracy=NAN, reached="",
-            time_to_accuracy_s=NAN, queue_wait_s=NAN, setup_s=NAN, job_energy_j=NAN, peak_rss_mb=3000.0,
-            peak_device_allocated_mb=NAN, epochs=1, model_sha256="", input_shape="1x28x28", num_classes=10,
-        )  # fmt: skip
-        values.update(shared)
-        values.update(own)
-        write_rank_csv(str(out), dataclasses.replace(make_record(), **values))
-
-
-T4 = dict(platform="colab", cluster="", device_name="Tesla T4")
-A100 = dict(platform="slurm", cluster="narval", device_name="NVIDIA A100-SXM4-40GB")
-
-
-def gpu_fixtures(out) -> None:
-    # Colab T4, one GPU: 4,000 images/s in both runs; a race to 90 % in 1.5 s.
-    fixture_run(
-        out,
-        "t4-epoch",
-        [dict(samples=8000, train_time_s=2.0, peak_device_allocated_mb=500.0)],
-        wall_time_s=10.0,
-        setup_s=60.0,
-        job_energy_j=140.0,
-        **T4,
-    )
-    fixture_run(
-        out,
-        "t4-race",
-        [dict(samples=6400, train_time_s=1.6, peak_device_allocated_mb=500.0)],
-        wall_time_s=9.0,
-        setup_s=60.0,
-        job_energy_j=112.0,
-        epochs=5,
-        target_accuracy=0.9,
-        reached="True",
-        time_to_accuracy_s=1.5,
-        **T4,
-    )
-    # narval A100s: 16,000 images/s on 1, 28,000 on 2, 48,000 on 4; races to 90 % in 1.2 s on 1 and 0.5 s on 4.
-    fixture_run(
-        out,
-        "a100-w1",
-        [dict(samples=16000, train_time_s=1.0, peak_device_allocated_mb=700.0)],
-        wall_time_s=8.0,
-        setup_s=90.0,
-        queue_wait_s=600.0,
-        job_energy_j=400.0,
-        **A100,
-    )
-    fixture_run(
-        out,
-        "a100-w2",
-        [dict(samples=14000, train_time_s=1.0, peak_device_allocated_mb=750.0)] * 2,
-        wall_time_s=9.0,
-        setup_s=90.0,
-        queue_wait_s=300.0,
-        job_energy_j=700.0,
-        **A100,
-    )
-    memory = [800.0, 900.0, 850.0, 820.0]
-    fixture_run(
-        out,
-        "a100-w4",
-        [dict(samples=12000, train_time_s=1.0, peak_device_allocated_mb=m) for m in memory],
-        wall_time_s=10.0,
-        setup_s=90.0,
-        queue_wait_s=900.0,
-        job_energy_j=1200.0,
-        **A100,
-    )
-    fixture_run(
-        out,
-        "a100-race1",
-        [dict(samples=8000, train_time_s=0.5, peak_device_allocated_mb=700.0)],
-        wall_time_s=7.0,
-        setup_s=90.0,
-        queue_wait_s=600.0,
-        job_energy_j=200.0,
-        epochs=5,
-        target_accuracy=0.9,
-        reached="True",
-        time_to_accuracy_s=1.2,
-        **A100,
-    )
-    fixture_run(out, "a100-race4", [dict(samples=6000, train_time_s=0.5, peak_device_allocated_mb=m) for m in memory],
-                wall_time_s=9.0, setup_s=90.0, queue_wait_s=900.0, job_energy_j=600.0, epochs=5,
-                target_accuracy=0.9, reached="True", time_to_accuracy_s=0.5, **A100)  # fmt: skip
-
-
-@pytest.mark.distributed
-def test_platform_table_from_real_cpu_runs_and_gpu_fixtures(tmp_path, mnist_dir):
-    runs = tmp_path / "runs"
+def real_cpu_runs(runs, mnist_dir) -> list[dict[str, str]]:
+    """One rank for an epoch, one racing to 90 %, two ranks for an epoch: their rows."""
     mnist = [*CPU, "--data", "mnist", "--data-dir", mnist_dir, "--out", str(runs)]
     for launched in (
         run_cli([*mnist, "--epochs", "1"], timeout=300),
@@ -122,17 +24,11 @@ def test_platform_table_from_real_cpu_runs_and_gpu_fixtures(tmp_path, mnist_dir)
         run_torchrun(2, [*mnist, "--epochs", "1"], timeout=300),
     ):
         assert launched.returncode == 0, launched.stderr[-2000:]
-    cpu_rows = read_rows(runs)
-    gpu_fixtures(runs)
-    report = build_report([str(runs)], str(tmp_path / "report"))
-    table = report.platforms.set_index("name")
-    cpu_name = next(name for name in table.index if name.startswith("CPU ("))
-    assert cpu_name.endswith(" · local") and set(table.index) == {
-        cpu_name, "GPU: Tesla T4 · Colab", "GPU: A100-SXM4-40GB · narval",
-    }  # fmt: skip
-    assert table["workload"].unique().tolist() == ["mnist_cnn on mnist · 64 per device · fp32"]
+    return read_rows(runs)
 
-    # The CPU row, from the real rows.
+
+def check_cpu_row(cpu, cpu_rows) -> tuple[list[dict], list[dict], float]:
+    """The CPU row, from the real rows; returns the 1-rank runs' rows, the 2-rank run's and the 1-rank throughput."""
     by_run = {}
     for row in cpu_rows:
         by_run.setdefault(row["run_id"], []).append(row)
@@ -142,7 +38,6 @@ def test_platform_table_from_real_cpu_runs_and_gpu_fixtures(tmp_path, mnist_dir)
     thr1 = sorted(float(row["global_images_per_s"]) for row in one_rank)
     thr1 = sum(thr1) / 2  # the median of two
     thr2 = float(two_ranks[0]["global_images_per_s"])
-    cpu = table.loc[cpu_name]
     assert cpu["devices"] == 2 and cpu["x_cpu"] == 1.0
     assert cpu["images_per_s_1"] == pytest.approx(thr1) and cpu["images_per_s_max"] == pytest.approx(thr2)
     assert cpu["epoch_time_s"] == pytest.approx(8000 / thr2)
@@ -157,8 +52,10 @@ def test_platform_table_from_real_cpu_runs_and_gpu_fixtures(tmp_path, mnist_dir)
     assert cpu["first_result_s"] == pytest.approx(sum(walls) / 2)
     assert math.isnan(cpu["energy_per_epoch_j"])  # no RAPL here: empty, never estimated
     assert cpu["peak_memory_mb"] == pytest.approx(max(float(row["peak_rss_mb"]) for row in two_ranks))
+    return one_rank, two_ranks, thr1
 
-    t4 = table.loc["GPU: Tesla T4 · Colab"]
+
+def check_t4_row(t4, thr1: float) -> None:
     assert (t4["devices"], t4["images_per_s_1"], t4["images_per_s_max"]) == (1, 4000.0, 4000.0)
     assert t4["x_cpu"] == pytest.approx(4000 / thr1)
     assert (t4["epoch_time_s"], t4["time_to_accuracy_s"], t4["time_to_accuracy_devices"]) == (2.0, 1.5, 1)
@@ -166,7 +63,8 @@ def test_platform_table_from_real_cpu_runs_and_gpu_fixtures(tmp_path, mnist_dir)
     assert (t4["energy_per_epoch_j"], t4["peak_memory_mb"]) == (140.0, 500.0)
     assert t4["device_hours_per_epoch"] == pytest.approx(2.0 / 3600) and math.isnan(t4["efficiency_max"])
 
-    a100 = table.loc["GPU: A100-SXM4-40GB · narval"]
+
+def check_a100_row(a100, thr1: float) -> None:
     assert (a100["devices"], a100["images_per_s_1"], a100["images_per_s_max"]) == (4, 16000.0, 48000.0)
     assert a100["x_cpu"] == pytest.approx(16000 / thr1)
     assert a100["epoch_time_s"] == pytest.approx(8000 / 48000)
@@ -177,6 +75,8 @@ def test_platform_table_from_real_cpu_runs_and_gpu_fixtures(tmp_path, mnist_dir)
     assert a100["device_hours_per_epoch"] == pytest.approx(4 * 8000 / 48000 / 3600)
     assert a100["efficiency_max"] == pytest.approx(48000 / 4 / 16000)
 
+
+def check_course_and_accuracy(report, cpu_name: str, one_rank: list[dict], two_ranks: list[dict]) -> None:
     course = report.course["mnist_cnn on mnist · 64 per device · fp32"]
     assert course["GPU: A100-SXM4-40GB · narval"] == {
         "quick_s": 698.0,
@@ -195,11 +95,32 @@ def test_platform_table_from_real_cpu_runs_and_gpu_fixtures(tmp_path, mnist_dir)
     assert accuracy[("GPU: A100-SXM4-40GB · narval · mnist_cnn on mnist · 64 per device · fp32", 4)] == 0.5
     assert accuracy[("GPU: A100-SXM4-40GB · narval · mnist_cnn on mnist · 64 per device · fp32", 1)] == 1.2
 
-    text = (tmp_path / "report" / "summary.md").read_text()
+
+def check_summary(out, cpu_name: str) -> None:
+    text = (out / "summary.md").read_text()
     assert "## Platforms" in text and "| GPU: Tesla T4 · Colab | 1 GPU | 4,000.0 |" in text
     assert f"| {cpu_name} | 2 ranks |" in text and "time to 90 %" in text
     assert "| scalability: efficiency at the largest count |" in text and "75 % on 4" in text
     assert "| ranks | batch/rank |" in text  # the CPU scaling table names its devices as ranks
     for name in ("time_to_accuracy", "platforms"):
-        assert (tmp_path / "report" / f"{name}.png").stat().st_size > 5000
-    assert (tmp_path / "report" / "platforms.csv").exists()
+        assert (out / f"{name}.png").stat().st_size > 5000
+    assert (out / "platforms.csv").exists()
+
+
+@pytest.mark.distributed
+def test_platform_table_from_real_cpu_runs_and_gpu_fixtures(tmp_path, mnist_dir):
+    runs = tmp_path / "runs"
+    cpu_rows = real_cpu_runs(runs, mnist_dir)
+    gpu_fixtures(runs)
+    report = build_report([str(runs)], str(tmp_path / "report"))
+    table = report.platforms.set_index("name")
+    cpu_name = next(name for name in table.index if name.startswith("CPU ("))
+    assert cpu_name.endswith(" · local") and set(table.index) == {
+        cpu_name, "GPU: Tesla T4 · Colab", "GPU: A100-SXM4-40GB · narval",
+    }  # fmt: skip
+    assert table["workload"].unique().tolist() == ["mnist_cnn on mnist · 64 per device · fp32"]
+    one_rank, two_ranks, thr1 = check_cpu_row(table.loc[cpu_name], cpu_rows)
+    check_t4_row(table.loc["GPU: Tesla T4 · Colab"], thr1)
+    check_a100_row(table.loc["GPU: A100-SXM4-40GB · narval"], thr1)
+    check_course_and_accuracy(report, cpu_name, one_rank, two_ranks)
+    check_summary(tmp_path / "report", cpu_name)

@@ -6,11 +6,11 @@ import subprocess
 import sys
 
 import pytest
-from conftest import clean_env
 
 from ddp_bench.cli import main
 from ddp_bench.predict.run import PARTIAL_NODE_SHARE, predict_rows
 from ddp_bench.predict.spec import load_spec
+from tests.helpers.runs import clean_env
 
 ISSUE_SPEC = """
 [model]

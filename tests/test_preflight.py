@@ -1,7 +1,6 @@
 """Pre-flight checks: each finding from plain inputs, and the `check` verb end to end."""
 
 import pytest
-from conftest import clean_env, run_cli
 
 from ddp_bench.config import BenchConfig
 from ddp_bench.errors import UsageError
@@ -12,6 +11,7 @@ from ddp_bench.launch.preflight import (
     gpu_note,
     require_launcher_for_allocation,
 )
+from tests.helpers.runs import clean_env, run_cli
 
 
 def test_a_multi_task_slurm_job_without_srun_is_refused():

@@ -22,11 +22,11 @@ import numpy as np
 import pandas as pd
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from rank_rows import write_raw_row
 
 from ddp_bench.cli import main
 from ddp_bench.report.transaction import REPORT_FILES
 from ddp_bench.results.records import RankRecord
+from tests.helpers.rank_rows import write_raw_row
 
 NO_SHRINK = (Phase.explicit, Phase.generate)  # a failing example is reported as found: shrinking re-runs reports
 SETTINGS = dict(

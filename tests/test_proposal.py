@@ -2,7 +2,7 @@
 statement, on hand-made rows.
 
 The hand-made rows and all-reduce tables below are TEST FIXTURES, not measurements: round numbers chosen so that
-every value can be worked out by hand (see each test). fixture_run's ranks each train 100 steps of 64 images of a
+every value can be worked out by hand (see each test). timed_fixture_run's ranks each train 100 steps of 64 images of a
 60,000-image training set, so one rank in 2 s is 3,200 images/s and efficiency at N ranks is 2 s ÷ the time.
 """
 
@@ -10,8 +10,6 @@ import csv
 
 import pandas as pd
 import pytest
-from test_report import fixture_run
-from test_report_scaling import BUCKETS, allreduce_fixture
 
 from ddp_bench.cli import main
 from ddp_bench.report.build import build_report
@@ -19,6 +17,7 @@ from ddp_bench.report.model_trust import backtest, position, series_trust
 from ddp_bench.report.proposal import HOURS_PER_YEAR, ProposalOptions, rgu_for, series_proposal
 from ddp_bench.report.proposal_text import missing, paragraph
 from ddp_bench.report.scaling import SeriesModel, load_allreduce
+from tests.helpers.report_runs import BUCKETS, allreduce_fixture, timed_fixture_run
 
 A100 = "NVIDIA A100-SXM4-40GB"
 H100 = "NVIDIA H100 80GB HBM3"
@@ -32,7 +31,7 @@ def gpu(name: str = A100, **extra) -> dict:
 def counts_run(out, times: dict[int, float], name: str = A100, **extra) -> None:
     """One weak-scaling run per count, every rank taking times[count] seconds."""
     for world, seconds in times.items():
-        fixture_run(out, f"{name[-8:]}-w{world}", world, [seconds] * world, **gpu(name, **extra))
+        timed_fixture_run(out, f"{name[-8:]}-w{world}", world, [seconds] * world, **gpu(name, **extra))
 
 
 FOUR_COUNTS = {1: 2.0, 2: 2.5, 4: 2.5, 8: 4.0}  # efficiency 100, 80, 80 and 50 %
@@ -172,7 +171,7 @@ def test_a_gpu_model_without_an_rgu_value_gets_an_empty_cell_and_the_reason(tmp_
 
 
 def test_a_series_with_one_count_says_what_is_missing(tmp_path):
-    fixture_run(tmp_path, "w1", 1, [2.0], **gpu())
+    timed_fixture_run(tmp_path, "w1", 1, [2.0], **gpu())
     report = report_of(tmp_path, request_epochs=1)
     (entry,) = report.proposal.series
     assert entry.rows.empty and entry.knee is None
@@ -189,7 +188,7 @@ def test_a_series_with_one_count_says_what_is_missing(tmp_path):
 def test_cpu_only_rows_say_that_gpu_numbers_are_missing(tmp_path):
     cpu = dict(device="cpu", backend="gloo", launcher="torchrun", platform="local", cluster="")
     for world, seconds in ((1, 2.0), (2, 2.5)):
-        fixture_run(tmp_path, f"c{world}", world, [seconds] * world, device_name="Intel Xeon Processor", **cpu)
+        timed_fixture_run(tmp_path, f"c{world}", world, [seconds] * world, device_name="Intel Xeon Processor", **cpu)
     report = report_of(tmp_path)
     (entry,) = report.proposal.series
     text = paragraph(entry, report.proposal.options)
@@ -212,7 +211,7 @@ def test_trust_statement_by_hand(tmp_path):
     # 1, 2 and 4 ranks on one node: 3,200, 5,120 and 10,240 images/s; compute 20, 25 and 25 ms; all-reduce at 2
     # ranks, 1 ms per MB (the 4 MB bucket hides behind backward, the 1 MB one is exposed)
     for world, seconds, compute in ((1, 2.0, 20.0), (2, 2.5, 25.0), (4, 2.5, 25.0)):
-        fixture_run(tmp_path, f"w{world}", world, [seconds] * world, compute_step_ms=compute,
+        timed_fixture_run(tmp_path, f"w{world}", world, [seconds] * world, compute_step_ms=compute,
                     job_compute_step_ms=compute, grad_buckets=BUCKETS, **gpu())  # fmt: skip
     allreduce_table(tmp_path, 2, 1000.0)
     report = report_of(tmp_path, predict_to=16)
@@ -267,7 +266,7 @@ def test_positions():
     ],
 )
 def test_bad_proposal_flags_are_one_line_and_write_nothing(tmp_path, capsys, flags, message):
-    fixture_run(tmp_path / "runs", "w1", 1, [2.0])
+    timed_fixture_run(tmp_path / "runs", "w1", 1, [2.0])
     out = tmp_path / "report"
     assert main(["report", str(tmp_path / "runs"), "--out", str(out), *flags]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()

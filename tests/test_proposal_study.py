@@ -14,7 +14,8 @@ import subprocess
 
 import pandas as pd
 import pytest
-from conftest import clean_env, run_cli, run_torchrun
+
+from tests.helpers.runs import clean_env, run_cli, run_torchrun
 
 TEXLIVE = ("texlive-latex-base", "texlive-latex-recommended")  # booktabs is in texlive-latex-recommended
 RUN = ["--device", "cpu", "--steps", "3", "--warmup-steps", "1"]

@@ -5,13 +5,14 @@ import os
 import stat
 
 import torch
-from conftest import clean_env, read_rows, run_cli, run_torchrun
-from test_platforms import fixture_run
 
 from ddp_bench.cli import main
 from ddp_bench.launch.context import collect_context, comm_env
 from ddp_bench.launch.distributed import apply_comm_defaults
 from ddp_bench.report.build import build_report
+from tests.helpers.platforms import platform_fixture_run
+from tests.helpers.rank_rows import read_rows
+from tests.helpers.runs import clean_env, run_cli, run_torchrun
 
 TOPOLOGY = "\tGPU0\tGPU1\tCPU Affinity\nGPU0\t X \tNV12\t0-23\nGPU1\tNV12\t X \t0-23\n"  # a fixture, not a reading
 
@@ -68,9 +69,9 @@ def test_a_cpu_row_records_its_gloo_settings_and_no_gpu_stack(tmp_path, monkeypa
 
 def test_the_report_names_what_differs_between_compared_runs(tmp_path):
     a100 = dict(platform="slurm", cluster="narval", device_name="NVIDIA A100-SXM4-40GB", epochs=0)
-    fixture_run(tmp_path, "w1", [dict(samples=6400, train_time_s=1.0)], nccl_version="2.21.5", **a100)
-    fixture_run(tmp_path, "w2", [dict(samples=6400, train_time_s=1.0)] * 2, nccl_version="2.21.5", **a100)
-    fixture_run(tmp_path, "w4", [dict(samples=6400, train_time_s=1.0)] * 4, nccl_version="2.18.3",
+    platform_fixture_run(tmp_path, "w1", [dict(samples=6400, train_time_s=1.0)], nccl_version="2.21.5", **a100)
+    platform_fixture_run(tmp_path, "w2", [dict(samples=6400, train_time_s=1.0)] * 2, nccl_version="2.21.5", **a100)
+    platform_fixture_run(tmp_path, "w4", [dict(samples=6400, train_time_s=1.0)] * 4, nccl_version="2.18.3",
                 comm_env="NCCL_IB_DISABLE=1", **a100)  # fmt: skip
     report = build_report([str(tmp_path)], str(tmp_path / "report"))
     text = (tmp_path / "report" / "summary.md").read_text()

@@ -7,8 +7,6 @@ import os
 import subprocess
 import sys
 
-from conftest import clean_env
-
 from ddp_bench.measurement.prediction import (
     PUBLISHED_IN_BAND,
     PUBLISHED_MAX_NODES,
@@ -17,6 +15,7 @@ from ddp_bench.measurement.prediction import (
     PUBLISHED_SETUPS,
 )
 from ddp_bench.predict.spec import load_spec
+from tests.helpers.runs import clean_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPECS = sorted(glob.glob(os.path.join(ROOT, "benchmarks", "published", "*.toml")))

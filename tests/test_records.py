@@ -1,6 +1,5 @@
 """Tier 1 (pure): the CSV schema, atomic no-clobber writing, and the throughput arithmetic."""
 
-import dataclasses
 import errno
 import math
 import os
@@ -11,7 +10,6 @@ from ddp_bench.results.rank_files import read_rank_csv
 from ddp_bench.results.records import (
     COLUMNS,
     REQUIRED_COLUMNS,
-    RankRecord,
     global_images_per_second,
     images_per_second,
     incomplete_reason,
@@ -19,6 +17,7 @@ from ddp_bench.results.records import (
     render_csv,
     write_rank_csv,
 )
+from tests.helpers.rank_rows import make_record
 
 REQUIRED = (
     "run_id status started_at launcher platform cluster hostname num_nodes node_rank world_size rank local_rank "
@@ -26,19 +25,6 @@ REQUIRED = (
     "steps samples train_time_s wall_time_s images_per_s global_images_per_s step_time_median_ms "
     "step_time_p90_ms final_loss test_accuracy torch_version cuda_version ddp_bench_version git_commit"
 ).split()
-
-
-def make_record(**changes) -> RankRecord:
-    """A fixture row (test data, not a measurement)."""
-    values = {}
-    for field in dataclasses.fields(RankRecord):
-        if field.default is not dataclasses.MISSING:
-            continue
-        values[field.name] = {"int": 1, "float": 1.5, "bool": False, "str": "x"}[field.type]
-    values.update(run_id="run-a", rank=0, world_size=2, local_world_size=2, test_accuracy=float("nan"))
-    values.update(status="complete", mfu=0.5, test_accuracy=float("nan"), target_accuracy=0.5)  # in the schema's ranges
-    values.update(changes)
-    return RankRecord(**values)
 
 
 def test_schema_has_every_required_column_once():

@@ -4,50 +4,16 @@ The hand-made rows below are TEST FIXTURES, not measurements: round numbers chos
 speedup and efficiency can be checked exactly.
 """
 
-import dataclasses
 import os
 
 import pandas as pd
 import pytest
-from conftest import run_cli, run_group, run_torchrun
-from test_records import make_record
 
 from ddp_bench.cli import main
 from ddp_bench.report.build import build_report
 from ddp_bench.report.data import load_rows, platform_label, scaling_summary, summarise_runs
-from ddp_bench.results.records import write_rank_csv
-
-
-def fixture_run(out, run_id: str, world: int, seconds: list[float], steps: int = 100, batch: int = 64, **extra):
-    """Write one fake run: `world` ranks, rank r took seconds[r] for `steps` steps of `batch` images."""
-    for rank in range(len(seconds)):
-        record = make_record(
-            run_id=run_id,
-            rank=rank,
-            world_size=world,
-            local_world_size=world,
-            num_nodes=1,
-            status="complete",
-            platform="slurm",
-            cluster="fixture",
-            device_name="NVIDIA FIXTURE-GPU",
-            model="mnist_cnn",
-            data="synthetic",
-            loader="device",
-            amp="off",
-            channels_last=False,
-            compile=False,
-            scaling="weak",
-            batch_size=batch,
-            global_batch_size=batch * world,
-            steps=steps,
-            samples=steps * batch,
-            train_time_s=seconds[rank],
-            dataset_size=60000,
-            hostname="TEST-FIXTURE",
-            tag="TEST FIXTURE",
-        )
-        write_rank_csv(str(out), dataclasses.replace(record, **extra))
+from tests.helpers.report_runs import timed_fixture_run
+from tests.helpers.runs import run_cli, run_group, run_torchrun
 
 
 def summary_for(out) -> pd.DataFrame:
@@ -55,9 +21,9 @@ def summary_for(out) -> pd.DataFrame:
 
 
 def test_speedup_and_efficiency_are_exact(tmp_path):
-    fixture_run(tmp_path, "w1", 1, [2.0])  # 6400 images in 2 s: 3200/s
-    fixture_run(tmp_path, "w2", 2, [2.0, 2.5])  # 12800 images, slowest 2.5 s: 5120/s
-    fixture_run(tmp_path, "w4", 4, [4.0] * 4)  # 25600 images in 4 s: 6400/s
+    timed_fixture_run(tmp_path, "w1", 1, [2.0])  # 6400 images in 2 s: 3200/s
+    timed_fixture_run(tmp_path, "w2", 2, [2.0, 2.5])  # 12800 images, slowest 2.5 s: 5120/s
+    timed_fixture_run(tmp_path, "w4", 4, [4.0] * 4)  # 25600 images in 4 s: 6400/s
     summary = summary_for(tmp_path)
     assert summary["world_size"].tolist() == [1, 2, 4]
     assert summary["global_images_per_s"].tolist() == [3200.0, 5120.0, 6400.0]
@@ -73,8 +39,8 @@ def test_speedup_and_efficiency_are_exact(tmp_path):
 
 
 def test_baseline_is_the_smallest_world_size_measured(tmp_path):
-    fixture_run(tmp_path, "w2", 2, [1.0, 1.0])  # 12800/s
-    fixture_run(tmp_path, "w8", 8, [2.0] * 8)  # 25600/s: speedup 25600/12800 x 2 = 4 on 8 GPUs
+    timed_fixture_run(tmp_path, "w2", 2, [1.0, 1.0])  # 12800/s
+    timed_fixture_run(tmp_path, "w8", 8, [2.0] * 8)  # 25600/s: speedup 25600/12800 x 2 = 4 on 8 GPUs
     summary = summary_for(tmp_path)
     assert summary["speedup"].tolist() == pytest.approx([2.0, 4.0])
     assert summary["efficiency"].tolist() == pytest.approx([1.0, 0.5])
@@ -82,18 +48,18 @@ def test_baseline_is_the_smallest_world_size_measured(tmp_path):
 
 def test_repeats_are_summarised_by_their_median_with_the_spread_kept(tmp_path):
     for run_id, seconds in (("a", 2.0), ("b", 4.0), ("c", 1.0)):  # 3200, 1600, 6400 images/s
-        fixture_run(tmp_path, run_id, 1, [seconds])
+        timed_fixture_run(tmp_path, run_id, 1, [seconds])
     (row,) = summary_for(tmp_path).to_dict("records")
     assert (row["repeats"], row["global_images_per_s"]) == (3, 3200.0)
     assert (row["global_images_per_s_min"], row["global_images_per_s_max"]) == (1600.0, 6400.0)
 
 
 def test_weak_and_strong_scaling_are_separate_series(tmp_path):
-    fixture_run(tmp_path, "weak1", 1, [2.0], batch=64)
-    fixture_run(tmp_path, "weak2", 2, [2.0, 2.0], batch=64)
+    timed_fixture_run(tmp_path, "weak1", 1, [2.0], batch=64)
+    timed_fixture_run(tmp_path, "weak2", 2, [2.0, 2.0], batch=64)
     # strong: global batch 128 held fixed, so 128 per rank on 1 GPU and 64 per rank on 2
-    fixture_run(tmp_path, "strong1", 1, [4.0], batch=128, scaling="strong", global_batch_size=128)
-    fixture_run(tmp_path, "strong2", 2, [2.5, 2.5], batch=64, scaling="strong", global_batch_size=128)
+    timed_fixture_run(tmp_path, "strong1", 1, [4.0], batch=128, scaling="strong", global_batch_size=128)
+    timed_fixture_run(tmp_path, "strong2", 2, [2.5, 2.5], batch=64, scaling="strong", global_batch_size=128)
     summary = summary_for(tmp_path)
     strong = summary[summary["scaling"] == "strong"]
     weak = summary[summary["scaling"] == "weak"]
@@ -103,9 +69,9 @@ def test_weak_and_strong_scaling_are_separate_series(tmp_path):
 
 
 def test_different_hardware_or_options_never_share_a_series(tmp_path):
-    fixture_run(tmp_path, "a", 1, [2.0])
-    fixture_run(tmp_path, "b", 2, [2.0, 2.0], amp="bf16")
-    fixture_run(tmp_path, "c", 2, [2.0, 2.0], device_name="Tesla T4", platform="colab")
+    timed_fixture_run(tmp_path, "a", 1, [2.0])
+    timed_fixture_run(tmp_path, "b", 2, [2.0, 2.0], amp="bf16")
+    timed_fixture_run(tmp_path, "c", 2, [2.0, 2.0], device_name="Tesla T4", platform="colab")
     summary = summary_for(tmp_path)
     assert summary["series"].nunique() == 3
     # each series is its own baseline: speedup N0 and efficiency 1 at its smallest world size
@@ -114,9 +80,9 @@ def test_different_hardware_or_options_never_share_a_series(tmp_path):
 
 
 def test_incomplete_runs_and_malformed_files_are_named_and_left_out(tmp_path):
-    fixture_run(tmp_path, "good", 1, [2.0])
-    fixture_run(tmp_path, "missing-rank", 2, [2.0])  # rank 1 never wrote its row
-    fixture_run(tmp_path, "stopped", 1, [2.0], status="incomplete")
+    timed_fixture_run(tmp_path, "good", 1, [2.0])
+    timed_fixture_run(tmp_path, "missing-rank", 2, [2.0])  # rank 1 never wrote its row
+    timed_fixture_run(tmp_path, "stopped", 1, [2.0], status="incomplete")
     broken = tmp_path / "broken-run"
     broken.mkdir()
     (broken / "rank0.csv").write_text("run_id,status\nbroken,complete\n")
@@ -133,7 +99,7 @@ def test_incomplete_runs_and_malformed_files_are_named_and_left_out(tmp_path):
 
 
 def test_report_command_names_unusable_files_and_goes_on(tmp_path):
-    fixture_run(tmp_path / "runs", "good", 1, [2.0])
+    timed_fixture_run(tmp_path / "runs", "good", 1, [2.0])
     (tmp_path / "runs" / "junk").mkdir()
     (tmp_path / "runs" / "junk" / "rank0.csv").write_text("not,a\nschema,file\n")
     done = run_cli(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "report")], timeout=120)
@@ -200,10 +166,10 @@ def test_analysis_script_makes_the_same_report(tmp_path):
     import os
     import sys
 
-    from conftest import clean_env
+    from tests.helpers.runs import clean_env
 
-    fixture_run(tmp_path / "runs", "w1", 1, [2.0])
-    fixture_run(tmp_path / "runs", "w2", 2, [2.0, 2.5])
+    timed_fixture_run(tmp_path / "runs", "w1", 1, [2.0])
+    timed_fixture_run(tmp_path / "runs", "w2", 2, [2.0, 2.5])
     script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "analysis", "make_report.py")
     done = run_group(
         [sys.executable, script, str(tmp_path / "runs"), "--out", str(tmp_path / "report")],
@@ -217,15 +183,15 @@ def test_analysis_script_makes_the_same_report(tmp_path):
 
 def test_every_unusable_file_is_named_once_among_many_good_ones(tmp_path):
     for index in range(20):
-        fixture_run(tmp_path, f"good{index:02d}", 2, [2.0, 2.0])
-    fixture_run(tmp_path, "garbled-world", 1, [2.0])
+        timed_fixture_run(tmp_path, f"good{index:02d}", 2, [2.0, 2.0])
+    timed_fixture_run(tmp_path, "garbled-world", 1, [2.0])
     path = tmp_path / "garbled-world" / "rank0.csv"
     text = path.read_text().splitlines()
     header = text[0].split(",")
     cells = text[1].split(",")
     cells[header.index("world_size")] = "two"
     path.write_text(text[0] + "\n" + ",".join(cells) + "\n")
-    fixture_run(tmp_path, "odd-status", 1, [2.0], status="maybe")
+    timed_fixture_run(tmp_path, "odd-status", 1, [2.0], status="maybe")
     loaded = load_rows([str(tmp_path)])
     assert loaded.files == 42
     assert sorted((os.path.basename(os.path.dirname(p)), why) for p, why in loaded.problems) == [

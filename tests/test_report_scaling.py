@@ -9,36 +9,21 @@ import os
 
 import pandas as pd
 import pytest
-from conftest import clean_env, read_rows, run_cli, run_torchrun
-from test_report import fixture_run
 
 from ddp_bench.report.build import build_report
 from ddp_bench.report.data import load_rows, summarise_runs
 from ddp_bench.report.scaling import straggler_table
-from ddp_bench.results.allreduce_table import AllreduceRow, write_allreduce_csv
-
-GPU = dict(launcher="slurm", backend="nccl", device="cuda:0")
-# 4 MB of gradients ready 30 ms before the end of backward, then 1 MB at the end
-BUCKETS = "4000000@30.000;1000000@0.000"
-
-
-def allreduce_fixture(out, world: int, nodes: int, us_per_mb: float = 1000.0, device_name: str = "") -> None:
-    """An allreduce.csv as the benchmark writes it: here exactly `us_per_mb` µs per MB (no latency; CPU time half)."""
-    directory = out / f"allreduce-w{world}-n{nodes}"
-    directory.mkdir(parents=True)
-    rows = []
-    for size in (1_000_000, 4_000_000, 16_000_000):
-        time_us = us_per_mb * size / 1e6
-        rows.append(AllreduceRow("ar", "slurm", "slurm", "fixture", "TEST-FIXTURE", nodes, world, "nccl", "cuda:0",
-                                 device_name or "NVIDIA FIXTURE-GPU", size, 5, time_us, time_us / 2, 0.0, 0.0, "x",
-                                 "x", "x"))  # fmt: skip
-    write_allreduce_csv(rows, str(directory))
+from tests.helpers.rank_rows import read_rows
+from tests.helpers.report_runs import BUCKETS, GPU, allreduce_fixture, timed_fixture_run
+from tests.helpers.runs import clean_env, run_cli, run_torchrun
 
 
 def gpu_series(out) -> None:
     # 1 rank: 100 steps x 64 in 2 s = 3200 images/s; 2 ranks: 12800 images, slowest 2.5 s = 5120 images/s
-    fixture_run(out, "w1", 1, [2.0], compute_step_ms=20.0, job_compute_step_ms=20.0, grad_buckets=BUCKETS, **GPU)
-    fixture_run(out, "w2", 2, [2.5, 2.5], compute_step_ms=25.0, job_compute_step_ms=25.0, grad_buckets=BUCKETS, **GPU)
+    timed_fixture_run(out, "w1", 1, [2.0], compute_step_ms=20.0, job_compute_step_ms=20.0, grad_buckets=BUCKETS, **GPU)
+    timed_fixture_run(
+        out, "w2", 2, [2.5, 2.5], compute_step_ms=25.0, job_compute_step_ms=25.0, grad_buckets=BUCKETS, **GPU
+    )
 
 
 def test_predictions_at_measured_and_extrapolated_counts_by_hand(tmp_path):
@@ -76,8 +61,10 @@ def test_predictions_at_measured_and_extrapolated_counts_by_hand(tmp_path):
 
 def test_cpu_ranks_add_the_overlapped_allreduce_cpu_time(tmp_path):
     cpu = dict(launcher="slurm", backend="nccl", device="cpu")  # device kind CPU; keys match the fixture table
-    fixture_run(tmp_path, "w1", 1, [2.0], compute_step_ms=20.0, job_compute_step_ms=20.0, grad_buckets=BUCKETS, **cpu)
-    fixture_run(
+    timed_fixture_run(
+        tmp_path, "w1", 1, [2.0], compute_step_ms=20.0, job_compute_step_ms=20.0, grad_buckets=BUCKETS, **cpu
+    )
+    timed_fixture_run(
         tmp_path, "w2", 2, [2.5, 2.5], compute_step_ms=25.0, job_compute_step_ms=25.0, grad_buckets=BUCKETS, **cpu
     )
     allreduce_fixture(tmp_path, world=2, nodes=2)
@@ -94,8 +81,10 @@ def test_nothing_fitted_to_the_largest_runs_miss_is_carried_past_it(tmp_path):
     for device in ("cpu", "cuda:0"):
         out = tmp_path / device.replace(":", "")
         kind = dict(launcher="slurm", backend="nccl", device=device)
-        fixture_run(out, "w1", 1, [2.0], compute_step_ms=20.0, job_compute_step_ms=20.0, grad_buckets=BUCKETS, **kind)
-        fixture_run(
+        timed_fixture_run(
+            out, "w1", 1, [2.0], compute_step_ms=20.0, job_compute_step_ms=20.0, grad_buckets=BUCKETS, **kind
+        )
+        timed_fixture_run(
             out, "w2", 2, [3.2, 3.2], compute_step_ms=25.0, job_compute_step_ms=25.0, grad_buckets=BUCKETS, **kind
         )
         allreduce_fixture(out, world=2, nodes=2)
@@ -109,7 +98,7 @@ def test_nothing_fitted_to_the_largest_runs_miss_is_carried_past_it(tmp_path):
 
 def test_series_the_model_cannot_serve_say_why(tmp_path):
     gpu_series(tmp_path)  # no allreduce.csv at all
-    fixture_run(
+    timed_fixture_run(
         tmp_path,
         "s2",
         2,
@@ -125,7 +114,7 @@ def test_series_the_model_cannot_serve_say_why(tmp_path):
     assert any("no allreduce.csv from slurm with nccl" in why for why in report.not_modelled)
     assert any("strong scaling" in why for why in report.not_modelled)
     allreduce_fixture(tmp_path, world=2, nodes=1)
-    fixture_run(
+    timed_fixture_run(
         tmp_path, "w4", 4, [2.0] * 4, compute_step_ms=25.0, job_compute_step_ms=25.0, grad_buckets="not buckets", **GPU
     )
     report = build_report([str(tmp_path)], str(tmp_path / "report2"))
@@ -146,11 +135,11 @@ def test_predict_to_must_be_a_count(tmp_path):
 
 def test_straggler_table_by_hand(tmp_path):
     # 4 ranks, rank 3's compute-only step 25 ms against 20: 2560 against 3200 images/s, 20 % below the median
-    fixture_run(tmp_path, "slow", 4, [2.0] * 4, compute_step_ms=20.0, **GPU)
+    timed_fixture_run(tmp_path, "slow", 4, [2.0] * 4, compute_step_ms=20.0, **GPU)
     rows = load_rows([str(tmp_path)]).rows
     rows.loc[rows["rank"] == 3, "compute_step_ms"] = 25.0
     rows.loc[rows["rank"] == 3, "hostname"] = "node-b"
-    fixture_run(tmp_path, "even", 2, [2.0, 2.0], compute_step_ms=20.0, **GPU)
+    timed_fixture_run(tmp_path, "even", 2, [2.0, 2.0], compute_step_ms=20.0, **GPU)
     even = load_rows([str(tmp_path)]).rows
     even = even[even["run_id"] == "even"].copy()
     even.loc[even["rank"] == 1, "compute_step_ms"] = 21.0  # 4.8 % slower: 2.4 % below the median of two
@@ -197,11 +186,13 @@ def test_a_job_of_multi_gpu_nodes_is_predicted_in_two_stages_by_hand(tmp_path):
     # across 2 nodes × 2 ranks 1100 µs per MB, of which the intra stage at 2 ranks takes 100: the network's
     # 1000 µs per MB gives β_inter = 2·1/2 / 1e-9 = 1 GB/s per node. At 4 nodes × 2: T = 2·1/2·S/10e9 + 2·3/4·S/1e9
     # = 0.1 + 1.5 = 1.6 ms per MB (a flat ring fitted at 4 ranks would say 1.1 × (14/8)/(6/4) = 1.283).
-    fixture_run(tmp_path, "w1", 1, [2.0], compute_step_ms=20.0, job_compute_step_ms=20.0, grad_buckets=BUCKETS, **GPU)
-    fixture_run(tmp_path, "w2", 2, [2.5] * 2, compute_step_ms=25.0, job_compute_step_ms=25.0, grad_buckets=BUCKETS,
-                **GPU)  # fmt: skip
-    fixture_run(tmp_path, "w4", 4, [2.5] * 4, compute_step_ms=25.0, job_compute_step_ms=25.0, grad_buckets=BUCKETS,
-                num_nodes=2, local_world_size=2, **GPU)  # fmt: skip
+    timed_fixture_run(
+        tmp_path, "w1", 1, [2.0], compute_step_ms=20.0, job_compute_step_ms=20.0, grad_buckets=BUCKETS, **GPU
+    )
+    timed_fixture_run(tmp_path, "w2", 2, [2.5] * 2, compute_step_ms=25.0, job_compute_step_ms=25.0,
+                      grad_buckets=BUCKETS, **GPU)  # fmt: skip
+    timed_fixture_run(tmp_path, "w4", 4, [2.5] * 4, compute_step_ms=25.0, job_compute_step_ms=25.0,
+                      grad_buckets=BUCKETS, num_nodes=2, local_world_size=2, **GPU)  # fmt: skip
     allreduce_fixture(tmp_path, world=2, nodes=1, us_per_mb=100.0)
     allreduce_fixture(tmp_path, world=4, nodes=2, us_per_mb=1100.0)
     report = build_report([str(tmp_path)], str(tmp_path / "report"), predict_to=8)

@@ -14,8 +14,6 @@ import tempfile
 import time
 
 import pytest
-from conftest import clean_env, read_rows, run_cli
-from test_failures import wait_until_catching
 
 from ddp_bench.cli import main
 from ddp_bench.errors import UsageError
@@ -23,6 +21,9 @@ from ddp_bench.report.build import build_report
 from ddp_bench.results.rank_files import read_rank_csv
 from ddp_bench.results.records import COLUMNS
 from ddp_bench.results.results_dir import RESCUE_DIR_NAME, prove_output_dir
+from tests.helpers.failures import wait_until_catching
+from tests.helpers.rank_rows import read_rows
+from tests.helpers.runs import clean_env, run_cli
 
 CPU = ["--device", "cpu"]
 

@@ -3,9 +3,10 @@
 import math
 
 import pytest
-from conftest import read_rows, run_torchrun
 
 from ddp_bench.cli import main
+from tests.helpers.rank_rows import read_rows
+from tests.helpers.runs import run_torchrun
 
 
 def check_row_arithmetic(row: dict[str, str]) -> None:

@@ -10,8 +10,6 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import run_cli
-from test_records import make_record
 
 from ddp_bench.cluster.jobscript import TORCH_FLOOR, TORCHVISION_FLOOR, JobShape, render
 from ddp_bench.cluster.profiles import PROFILES
@@ -19,6 +17,8 @@ from ddp_bench.cluster.scripts import render_reference, shipped_files
 from ddp_bench.cluster.sweep import JobOptions, complete_keys, job_shape, plan_sweep, sweep_key
 from ddp_bench.errors import UsageError
 from ddp_bench.results.records import render_csv, write_rank_csv
+from tests.helpers.rank_rows import make_record
+from tests.helpers.runs import run_cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHELL_SCRIPTS = sorted(

@@ -8,7 +8,9 @@ import os
 import re
 
 import pytest
-from conftest import BIN, ROOT, clean_env, run_group
+
+from tests.helpers.paths import BIN, ROOT
+from tests.helpers.runs import clean_env, run_group
 
 
 def _block(path: str, marker: str) -> str:

@@ -1,5 +1,5 @@
-"""A real multi-node Slurm cluster on one machine: every emulated node (tests/emulated_link.py) runs its own slurmd
-under its own hostname inside its namespace; slurmctld runs in the root namespace, reachable on the switch.
+"""A real multi-node Slurm cluster on one machine: every emulated node (tests/helpers/emulated_link.py) runs its own
+slurmd under its own hostname inside its namespace; slurmctld runs in the root namespace, reachable on the switch.
 
 Recipe (../shared/notes/local-slurm.md, checked with Slurm 22.05): `ip netns exec` gives the command a fresh /sys
 without cgroups, and slurmd will not start without them, so each node's slurmd starts in a new UTS namespace after
@@ -21,9 +21,8 @@ import subprocess
 import time
 from collections.abc import Iterator
 
-from emulated_link import Cluster
-
 from ddp_bench.launch.peers import pid_alive
+from tests.helpers.emulated_link import Cluster
 
 HOSTS = "/etc/hosts"
 CGROUPS = ("cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids")

@@ -4,7 +4,7 @@ between two nodes crosses two shaped links, as on a real switch.
 
 Traffic stays between the namespaces this module creates; their addresses come from 198.18.0.0/15, the range
 reserved for network benchmarks (RFC 2544). The root namespace joins the switch too, unshaped, at .254 (a Slurm
-controller listens there; see tests/emulated_slurm.py). Everything is removed on exit, also when a run fails or
+controller listens there; see tests/helpers/emulated_slurm.py). Everything is removed on exit, also when a run fails or
 times out; processes are ended by their PID. Used by tests/test_emulated_network.py, tests/test_emulated_cluster.py
 and benchmarks/emulated_network.py and benchmarks/emulated_cluster.py.
 """
@@ -30,7 +30,7 @@ class Node:
     namespace: str
     interface: str  # its end of the link to the switch
     address: str
-    hostname: str  # what it calls itself under Slurm (tests/emulated_slurm.py)
+    hostname: str  # what it calls itself under Slurm (tests/helpers/emulated_slurm.py)
     cpu: int  # the core its processes run on, unless a run says otherwise
 
 

@@ -1,14 +1,38 @@
-"""Hand-made rank rows for the hostile-input tests: TEST FIXTURES, not measurements. Every value sits inside the
-schema's ranges, so a test changes one field to make a row hostile."""
+"""Rank rows: read back from a results directory (read_rows), and hand-made ones, TEST FIXTURES, not measurements.
+make_record's rows fill every field with a placeholder of its type; fixture_record's (the hostile-input tests') are a
+1-rank complete run with every value inside the schema's ranges, so a test changes one field to make a row hostile."""
 
 from __future__ import annotations
 
 import dataclasses
+import glob
 import os
 
+from ddp_bench.results.rank_files import read_rank_csv
 from ddp_bench.results.records import COLUMNS, RankRecord, render_table, write_rank_csv
 
 _BY_TYPE = {"int": 1, "float": 1.5, "bool": False, "str": "x"}
+
+
+def read_rows(out_dir) -> list[dict[str, str]]:
+    """Every rank row under a results directory, in rank order within each run."""
+    rows = []
+    for path in sorted(glob.glob(os.path.join(str(out_dir), "*", "rank*.csv"))):
+        rows += read_rank_csv(path)
+    return sorted(rows, key=lambda row: (row["run_id"], int(row["rank"])))
+
+
+def make_record(**changes) -> RankRecord:
+    """A fixture row (test data, not a measurement)."""
+    values = {}
+    for field in dataclasses.fields(RankRecord):
+        if field.default is not dataclasses.MISSING:
+            continue
+        values[field.name] = {"int": 1, "float": 1.5, "bool": False, "str": "x"}[field.type]
+    values.update(run_id="run-a", rank=0, world_size=2, local_world_size=2, test_accuracy=float("nan"))
+    values.update(status="complete", mfu=0.5, test_accuracy=float("nan"), target_accuracy=0.5)  # in the schema's ranges
+    values.update(changes)
+    return RankRecord(**values)
 
 
 def fixture_record(**changes) -> RankRecord:

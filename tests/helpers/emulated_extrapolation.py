@@ -1,6 +1,6 @@
 """The scaling model's extrapolation, checked where it was not fitted: fit on 1 and 2 emulated nodes, predict 4,
-then measure 4 on the same network (tests/emulated_link.py). Used by tests/test_emulated_cluster.py's validation and
-benchmarks/emulated_cluster.py.
+then measure 4 on the same network (tests/helpers/emulated_link.py). Used by tests/test_emulated_cluster.py's
+validation and benchmarks/emulated_cluster.py.
 
 Like with like: this machine has 2 cores, so 4 ranks share them. Every rank of the fitted and of the predicted runs
 gets the same share, half a core: both 2-node ranks on core 0; at 4 nodes, two on core 0 and two on core 1. (The
@@ -24,9 +24,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from emulated_link import emulated_cluster, run_on_nodes
-
 from ddp_bench.launch.discovery import free_port
+from tests.helpers.emulated_link import emulated_cluster, run_on_nodes
 
 RUN = ["--device", "cpu", "--batch-size", "32", "--warmup-steps", "5", "--steps", "30"]
 # up to 16 MiB, so the CNN's 4.7 MB bucket lies between measured sizes
