@@ -36,7 +36,7 @@ from ddp_bench.results.records import (
     write_rank_csv,
 )
 from ddp_bench.results.results_dir import rescue_dir, rescue_row
-from ddp_bench.training.after_training import AfterTraining, job_totals
+from ddp_bench.training.after_training import AfterTraining, JobTotals, job_totals
 from ddp_bench.training.loop import TrainResult
 from ddp_bench.user_models import ModelIdentity
 
@@ -73,25 +73,54 @@ def record_rank(
     setup: RunSetup, batches: BatchSource, optimizer, result: TrainResult, extras: AfterTraining
 ) -> Written:
     """Write this rank's row (or rescue it); rank 0 prints the summary once every rank has done so."""
-    cfg, info, device = setup.cfg, setup.job.info, setup.job.device
-    context = setup.context
+    energy = rank_energy(setup, result, extras)
+    totals = job_totals(result, setup.job, energy.energy_j, counted=setup.energy.counter is not None)  # a collective
+    record = build_record(setup, batches, result, extras, energy, totals)
+    written = write_row(setup, batches, result, record)
+    align_ranks(setup.job)  # rank 0 reports only once every rank's row is on disk
+    if setup.job.info.rank == 0:
+        print_summary(record, ADVICE[record.verdict], os.path.dirname(written.path))
+    return written
+
+
+@dataclass(frozen=True)
+class RankEnergy:
+    """This rank's energy over the timed stage."""
+
+    source: str  # the counter it was read from; '' without one
+    energy_j: float
+    short_note: str  # why the reading is missing or came from a longer window; '' when neither
+
+
+def rank_energy(setup: RunSetup, result: TrainResult, extras: AfterTraining) -> RankEnergy:
     source = setup.energy.counter.source if setup.energy.counter else ""
     energy_j, short_note = stage_energy(source, result.energy_j, result.train_time_s)
     if extras.energy_window is not None and source == "nvml":
         energy_j, short_note = extras.energy_window.stage_energy(result.samples, result.train_time_s)
-    totals = job_totals(result, setup.job, energy_j, counted=setup.energy.counter is not None)
-    job_images_per_s = totals.images_per_s
-    rank_images_per_s = images_per_second(result.samples, result.train_time_s)
-    achieved = setup.flops_per_image * rank_images_per_s
-    mfu = model_flops_utilization(achieved, setup.peak_flops)
-    step_ms = percentile(result.step_times_ms, 50)
-    wait_ms = percentile(result.data_wait_ms, 50)
-    comm_ms = extras.control.exposed_comm_ms
-    stage_step_ms = result.train_time_s * 1e3 / result.steps if result.steps else float("nan")
-    exposed_wait_ms = exposed_data_wait_ms(wait_ms, step_ms, stage_step_ms, device.type)
-    kind = verdict(data_exposed_ms=exposed_wait_ms, step_ms=step_ms, comm_ms=comm_ms, mfu=mfu, device_type=device.type)
-    reached = result.reached
-    record = RankRecord(
+    return RankEnergy(source, energy_j, short_note)
+
+
+def build_record(
+    setup: RunSetup,
+    batches: BatchSource,
+    result: TrainResult,
+    extras: AfterTraining,
+    energy: RankEnergy,
+    totals: JobTotals,
+) -> RankRecord:
+    """This rank's row: what ran and where, how fast, and at what energy and accuracy."""
+    return RankRecord(
+        **_run_fields(setup, batches, result),
+        **_speed_fields(setup, result, extras, totals),
+        **_energy_and_accuracy_fields(setup, result, energy, totals),
+        **_provenance_fields(setup),
+    )
+
+
+def _run_fields(setup: RunSetup, batches: BatchSource, result: TrainResult) -> dict[str, object]:
+    """What ran, where, and with which settings."""
+    cfg, info, context = setup.cfg, setup.job.info, setup.context
+    return dict(
         run_id=setup.run_id,
         status="incomplete" if result.stopped_by else "complete",
         started_at=setup.started_at,
@@ -107,9 +136,11 @@ def record_rank(
         rank=info.rank,
         local_rank=info.local_rank,
         backend=setup.plan.backend,
-        device=str(device),
+        device=str(setup.job.device),
         device_name=context.device_name,
         mig_slice=context.mig_slice,
+        busy_devices_on_node=info.local_world_size if setup.job.device.type == "cuda" else float("nan"),  # CPU: empty
+        devices_on_node=context.devices_on_node or float("nan"),
         model=cfg.model,
         model_sha256=setup.identity.source_sha256,
         model_params=setup.identity.params,
@@ -138,25 +169,57 @@ def record_rank(
         effective_lr=setup.recipe.effective_lr,
         seed=cfg.seed,
         warmup_steps=cfg.warmup_steps,
+    )
+
+
+def _provenance_fields(setup: RunSetup) -> dict[str, object]:
+    """The run's labels and the software it ran on."""
+    cfg, context = setup.cfg, setup.context
+    return dict(
+        tag=cfg.tag,
+        sweep_key=cfg.sweep_key,
+        torch_version=context.torch_version,
+        cuda_version=context.cuda_version,
+        nccl_version=context.nccl_version,
+        driver_version=context.driver_version,
+        comm_env=context.comm_env,
+        python_version=context.python_version,
+        ddp_bench_version=context.ddp_bench_version,
+        git_commit=context.git_commit,
+    )
+
+
+def _speed_fields(setup: RunSetup, result: TrainResult, extras: AfterTraining, totals: JobTotals) -> dict[str, object]:
+    """How much was trained in how long, where the step time went, and the verdict on it."""
+    one_rank = setup.job.info.world_size == 1
+    device_type = setup.job.device.type
+    rank_images_per_s = images_per_second(result.samples, result.train_time_s)
+    achieved = setup.flops_per_image * rank_images_per_s
+    mfu = model_flops_utilization(achieved, setup.peak_flops)
+    step_ms = percentile(result.step_times_ms, 50)
+    wait_ms = percentile(result.data_wait_ms, 50)
+    comm_ms = extras.control.exposed_comm_ms
+    stage_step_ms = result.train_time_s * 1e3 / result.steps if result.steps else float("nan")
+    exposed_wait_ms = exposed_data_wait_ms(wait_ms, step_ms, stage_step_ms, device_type)
+    kind = verdict(data_exposed_ms=exposed_wait_ms, step_ms=step_ms, comm_ms=comm_ms, mfu=mfu, device_type=device_type)
+    return dict(
         steps=result.steps,
-        epochs=cfg.epoch_limit or 0,
+        epochs=setup.cfg.epoch_limit or 0,
         samples=result.samples,
         train_time_s=result.train_time_s,
         wall_time_s=time.perf_counter() - setup.started,
         images_per_s=rank_images_per_s,
-        global_images_per_s=job_images_per_s,
+        global_images_per_s=totals.images_per_s,
         step_time_median_ms=step_ms,
         step_time_p90_ms=percentile(result.step_times_ms, 90),
         data_wait_median_ms=wait_ms,
         data_exposed_ms=exposed_wait_ms,
         comm_exposed_ms=comm_ms,
         # one rank has no all-reduce to leave out: its timed steps are compute-only steps
-        compute_step_ms=step_ms if info.world_size == 1 else extras.control.compute_step_ms,
-        job_compute_step_ms=step_ms if info.world_size == 1 else extras.control.job_compute_step_ms,
+        compute_step_ms=step_ms if one_rank else extras.control.compute_step_ms,
+        job_compute_step_ms=step_ms if one_rank else extras.control.job_compute_step_ms,
         # the pooled compute-only steps' quantiles: on one rank its timed steps, else every rank's control steps
-        **quantile_cells(result.step_times_ms if info.world_size == 1 else extras.control.pooled_compute_ms),
-        busy_devices_on_node=info.local_world_size if device.type == "cuda" else float("nan"),  # empty on CPU
-        devices_on_node=context.devices_on_node or float("nan"),
+        **quantile_cells(result.step_times_ms if one_rank else extras.control.pooled_compute_ms),
         grad_buckets=format_buckets(extras.control.buckets),
         flops_per_image=setup.flops_per_image,
         achieved_tflops=achieved / 1e12,
@@ -164,12 +227,21 @@ def record_rank(
         mfu=mfu,
         verdict=kind,
         synthetic_images_per_s=extras.synthetic_images_per_s,
-        data_pipeline_ratio=job_images_per_s / extras.synthetic_images_per_s,
+        data_pipeline_ratio=totals.images_per_s / extras.synthetic_images_per_s,
         queue_wait_s=setup.waits.queue_wait_s,
         setup_s=setup.waits.setup_s,
         startup_s=setup.waits.startup_s,
-        energy_source=source,
-        energy_note=setup.energy.note or short_note,
+    )
+
+
+def _energy_and_accuracy_fields(
+    setup: RunSetup, result: TrainResult, energy: RankEnergy, totals: JobTotals
+) -> dict[str, object]:
+    """Energy, memory and what the training reached."""
+    cfg, reached, energy_j = setup.cfg, result.reached, energy.energy_j
+    return dict(
+        energy_source=energy.source,
+        energy_note=setup.energy.note or energy.short_note,
         energy_j=energy_j,
         avg_power_w=energy_j / result.train_time_s if result.train_time_s > 0 else float("nan"),
         images_per_joule=result.samples / energy_j if energy_j > 0 else float("nan"),
@@ -186,19 +258,14 @@ def record_rank(
         time_to_accuracy_with_eval_s=reached.elapsed_s if reached else float("nan"),
         epochs_to_accuracy=reached.epochs if reached else float("nan"),
         steps_to_accuracy=reached.step if reached else 0,
-        tag=cfg.tag,
-        sweep_key=cfg.sweep_key,
-        torch_version=context.torch_version,
-        cuda_version=context.cuda_version,
-        nccl_version=context.nccl_version,
-        driver_version=context.driver_version,
-        comm_env=context.comm_env,
-        python_version=context.python_version,
-        ddp_bench_version=context.ddp_bench_version,
-        git_commit=context.git_commit,
     )
+
+
+def write_row(setup: RunSetup, batches: BatchSource, result: TrainResult, record: RankRecord) -> Written:
+    """This rank's row in --out, and the files beside it."""
     # A write that fails now (the disk filled during the run, a network filesystem dropped) must not lose the
     # measurement, nor leave the peers waiting below: the row is rescued and this rank still lines up with them.
+    cfg = setup.cfg
     failure = ""
     try:
         path = write_rank_csv(cfg.out, record)
@@ -206,10 +273,8 @@ def record_rank(
         failure = rescue_row(record, cfg.out, exc)
         path = rank_csv_path(rescue_dir(), record.run_id, record.rank)
     if not failure:
-        _write_extras(path, cfg.log_indices, batches, result, write_curve=info.rank == 0, context=context)
-    align_ranks(setup.job)  # rank 0 reports only once every rank's row is on disk
-    if info.rank == 0:
-        print_summary(record, ADVICE[kind], os.path.dirname(path))
+        is_rank0 = setup.job.info.rank == 0
+        _write_extras(path, cfg.log_indices, batches, result, write_curve=is_rank0, context=setup.context)
     return Written(path, failure)
 
 

@@ -120,7 +120,6 @@ def test_no_function_in_the_tests_or_benchmarks_is_over_80_lines():
     assert long_functions(python_files("tests", "benchmarks")) == []
 
 
-@pytest.mark.xfail(strict=True, reason="issue 24: the loop split lands next")
 def test_no_function_in_the_package_is_over_80_lines():
     assert long_functions(python_files("ddp_bench")) == []
 

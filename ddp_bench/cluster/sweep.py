@@ -26,7 +26,15 @@ from ddp_bench.cluster.jobscript import JobShape, SeriesStep
 from ddp_bench.cluster.profiles import get_profile
 from ddp_bench.cluster.rules import JobRequest, check_scheduler_values, first_refusal, parse_walltime
 from ddp_bench.cluster.scripts import render_job, render_job_series
-from ddp_bench.cluster.study import calibrate, length_warnings, sized_flags, study_counts, warn_partial_node
+from ddp_bench.cluster.site_types import ClusterProfile, GpuNode
+from ddp_bench.cluster.study import (
+    Calibration,
+    calibrate,
+    length_warnings,
+    sized_flags,
+    study_counts,
+    warn_partial_node,
+)
 from ddp_bench.errors import EXIT_FAILURE, UsageError
 from ddp_bench.escape import one_line, shortened
 from ddp_bench.flag_bounds import check_bounds
@@ -170,14 +178,7 @@ def sweep_main(argv: Sequence[str]) -> int:
     detection = resolve_cluster(args.cluster, os.environ, this_host())
     profile = get_profile(detection.name)
     node = profile.node(args.gpu_type)
-    if args.gpus_per_node and node.gpus and args.gpus_per_node > node.gpus:
-        raise UsageError(f"{profile.name}'s GPU nodes have {node.gpus} GPUs: --gpus-per-node {args.gpus_per_node}")
-    check_scheduler_values({"--account": args.account, "--mem-per-gpu": args.mem_per_gpu, "--queue": args.queue,
-                            "--mig": args.mig, "--gpu-type": args.gpu_type})  # fmt: skip
-    if any(flag == "--out" or flag.startswith("--out=") for flag in run_flags):
-        raise UsageError("give the results directory as sweep --results, not as a run flag --out")
-    if not args.gpus and not args.study:
-        raise UsageError("sweep needs --gpus, e.g. --gpus 1,2,4,8 (or --study strong|weak|both)")
+    _check_sweep_flags(args, run_flags, profile, node)
     args.time = args.time or profile.default_time
     time_s = parse_walltime(args.time)
     gpus_per_node = args.gpus_per_node or node.gpus or 1
@@ -204,13 +205,43 @@ def sweep_main(argv: Sequence[str]) -> int:
         flags = sized_flags(flags, parse_args(flags), args.problem_minutes, calibration, calibration_dir, counts[0])
     points = [point for scaling in scalings for point in plan(scaling, flags)]
     venv = os.environ.get("DDP_BENCH_VENV", "")
+    _check_site_rules(args, points, profile, node, time_s, venv)
+    _check_paths(args, venv)  # after the site's rules: a refused job leaves no --scripts-dir behind
+    print(f"# cluster: {profile.name} ({detection.reason})")
+    _print_length_warnings(args, points, scalings, calibration, counts)
+    warn_partial_node(counts, gpus_per_node, 0 if args.mig else node.gpus)  # one rank per MIG slice: no node
+    done = complete_keys(args.results) if os.path.isdir(args.results) else set()
+    if args.one_job:
+        return _one_job(profile, points, done, args)
+    return _submit_jobs(args, points, done, profile)
+
+
+def _check_sweep_flags(args, run_flags: list[str], profile: ClusterProfile, node: GpuNode) -> None:
+    """The sweep's flags against the site's nodes and each other, before anything is planned."""
+    if args.gpus_per_node and node.gpus and args.gpus_per_node > node.gpus:
+        raise UsageError(f"{profile.name}'s GPU nodes have {node.gpus} GPUs: --gpus-per-node {args.gpus_per_node}")
+    check_scheduler_values({"--account": args.account, "--mem-per-gpu": args.mem_per_gpu, "--queue": args.queue,
+                            "--mig": args.mig, "--gpu-type": args.gpu_type})  # fmt: skip
+    if any(flag == "--out" or flag.startswith("--out=") for flag in run_flags):
+        raise UsageError("give the results directory as sweep --results, not as a run flag --out")
+    if not args.gpus and not args.study:
+        raise UsageError("sweep needs --gpus, e.g. --gpus 1,2,4,8 (or --study strong|weak|both)")
+
+
+def _check_site_rules(
+    args, points: list[SweepPoint], profile: ClusterProfile, node: GpuNode, time_s: float, venv: str
+) -> None:
+    """The site's rules, before anything is written (for one job: its allocation, where every count runs)."""
     for point in [max(points, key=lambda point: point.gpus)] if args.one_job else points:
-        # the site's rules, before anything is written (for one job: its allocation, where every count runs)
         request = JobRequest(point.gpus, point.shape.nodes, time_s, args.mig, args.mem_per_gpu,
                              os.path.abspath(args.results), venv, args.queue)  # fmt: skip
         first_refusal(profile, node, request, os.environ)
-    _check_paths(args, venv)  # after the site's rules: a refused job leaves no --scripts-dir behind
-    print(f"# cluster: {profile.name} ({detection.reason})")
+
+
+def _print_length_warnings(
+    args, points: list[SweepPoint], scalings: tuple[str, ...], calibration: Calibration | None, counts: list[int]
+) -> None:
+    """Each series' warnings about jobs too short (or too long) to measure well."""
     for scaling in scalings:
         series = [point for point in points if point.scaling == scaling]
         batches = [parse_args(point.flags).batch_size * point.gpus for point in series]
@@ -218,10 +249,10 @@ def sweep_main(argv: Sequence[str]) -> int:
         warnings = length_warnings(cfg, calibration, counts, scaling, args.problem_minutes, batches, bool(args.study))
         for warning in warnings:
             print(f"ddp_bench: warning: {warning}", file=sys.stderr)
-    warn_partial_node(counts, gpus_per_node, 0 if args.mig else node.gpus)  # one rank per MIG slice: no node
-    done = complete_keys(args.results) if os.path.isdir(args.results) else set()
-    if args.one_job:
-        return _one_job(profile, points, done, args)
+
+
+def _submit_jobs(args, points: list[SweepPoint], done: set[str], profile: ClusterProfile) -> int:
+    """One job per point not already done: printed (--dry-run), or written and submitted."""
     for point in points:
         header = f"# --- {point.gpus} GPU(s): {point.shape.nodes} node(s) x {point.shape.tasks_per_node} ---"
         if point.key in done:

@@ -93,11 +93,7 @@ def has_internet(host: str, port: int = 443, timeout_s: float = 3.0) -> bool:
 
 def run_checks(cfg: BenchConfig, env: Mapping[str, str]) -> list[Finding]:
     """Every check, as findings; never raises for what it finds."""
-    import torch
-
-    from ddp_bench.data import DOWNLOAD_HOSTS, SPECS, open_real_dataset
     from ddp_bench.launch.discovery import discover_launch
-    from ddp_bench.launch.hardware import plan_hardware
     from ddp_bench.results.results_dir import check_output_dir
 
     findings = []
@@ -118,6 +114,33 @@ def run_checks(cfg: BenchConfig, env: Mapping[str, str]) -> list[Finding]:
     from ddp_bench.launch.cuda_build import describe, driver_view, torch_view
 
     findings.append(Finding("torch", "ok", describe(torch_view(), driver_view())))
+    findings += _device_findings(cfg, info, env)
+    dataset, images = _dataset_findings(cfg)
+    findings += dataset
+    findings.append(data_location_note(cfg, env))
+    if cfg.batch_size * info.world_size > images:
+        findings.append(
+            Finding(
+                "batch",
+                "error",
+                f"global batch {cfg.batch_size * info.world_size} is larger than the {images} training images",
+            )
+        )
+    try:
+        check_output_dir(cfg.out)
+        findings.append(Finding("results", "ok", f"{cfg.out} is writable"))
+    except UsageError as exc:
+        findings.append(Finding("results", "error", str(exc)))
+    return findings
+
+
+def _device_findings(cfg: BenchConfig, info: LaunchInfo, env: Mapping[str, str]) -> list[Finding]:
+    """The device and backend this rank would train on, and whether the node's GPUs match its ranks."""
+    import torch
+
+    from ddp_bench.launch.hardware import plan_hardware
+
+    findings = []
     try:
         plan = plan_hardware(cfg, info, env)
         findings.append(Finding("device", "ok", f"{plan.device} with {plan.backend}, {plan.threads} CPU thread(s)"))
@@ -127,6 +150,14 @@ def run_checks(cfg: BenchConfig, env: Mapping[str, str]) -> list[Finding]:
                 findings.append(note)
     except UsageError as exc:
         findings.append(Finding("device", "error", str(exc)))
+    return findings
+
+
+def _dataset_findings(cfg: BenchConfig) -> tuple[list[Finding], int]:
+    """Whether the training images can be read, and how many there are (0 where unknown)."""
+    from ddp_bench.data import DOWNLOAD_HOSTS, SPECS, open_real_dataset
+
+    findings = []
     images = SPECS[cfg.image_shape_name].train_size if cfg.image_shape_name in SPECS else 0
     if cfg.data == "synthetic":
         findings.append(Finding("dataset", "ok", f"synthetic, shaped like {cfg.image_shape_name}"))
@@ -146,18 +177,4 @@ def run_checks(cfg: BenchConfig, env: Mapping[str, str]) -> list[Finding]:
             reachable = has_internet(DOWNLOAD_HOSTS[cfg.data])
             online = "this node has internet" if reachable else "this node has no internet (usual on compute nodes)"
             findings.append(Finding("dataset", "error", f"{exc} ({online})"))
-    findings.append(data_location_note(cfg, env))
-    if cfg.batch_size * info.world_size > images:
-        findings.append(
-            Finding(
-                "batch",
-                "error",
-                f"global batch {cfg.batch_size * info.world_size} is larger than the {images} training images",
-            )
-        )
-    try:
-        check_output_dir(cfg.out)
-        findings.append(Finding("results", "ok", f"{cfg.out} is writable"))
-    except UsageError as exc:
-        findings.append(Finding("results", "error", str(exc)))
-    return findings
+    return findings, images

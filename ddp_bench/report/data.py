@@ -106,60 +106,68 @@ def summarise_runs(rows: pd.DataFrame) -> RunTables:
     """Group rank rows into runs; a run counts only when every rank reported and all call it complete."""
     runs, incomplete = [], []
     for run_id, ranks in rows.groupby("run_id", sort=True):
-        world_size = int(ranks["world_size"].iloc[0])
         reason = incomplete_reason(
             ranks["status"].tolist(), ranks["world_size"].astype(int).tolist(), ranks["rank"].astype(int).tolist()
         )
         if reason:
             incomplete.append((str(run_id), reason))
             continue
-        first = ranks.iloc[0]
-        throughput = global_images_per_second(ranks["samples"].tolist(), ranks["train_time_s"].tolist())
-        dataset_size = ranks["dataset_size"].iloc[0]
-        runs.append(
-            {
-                "run_id": run_id,
-                **{key: first[key] for key in CONFIG_KEYS},
-                "model_params": first["model_params"],  # named in titles; the sha256 tells versions apart
-                "scaling": first["scaling"],
-                "world_size": world_size,
-                "num_nodes": int(first["num_nodes"]),
-                "batch_size": int(first["batch_size"]),
-                "global_batch_size": int(first["global_batch_size"]),
-                "global_images_per_s": throughput,
-                "images_per_s_per_gpu": throughput / world_size,
-                "step_time_median_ms": ranks["step_time_median_ms"].median(),
-                "step_time_p90_ms": ranks["step_time_p90_ms"].max(),
-                "epoch_time_s": dataset_size / throughput if dataset_size == dataset_size else float("nan"),
-                "test_accuracy": ranks["test_accuracy"].iloc[0],
-                "mfu": ranks["mfu"].median(),
-                "verdict": ranks["verdict"].mode().iloc[0],  # what most ranks concluded
-                "started_at": first["started_at"],
-                # for the scaling model (report/scaling.py)
-                "launcher": first["launcher"],
-                "backend": first["backend"],
-                "job_compute_step_ms": ranks["job_compute_step_ms"].max(),  # the same on every rank
-                "grad_buckets": first["grad_buckets"],
-                **run_drift(ranks),  # the compute drift's inputs (report/drift.py)
-                # for the platform comparison (report/platforms.py)
-                "device_kind": "GPU" if str(first["device"]).startswith("cuda") else "CPU",
-                "dataset_size": dataset_size,
-                "samples": ranks["samples"].sum(),
-                "epochs": first["epochs"],
-                "wall_time_s": ranks["wall_time_s"].max(),
-                "queue_wait_s": first["queue_wait_s"],
-                "setup_s": ranks["setup_s"].max(),
-                "startup_s": ranks["startup_s"].max(),
-                "job_energy_j": first["job_energy_j"],
-                "peak_memory_mb": _peak_memory_mb(ranks),
-                "target_accuracy": first["target_accuracy"],
-                "reached": first["reached"],
-                "time_to_accuracy_s": ranks["time_to_accuracy_s"].max(),  # the slowest rank's clock, as throughput
-                # ranks on different nodes may disagree (another driver): every distinct value, joined
-                **{key: " | ".join(sorted(set(ranks[key].astype(str)))) for key in PROVENANCE_KEYS},
-            }
-        )
-    columns = [
+        runs.append(_run_row(run_id, ranks))
+    return RunTables(pd.DataFrame(runs, columns=_run_columns()), incomplete)
+
+
+def _run_row(run_id, ranks: pd.DataFrame) -> dict:
+    """One complete run's row, from its ranks' rows."""
+    world_size = int(ranks["world_size"].iloc[0])
+    first = ranks.iloc[0]
+    throughput = global_images_per_second(ranks["samples"].tolist(), ranks["train_time_s"].tolist())
+    dataset_size = ranks["dataset_size"].iloc[0]
+    return {
+        "run_id": run_id,
+        **{key: first[key] for key in CONFIG_KEYS},
+        "model_params": first["model_params"],  # named in titles; the sha256 tells versions apart
+        "scaling": first["scaling"],
+        "world_size": world_size,
+        "num_nodes": int(first["num_nodes"]),
+        "batch_size": int(first["batch_size"]),
+        "global_batch_size": int(first["global_batch_size"]),
+        "global_images_per_s": throughput,
+        "images_per_s_per_gpu": throughput / world_size,
+        "step_time_median_ms": ranks["step_time_median_ms"].median(),
+        "step_time_p90_ms": ranks["step_time_p90_ms"].max(),
+        "epoch_time_s": dataset_size / throughput if dataset_size == dataset_size else float("nan"),
+        "test_accuracy": ranks["test_accuracy"].iloc[0],
+        "mfu": ranks["mfu"].median(),
+        "verdict": ranks["verdict"].mode().iloc[0],  # what most ranks concluded
+        "started_at": first["started_at"],
+        # for the scaling model (report/scaling.py)
+        "launcher": first["launcher"],
+        "backend": first["backend"],
+        "job_compute_step_ms": ranks["job_compute_step_ms"].max(),  # the same on every rank
+        "grad_buckets": first["grad_buckets"],
+        **run_drift(ranks),  # the compute drift's inputs (report/drift.py)
+        # for the platform comparison (report/platforms.py)
+        "device_kind": "GPU" if str(first["device"]).startswith("cuda") else "CPU",
+        "dataset_size": dataset_size,
+        "samples": ranks["samples"].sum(),
+        "epochs": first["epochs"],
+        "wall_time_s": ranks["wall_time_s"].max(),
+        "queue_wait_s": first["queue_wait_s"],
+        "setup_s": ranks["setup_s"].max(),
+        "startup_s": ranks["startup_s"].max(),
+        "job_energy_j": first["job_energy_j"],
+        "peak_memory_mb": _peak_memory_mb(ranks),
+        "target_accuracy": first["target_accuracy"],
+        "reached": first["reached"],
+        "time_to_accuracy_s": ranks["time_to_accuracy_s"].max(),  # the slowest rank's clock, as throughput
+        # ranks on different nodes may disagree (another driver): every distinct value, joined
+        **{key: " | ".join(sorted(set(ranks[key].astype(str)))) for key in PROVENANCE_KEYS},
+    }
+
+
+def _run_columns() -> list[str]:
+    """The columns of the runs table, in order."""
+    return [
         "run_id",
         *CONFIG_KEYS,
         "model_params",
@@ -185,7 +193,6 @@ def summarise_runs(rows: pd.DataFrame) -> RunTables:
         *RUN_RESOURCE_COLUMNS,
         *PROVENANCE_KEYS,
     ]
-    return RunTables(pd.DataFrame(runs, columns=columns), incomplete)
 
 
 # What produced a run, beyond its configuration: the report lists every one of these that differs between the

@@ -136,42 +136,48 @@ def model_markdown(
         "",
     ]
     for model, checked in zip(models, trust, strict=True):
-        where = checked.rows.set_index("world_size")
-        first = summary[summary["series"] == model.series].iloc[0]
-        lines += [f"### {markdown_text(series_title(first))}", ""]
-        lines += [
-            f"- compute: {markdown_text(model.compute_source)}.",
-            f"- all-reduce: {markdown_text(model.allreduce_source)}.",
-            "",
-        ]
-        lines += [
-            "| ranks | measured images/s | predicted images/s (range) | measured efficiency | predicted efficiency "
-            "| step = compute + comm CPU + exposed (ms) | all-reduce per step (ms) | compute from | all-reduce from "
-            "| where | model vs measured |",
-            "|---:|---:|---:|---:|---:|---:|---:|---|---|---|---:|",
-        ]
-        for _, row in model.predictions.iterrows():
-            at = where.loc[row["world_size"]]
-            lines.append(
-                f"| {row['world_size']} | {format_number(row['measured_images_per_s'])} | "
-                f"{format_number(row['predicted_images_per_s'])} ({format_number(row['predicted_images_per_s_low'])}"
-                f"–{format_number(row['predicted_images_per_s_high'])}) | {_percent(row['measured_efficiency'])} | "
-                f"{_percent(row['predicted_efficiency'])} | {format_number(row['compute_ms'], 1)} + "
-                f"{format_number(row['comm_cpu_ms'], 1)} + "
-                f"{format_number(row['step_ms'] - row['compute_ms'] - row['comm_cpu_ms'], 1)} | "
-                f"{format_number(row['comm_ms'], 1)} | "
-                f"{markdown_text(row['compute_from'])} | {markdown_text(row['comm_from'])}{algorithm_note(row)} | "
-                f"{where_text(at['position'], at['reach'])} | "
-                f"{signed_percent(at['error_here'])} |"
-            )
-        lines += [
-            "",
-            f"- {checked.backtest.statement()}.",
-            f"- model vs measured at each measured count: {checked.errors_here() or 'none predicted'}.",
-            "",
-        ]
+        lines += _model_series_markdown(model, checked, summary)
     lines += [f"- not modelled: {markdown_text(why)}" for why in not_modelled]
     return lines + ([""] if not_modelled else [])
+
+
+def _model_series_markdown(model: SeriesModel, checked: SeriesTrust, summary: pd.DataFrame) -> list[str]:
+    """One series' scaling model: its sources, then measured beside predicted at each rank count."""
+    where = checked.rows.set_index("world_size")
+    first = summary[summary["series"] == model.series].iloc[0]
+    lines = [f"### {markdown_text(series_title(first))}", ""]
+    lines += [
+        f"- compute: {markdown_text(model.compute_source)}.",
+        f"- all-reduce: {markdown_text(model.allreduce_source)}.",
+        "",
+    ]
+    lines += [
+        "| ranks | measured images/s | predicted images/s (range) | measured efficiency | predicted efficiency "
+        "| step = compute + comm CPU + exposed (ms) | all-reduce per step (ms) | compute from | all-reduce from "
+        "| where | model vs measured |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|---|---|---:|",
+    ]
+    for _, row in model.predictions.iterrows():
+        at = where.loc[row["world_size"]]
+        lines.append(
+            f"| {row['world_size']} | {format_number(row['measured_images_per_s'])} | "
+            f"{format_number(row['predicted_images_per_s'])} ({format_number(row['predicted_images_per_s_low'])}"
+            f"–{format_number(row['predicted_images_per_s_high'])}) | {_percent(row['measured_efficiency'])} | "
+            f"{_percent(row['predicted_efficiency'])} | {format_number(row['compute_ms'], 1)} + "
+            f"{format_number(row['comm_cpu_ms'], 1)} + "
+            f"{format_number(row['step_ms'] - row['compute_ms'] - row['comm_cpu_ms'], 1)} | "
+            f"{format_number(row['comm_ms'], 1)} | "
+            f"{markdown_text(row['compute_from'])} | {markdown_text(row['comm_from'])}{algorithm_note(row)} | "
+            f"{where_text(at['position'], at['reach'])} | "
+            f"{signed_percent(at['error_here'])} |"
+        )
+    lines += [
+        "",
+        f"- {checked.backtest.statement()}.",
+        f"- model vs measured at each measured count: {checked.errors_here() or 'none predicted'}.",
+        "",
+    ]
+    return lines
 
 
 def straggler_markdown(stragglers: pd.DataFrame) -> list[str]:
@@ -237,21 +243,7 @@ def platform_markdown(platforms: pd.DataFrame, course: dict) -> list[str]:
             "setup | first result | energy / epoch | device-hours / epoch | peak memory | efficiency at largest |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
-        for _, row in table.iterrows():
-            word = device_word([row["device_kind"]], plural=row["devices"] != 1)
-            reached = _seconds(row["time_to_accuracy_s"])
-            if row["time_to_accuracy_devices"]:
-                reached += f" ({row['time_to_accuracy_devices']})"
-            lines.append(
-                f"| {markdown_text(row['name'])} | {row['devices']} {word} | {format_number(row['images_per_s_1'])} | "
-                f"{format_number(row['images_per_s_max'])} | {format_number(row['x_cpu'], 2)} | "
-                f"{_seconds(row['epoch_time_s'])} | {reached} | {_seconds(row['queue_wait_s'])} | "
-                f"{_seconds(row['setup_s'])} | {_seconds(row['first_result_s'])} | "
-                f"{_joules(row['energy_per_epoch_j'])} | {format_number(row['device_hours_per_epoch'], 4)} | "
-                f"{format_number(row['peak_memory_mb'], 0)} MB | "
-                + ("—" if row["efficiency_max"] != row["efficiency_max"] else f"{row['efficiency_max'] * 100:.0f} %")
-                + " |"
-            )
+        lines += [_platform_row(row) for _, row in table.iterrows()]
         answers = course.get(workload, {})
         names = [name for name in table["name"] if name in answers]  # the table's order: the CPU first
         lines += ["", "The course's comparison, measured:", ""]
@@ -274,6 +266,24 @@ def platform_markdown(platforms: pd.DataFrame, course: dict) -> list[str]:
         lines.append("| hardware | " + " | ".join(markdown_text(answers[name]["hardware"]) for name in names) + " |")
         lines.append("")
     return lines
+
+
+def _platform_row(row: pd.Series) -> str:
+    """One platform's row of a workload's table."""
+    word = device_word([row["device_kind"]], plural=row["devices"] != 1)
+    reached = _seconds(row["time_to_accuracy_s"])
+    if row["time_to_accuracy_devices"]:
+        reached += f" ({row['time_to_accuracy_devices']})"
+    return (
+        f"| {markdown_text(row['name'])} | {row['devices']} {word} | {format_number(row['images_per_s_1'])} | "
+        f"{format_number(row['images_per_s_max'])} | {format_number(row['x_cpu'], 2)} | "
+        f"{_seconds(row['epoch_time_s'])} | {reached} | {_seconds(row['queue_wait_s'])} | "
+        f"{_seconds(row['setup_s'])} | {_seconds(row['first_result_s'])} | "
+        f"{_joules(row['energy_per_epoch_j'])} | {format_number(row['device_hours_per_epoch'], 4)} | "
+        f"{format_number(row['peak_memory_mb'], 0)} MB | "
+        + ("—" if row["efficiency_max"] != row["efficiency_max"] else f"{row['efficiency_max'] * 100:.0f} %")
+        + " |"
+    )
 
 
 def provenance_markdown(differences: list[tuple[str, str, dict[str, int]]]) -> list[str]:

@@ -17,7 +17,7 @@ from ddp_bench.measurement.consumption import EnergyCounter
 from ddp_bench.measurement.energy_window import EnergyWindow, measure_energy_window
 from ddp_bench.results.records import global_images_per_second
 from ddp_bench.training.comm_control import CommControl, comm_control
-from ddp_bench.training.loop import Precision, TrainResult, run_training
+from ddp_bench.training.loop import LoopLength, LoopParts, Precision, TrainResult, run_training
 
 
 @dataclass(frozen=True)
@@ -67,25 +67,20 @@ def measure_after_training(
     precision = Precision(cfg.amp, job.device.type)
 
     def train_more(source: BatchSource, steps: int, warmup: int, counter: EnergyCounter | None) -> TrainResult:
-        return run_training(
+        parts = LoopParts(
             job=job,
             ddp_model=ddp_model,
             eval_model=ddp_model,
             optimizer=optimizer,
             scaler=scaler,
             scheduler=torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0),
-            step_scheduler=None,
             batches=source,
-            test_batches=None,
             precision=precision,
-            warmup_steps=warmup,
-            steps=steps,
-            epochs=None,
             stop=StopRequest(),
-            fault=None,
             on_step=lambda: None,
             energy=counter,
         )
+        return run_training(parts=parts, length=LoopLength(warmup_steps=warmup, steps=steps, epochs=None))
 
     synthetic = float("nan")
     if cfg.compare_synthetic and cfg.data != "synthetic" and not result.stopped_by:

@@ -127,157 +127,213 @@ def evaluate(model: nn.Module, batches: BatchSource, precision: Precision, job: 
     return total_correct / total_seen if total_seen else float("nan")
 
 
-def run_training(
-    *,
-    job: Job,
-    ddp_model: nn.Module,
-    eval_model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler | None,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    step_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-    target_accuracy: float | None = None,
-    eval_every: int | None = None,
-    energy: EnergyCounter | None = None,
-    batches: BatchSource,
-    test_batches: BatchSource | None,
-    precision: Precision,
-    warmup_steps: int,
-    steps: int | None,
-    epochs: int | None,
-    stop: StopRequest,
-    fault: Faults | None,
-    on_step: Callable[[], None],
-) -> TrainResult:
-    """Warm up, then train for `steps` measured steps or `epochs` whole epochs (evaluating after each), or until
-    `target_accuracy` within at most `epochs`."""
-    device = job.device
-    ddp_model.train()
-    racing = target_accuracy is not None
+@dataclass(frozen=True)
+class LoopParts:
+    """What one training loop trains, on what data, and what may interrupt it."""
+
+    job: Job
+    ddp_model: nn.Module  # the module that trains (DDP-wrapped and compiled where asked)
+    eval_model: nn.Module  # the bare module: evaluated, and its weights restored after a race's warm-up
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
+    scheduler: torch.optim.lr_scheduler.LRScheduler  # stepped once per epoch
+    batches: BatchSource
+    precision: Precision
+    stop: StopRequest
+    on_step: Callable[[], None]  # called after every measured step (the progress line)
+    step_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None  # stepped after every measured step
+    test_batches: BatchSource | None = None
+    energy: EnergyCounter | None = None
+    fault: Faults | None = None
+
+
+@dataclass(frozen=True)
+class LoopLength:
+    """How long each stage runs: `steps` measured steps, or `epochs` whole epochs (evaluating after each), or
+    until `target_accuracy` within at most `epochs`."""
+
+    warmup_steps: int
+    steps: int | None
+    epochs: int | None
+    target_accuracy: float | None = None
+    eval_every: int | None = None  # evaluate every this many measured steps too (epochs only)
+
+
+def run_training(parts: LoopParts, length: LoopLength) -> TrainResult:
+    """Warm up, then train for `length`'s measured steps or epochs, or until its target accuracy."""
+    parts.ddp_model.train()
+    racing = length.target_accuracy is not None
     # Time to accuracy counts from the initial weights: warm-up still absorbs first-call costs, then its updates
     # are undone (every rank restores the same state, so the replicas stay identical).
-    initial = (
-        copy.deepcopy((eval_model.state_dict(), optimizer.state_dict(), scheduler.state_dict())) if racing else None
-    )
+    initial = copy.deepcopy(_training_state(parts)) if racing else None
+    check_every = warm_up(parts, length.warmup_steps, restore=initial)
+    # Stage 2, timed. Every rank starts the clock at the same moment, after its warm-up work has finished.
+    align_ranks(parts.job)
+    stage = TimedStage(parts, check_every, length.target_accuracy)
+    stage.start()
+    if length.epochs is None:
+        timed_steps(stage, length.steps or 0)
+    else:
+        timed_epochs(stage, length.epochs, length.eval_every)
+    return stage.result()
 
-    # Stage 1, warm-up (not timed): first-call costs land here — allocator growth, cuDNN autotuning,
-    # torch.compile, DataLoader workers starting, DDP building its buckets on the first backward.
-    warmup = epochs_forever(batches, first_epoch=0)
-    warmup_clock = StageClock(device)
+
+def _training_state(parts: LoopParts) -> tuple[dict, dict, dict]:
+    return parts.eval_model.state_dict(), parts.optimizer.state_dict(), parts.scheduler.state_dict()
+
+
+def _restore_training_state(parts: LoopParts, state: tuple[dict, dict, dict]) -> None:
+    parts.eval_model.load_state_dict(state[0])
+    parts.optimizer.load_state_dict(state[1])
+    parts.scheduler.load_state_dict(state[2])
+
+
+def warm_up(parts: LoopParts, warmup_steps: int, restore: tuple[dict, dict, dict] | None) -> int:
+    """Stage 1, warm-up (not timed): first-call costs land here — allocator growth, cuDNN autotuning,
+    torch.compile, DataLoader workers starting, DDP building its buckets on the first backward. Then the training
+    state goes back to `restore` where one is given. Returns how many measured steps go between the ranks'
+    agreements on stopping."""
+    warmup = epochs_forever(parts.batches, first_epoch=0)
+    warmup_clock = StageClock(parts.job.device)
     settled = warmup_steps // 2  # the later half of warm-up shows the steady step time (compilation is over)
     for index in range(warmup_steps):
         if index == settled:
             warmup_clock.start()
         _epoch, x, y = next(warmup)
-        train_step(ddp_model, optimizer, scaler, precision, x, y)
+        train_step(parts.ddp_model, parts.optimizer, parts.scaler, parts.precision, x, y)
     del warmup
-    if initial is not None:
-        eval_model.load_state_dict(initial[0])
-        optimizer.load_state_dict(initial[1])
-        scheduler.load_state_dict(initial[2])
+    if restore is not None:
+        _restore_training_state(parts, restore)
     # The slowest rank's warm-up step time sets how often the ranks agree on stopping (about twice a second).
     warmup_step_s = warmup_clock.stop() / (warmup_steps - settled) if warmup_steps else 0.0
-    (slowest_step_s,) = reduce_floats(job, [warmup_step_s], dist.ReduceOp.MAX)
-    check_every = check_interval(slowest_step_s)
+    (slowest_step_s,) = reduce_floats(parts.job, [warmup_step_s], dist.ReduceOp.MAX)
+    return check_interval(slowest_step_s)
 
-    # Stage 2, timed. Every rank starts the clock at the same moment, after its warm-up work has finished.
-    align_ranks(job)
-    # energy read at the clock's starts and stops only, never per step; the device memory peak over the same intervals
-    clock = StageClock(device, energy, DevicePeak.of(device))
-    step_timer = StepTimer(device)
-    loss = torch.full((), float("nan"), device=device)
-    taken_per_epoch: list[int] = [0]
-    step = 0
-    data_wait_ms: list[float] = []
-    curve: list[AccuracyPoint] = []
-    reached: AccuracyPoint | None = None
 
-    def measured_step(x: torch.Tensor, y: torch.Tensor) -> bool:
+def timed_steps(stage: TimedStage, steps: int) -> None:
+    """--steps: `steps` measured steps across as many epochs as they need, the clock running throughout."""
+    parts = stage.parts
+    stream = timed_fetch(epochs_forever(parts.batches, first_epoch=0), stage.data_wait_ms)
+    current_epoch = 0
+    for _ in range(steps):
+        epoch, x, y = next(stream)  # waiting for data is inside train_time_s, outside the step time
+        if epoch != current_epoch:
+            parts.scheduler.step()  # the recipe decays the learning rate once per epoch
+            current_epoch = epoch
+            stage.taken_per_epoch.append(0)
+        if not stage.measured_step(x, y):
+            break
+    stage.clock.stop()
+
+
+def timed_epochs(stage: TimedStage, epochs: int, eval_every: int | None) -> None:
+    """--epochs (and the race to --target-accuracy): whole epochs, evaluated after each and every `eval_every`
+    steps with the clock stopped; ends early at the first evaluation that reaches the target."""
+    parts = stage.parts
+    per_epoch = parts.batches.batches_per_epoch
+    for epoch in range(epochs):
+        if epoch > 0:
+            stage.taken_per_epoch.append(0)
+            stage.clock.start()
+        for x, y in timed_fetch(iter(parts.batches.epoch(epoch)), stage.data_wait_ms):
+            if not stage.measured_step(x, y):
+                break
+            if stage.evaluation_due(eval_every, per_epoch):
+                stage.clock.stop()  # evaluation is not training time
+                if stage.checkpoint(epoch + stage.taken_per_epoch[-1] / per_epoch):
+                    break
+                stage.clock.start()
+        if stage.reached is None:
+            stage.clock.stop()  # (an evaluation inside the epoch that reached the target stopped it already)
+        if stage.stopped or stage.reached is not None:
+            break
+        if parts.test_batches is not None and stage.checkpoint(epoch + 1):
+            break
+        parts.scheduler.step()
+
+
+class TimedStage:
+    """Stage 2's clocks and what it has counted so far: the steps, the batches taken from each epoch, the data
+    waits and the evaluations. One per run_training call."""
+
+    def __init__(self, parts: LoopParts, check_every: int, target_accuracy: float | None):
+        device = parts.job.device
+        self.parts = parts
+        self.check_every = check_every
+        self.target_accuracy = target_accuracy
+        # energy read at the clock's starts and stops only, never per step; the device memory peak over the same
+        # intervals
+        self.clock = StageClock(device, parts.energy, DevicePeak.of(device))
+        self.step_timer = StepTimer(device)
+        self.loss = torch.full((), float("nan"), device=device)
+        self.taken_per_epoch: list[int] = [0]
+        self.step = 0
+        self.data_wait_ms: list[float] = []
+        self.curve: list[AccuracyPoint] = []
+        self.reached: AccuracyPoint | None = None
+        self.stopped = False  # the ranks agreed to stop on a signal
+        self.started = 0.0  # perf_counter when the stage began
+
+    def start(self) -> None:
+        self.clock.start()
+        self.started = time.perf_counter()
+
+    def measured_step(self, x: torch.Tensor, y: torch.Tensor) -> bool:
         """One timed training step; False when the ranks have agreed to stop instead."""
-        nonlocal loss, step
+        parts = self.parts
         # Every rank asks at the same step counts, so all of them stop after the same step.
-        if step % check_every == 0 and any_rank(bool(stop), job):
+        if self.step % self.check_every == 0 and any_rank(bool(parts.stop), parts.job):
+            self.stopped = True
             return False
-        if fault is not None:
-            fault.strike(job.info.rank, step)
-        step_timer.start()
-        loss = train_step(ddp_model, optimizer, scaler, precision, x, y)
-        step_timer.stop()
-        if step_scheduler is not None:
-            step_scheduler.step()  # the learning-rate warm-up of scaled SGD recipes
-        taken_per_epoch[-1] += 1
-        step += 1
-        on_step()
+        if parts.fault is not None:
+            parts.fault.strike(parts.job.info.rank, self.step)
+        self.step_timer.start()
+        self.loss = train_step(parts.ddp_model, parts.optimizer, parts.scaler, parts.precision, x, y)
+        self.step_timer.stop()
+        if parts.step_scheduler is not None:
+            parts.step_scheduler.step()  # the learning-rate warm-up of scaled SGD recipes
+        self.taken_per_epoch[-1] += 1
+        self.step += 1
+        parts.on_step()
         return True
 
-    def checkpoint(epochs_done: float) -> bool:
+    def evaluation_due(self, eval_every: int | None, per_epoch: int) -> bool:
+        """An evaluation inside the epoch (--eval-every), not at its end, where one follows anyway."""
+        return bool(
+            eval_every
+            and self.step % eval_every == 0
+            and self.taken_per_epoch[-1] < per_epoch
+            and self.parts.test_batches is not None
+        )
+
+    def checkpoint(self, epochs_done: float) -> bool:
         """Evaluate (the clock must be stopped); True when the target accuracy is reached."""
-        nonlocal reached
-        accuracy = evaluate(eval_model, test_batches, precision, job)
-        point = AccuracyPoint(step, epochs_done, clock.elapsed_s, time.perf_counter() - stage_started, accuracy)
-        curve.append(point)
-        if racing and reached is None and accuracy >= target_accuracy:
-            reached = point
-        return reached is not None
+        parts = self.parts
+        accuracy = evaluate(parts.eval_model, parts.test_batches, parts.precision, parts.job)
+        point = AccuracyPoint(
+            self.step, epochs_done, self.clock.elapsed_s, time.perf_counter() - self.started, accuracy
+        )
+        self.curve.append(point)
+        if self.target_accuracy is not None and self.reached is None and accuracy >= self.target_accuracy:
+            self.reached = point
+        return self.reached is not None
 
-    clock.start()
-    stage_started = time.perf_counter()
-    stopped = False
-    if epochs is None:
-        stream = timed_fetch(epochs_forever(batches, first_epoch=0), data_wait_ms)
-        current_epoch = 0
-        for _ in range(steps or 0):
-            epoch, x, y = next(stream)  # waiting for data is inside train_time_s, outside the step time
-            if epoch != current_epoch:
-                scheduler.step()  # the recipe decays the learning rate once per epoch
-                current_epoch = epoch
-                taken_per_epoch.append(0)
-            if not measured_step(x, y):
-                stopped = True
-                break
-        clock.stop()
-    else:
-        per_epoch = batches.batches_per_epoch
-        for epoch in range(epochs):
-            if epoch > 0:
-                taken_per_epoch.append(0)
-                clock.start()
-            for x, y in timed_fetch(iter(batches.epoch(epoch)), data_wait_ms):
-                if not measured_step(x, y):
-                    stopped = True
-                    break
-                if (
-                    eval_every
-                    and step % eval_every == 0
-                    and taken_per_epoch[-1] < per_epoch
-                    and test_batches is not None
-                ):
-                    clock.stop()  # evaluation is not training time
-                    if checkpoint(epoch + taken_per_epoch[-1] / per_epoch):
-                        break
-                    clock.start()
-            if reached is None:
-                clock.stop()  # (an evaluation inside the epoch that reached the target stopped it already)
-            if stopped or reached is not None:
-                break
-            if test_batches is not None and checkpoint(epoch + 1):
-                break
-            scheduler.step()
-
-    return TrainResult(
-        steps=step,
-        samples=step * batches.shard.batch_size,
-        train_time_s=clock.elapsed_s,
-        energy_j=clock.energy_j,
-        peak_device_allocated_mb=clock.memory.allocated_mb if clock.memory else float("nan"),
-        peak_device_reserved_mb=clock.memory.reserved_mb if clock.memory else float("nan"),
-        step_times_ms=step_timer.durations_ms(),
-        final_loss=float(loss.item()),
-        test_accuracy=curve[-1].test_accuracy if curve else float("nan"),
-        batches_per_epoch_done=taken_per_epoch,
-        # A rank that did not receive the signal itself stopped because a peer did.
-        stopped_by=(stop.signal_name or "a signal to another rank") if stopped else "",
-        data_wait_ms=data_wait_ms,
-        curve=curve,
-        reached=reached,
-    )
+    def result(self) -> TrainResult:
+        clock, stop = self.clock, self.parts.stop
+        return TrainResult(
+            steps=self.step,
+            samples=self.step * self.parts.batches.shard.batch_size,
+            train_time_s=clock.elapsed_s,
+            energy_j=clock.energy_j,
+            peak_device_allocated_mb=clock.memory.allocated_mb if clock.memory else float("nan"),
+            peak_device_reserved_mb=clock.memory.reserved_mb if clock.memory else float("nan"),
+            step_times_ms=self.step_timer.durations_ms(),
+            final_loss=float(self.loss.item()),
+            test_accuracy=self.curve[-1].test_accuracy if self.curve else float("nan"),
+            batches_per_epoch_done=self.taken_per_epoch,
+            # A rank that did not receive the signal itself stopped because a peer did.
+            stopped_by=(stop.signal_name or "a signal to another rank") if self.stopped else "",
+            data_wait_ms=self.data_wait_ms,
+            curve=self.curve,
+            reached=self.reached,
+        )
