@@ -59,3 +59,14 @@ def two_fake_gpus(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
     monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: ["sm_75", "sm_80", "sm_86", "sm_90"])
+
+
+# Tests that start the machine's daemons (Slurm, munge) or make network namespaces need root; the quick command
+# leaves them out with -m "not root" (README, "Run the tests").
+ROOT_FIXTURES = frozenset({"slurm", "slurm_machine"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if ROOT_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.root)

@@ -247,7 +247,7 @@ def test_the_jobs_energy_is_the_sum_of_every_counter_or_none(monkeypatch):
     # Gathered per rank: samples, seconds, joules, and whether the rank has a counter (CPU ranks other than a
     # node's local rank 0 have none by design). One counted rank without a usable reading (a stage under NVML's
     # 5 s) leaves the job's total empty instead of the sum of the others.
-    from ddp_bench.measurement import after_training
+    from ddp_bench.training import after_training
 
     result = types.SimpleNamespace(samples=640, train_time_s=6.0)
 
@@ -276,6 +276,7 @@ def test_a_stage_too_short_for_nvml_gets_its_energy_from_a_window_of_the_same_st
     monkeypatch.setattr(run_module, "energy_counter", lambda *args: CounterChoice(SteadyBoard(), ""))
     assert main(["--device", "cpu", "--steps", "2", "--warmup-steps", "1", "--out", str(tmp_path)]) == 0
     (row,) = read_rows(tmp_path)
+    assert row["energy_j"], f"no energy: {row['energy_source']!r}, {row['energy_note']!r}"
     stage_s, joules = float(row["train_time_s"]), float(row["energy_j"])
     assert stage_s < MIN_NVML_STAGE_S and row["energy_source"] == "nvml"
     assert (

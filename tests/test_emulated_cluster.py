@@ -27,6 +27,7 @@ pytestmark = [
     pytest.mark.distributed,
     pytest.mark.slow,
     pytest.mark.emulated_cluster,
+    pytest.mark.root,
     pytest.mark.skipif(bool(cannot_emulate()), reason=cannot_emulate() or "can emulate"),
 ]
 RUN = [sys.executable, "-m", "ddp_bench"]

@@ -18,7 +18,7 @@ from ddp_bench.launch.discovery import free_port
 from tests.helpers.emulated_link import cannot_emulate, emulated_link, run_on_both
 from tests.helpers.runs import clean_env, run_cli, run_group
 
-pytestmark = [pytest.mark.distributed, pytest.mark.slow]
+pytestmark = [pytest.mark.distributed, pytest.mark.slow, pytest.mark.root]
 
 TOLERANCE = {"200mbit": 0.15, "2gbit": 0.25}
 RUN = ["--device", "cpu", "--batch-size", "64", "--warmup-steps", "5", "--steps", "30"]
