@@ -55,6 +55,7 @@ def check_reached(row, curve, target: float) -> None:
     assert float(row["test_accuracy"]) == pytest.approx(last["test_accuracy"])
 
 
+@pytest.mark.long
 def test_one_rank_reaches_97_percent_evaluating_every_40_steps(tmp_path, mnist_dir):
     done = run_cli(race(mnist_dir, tmp_path, 0.97, "--max-epochs", "10", "--eval-every", "40"), timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -69,6 +70,7 @@ def test_one_rank_reaches_97_percent_evaluating_every_40_steps(tmp_path, mnist_d
     assert [int(point["step"]) for point in curve] == expected[: len(curve)]
 
 
+@pytest.mark.long
 @pytest.mark.distributed
 def test_two_torchrun_ranks_reach_97_percent(tmp_path, mnist_dir):
     done = run_torchrun(2, race(mnist_dir, tmp_path, 0.97, "--max-epochs", "12"), timeout=400)
@@ -84,6 +86,7 @@ def test_two_torchrun_ranks_reach_97_percent(tmp_path, mnist_dir):
     assert int(rows[0]["steps"]) % (8000 // 2 // 64) == 0  # evaluated at epoch ends only
 
 
+@pytest.mark.long
 def test_an_unreachable_target_ends_with_reached_false_exit_0_and_its_rows(tmp_path, mnist_dir):
     flags = race(
         mnist_dir, tmp_path, 0.9999, "--max-epochs", "1", "--lr-scaling", "linear", "--lr-reference-batch", "32"

@@ -314,6 +314,7 @@ def test_a_sized_study_asked_again_finds_its_own_rows_and_keeps_its_length(tmp_p
     assert again.count("--steps 144000 ") == 4  # the other four counts, at the same length as before
 
 
+@pytest.mark.long
 def test_every_rendered_script_passes_shellcheck(tmp_path, monkeypatch, capsys):
     """Every profile (and node kind): the study's scripts (sweep --dry-run) and its one-job series, checked by one
     shellcheck run."""
@@ -340,6 +341,7 @@ def test_every_rendered_script_passes_shellcheck(tmp_path, monkeypatch, capsys):
     assert checked.returncode == 0, checked.stdout[-3000:]
 
 
+@pytest.mark.long
 def test_check_prints_the_profile_it_chose_and_why_and_the_rules_broken(tmp_path):
     found = run_cli(["check", "--device", "cpu", "--out", str(tmp_path / "r")], env=clean_env(CC_CLUSTER="nibi",
                     COLUMNS="300"), timeout=120)  # fmt: skip

@@ -159,6 +159,7 @@ def test_rows_without_quantiles_get_no_drift_and_the_notes_say_so(tmp_path):
     assert "no compute drift past 2" in model.compute_source
 
 
+@pytest.mark.long
 @pytest.mark.distributed
 def test_a_real_two_rank_run_records_the_quantiles_and_is_predicted_at_four(tmp_path):
     out = tmp_path / "results"

@@ -269,6 +269,7 @@ class SteadyBoard:
         return 100.0 * time.monotonic()
 
 
+@pytest.mark.long
 def test_a_stage_too_short_for_nvml_gets_its_energy_from_a_window_of_the_same_steps(tmp_path, monkeypatch):
     # #28 F3: a default-length GPU stage lasts well under NVML's 5 s; the window after it is long enough
     from ddp_bench import run as run_module

@@ -122,6 +122,7 @@ def test_the_cpu_allocator_is_fixed_unless_the_user_chose_one():
     assert fixed == "glibc mmap_threshold=32MiB trim_threshold=512MiB" or "not glibc" in fixed
 
 
+@pytest.mark.long
 def test_a_cpu_run_records_its_allocator_and_trains_without_per_step_page_faults(tmp_path):
     """The allocator fix, checked where it matters: a whole CPU run's steps fault in fresh pages rarely (before the
     fix, the course CNN's 5-10 MB activations were mapped and unmapped on every step: about 5,000 faults a step)."""

@@ -43,6 +43,7 @@ def slurm_rank(rank: int, port: int) -> dict[str, str]:
     ],
     ids=["rank 0 alone", "rank 1 alone"],
 )
+@pytest.mark.long
 def test_a_rank_left_alone_stops_after_init_timeout_saying_what_is_missing(tmp_path, rank, expected):
     started = time.monotonic()
     done = run_cli(
@@ -57,6 +58,7 @@ def test_a_rank_left_alone_stops_after_init_timeout_saying_what_is_missing(tmp_p
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.long
 def test_a_rank_killed_mid_run_stops_the_others_naming_it(tmp_path):
     env = marked_env(DDP_BENCH_FAULT="rank=1,step=3,kind=sigkill")
     started = time.monotonic()
@@ -71,6 +73,7 @@ def test_a_rank_killed_mid_run_stops_the_others_naming_it(tmp_path):
     assert read_rows(tmp_path) == []
 
 
+@pytest.mark.long
 def test_an_exception_in_one_rank_ends_all_four_with_clear_lines(tmp_path):
     env = marked_env(DDP_BENCH_FAULT="rank=2,step=2,kind=raise", OMP_NUM_THREADS="1")
     started = time.monotonic()
@@ -89,6 +92,7 @@ def test_an_exception_in_one_rank_ends_all_four_with_clear_lines(tmp_path):
     assert processes_with(env) == []
 
 
+@pytest.mark.long
 def test_out_of_memory_on_one_rank_says_so_and_what_to_do(tmp_path):
     env = marked_env(DDP_BENCH_FAULT="rank=1,step=1,kind=oom")
     done = run_torchrun(
@@ -102,6 +106,7 @@ def test_out_of_memory_on_one_rank_says_so_and_what_to_do(tmp_path):
     assert processes_with(env) == []
 
 
+@pytest.mark.long
 def test_sigterm_to_one_rank_stops_all_at_the_same_step_with_incomplete_rows(tmp_path):
     env = marked_env(DDP_BENCH_FAULT="rank=1,step=4,kind=sigterm")
     done = run_torchrun(
@@ -118,6 +123,7 @@ def test_sigterm_to_one_rank_stops_all_at_the_same_step_with_incomplete_rows(tmp
     assert "stopped early by a signal to another rank" in done.stderr or "stopped early by SIGTERM" in done.stderr
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGTERM], ids=["SIGUSR1", "SIGTERM"])
 def test_slurm_warning_signal_or_sigterm_writes_incomplete_rows_and_exits_3(tmp_path, signum):
     env = marked_env()
@@ -133,6 +139,7 @@ def test_slurm_warning_signal_or_sigterm_writes_incomplete_rows_and_exits_3(tmp_
     assert f"stopped early by {signal.Signals(signum).name}" in err
 
 
+@pytest.mark.long
 def test_concurrent_runs_into_one_directory_lose_no_row(tmp_path):
     flags = ["--device", "cpu", "--steps", "3", "--warmup-steps", "1", "--out", str(tmp_path)]
     command = [sys.executable, "-m", "ddp_bench", *flags]
@@ -155,6 +162,7 @@ def test_concurrent_runs_into_one_directory_lose_no_row(tmp_path):
     [(["allreduce", "--max-bytes", "65536", "--iters", "3", "--warmup", "1"], 2), (["--steps", "5"], 1)],
     ids=["all-reduce benchmark", "training"],
 )
+@pytest.mark.long
 def test_two_ranks_on_one_core_leave_the_job_without_hanging(tmp_path, verb, runs):
     # Both ranks pinned to one core, so a gloo worker thread that finishes a collective gets the CPU only after the
     # main thread moves on. Before the job held the tensors it lends to collectives, the main thread could destroy

@@ -48,6 +48,7 @@ def _table_rows_keep_their_cells(text: str) -> None:
         assert count == cells, line
 
 
+@pytest.mark.long
 def test_markup_and_markdown_in_fields_and_paths_are_shown_as_text(tmp_path):
     results = tmp_path / "runs [/x]"
     for world in (1, 2):  # two counts: the Proposal (proposal.md, proposal.tex) is written too
@@ -67,6 +68,7 @@ def test_markup_and_markdown_in_fields_and_paths_are_shown_as_text(tmp_path):
     assert tex.isascii() and not re.search(r"[\x00-\x08\x0b-\x1f\x7f]", tex)  # pdflatex stops on either
 
 
+@pytest.mark.long
 def test_mathtext_in_a_field_neither_raises_nor_typesets(tmp_path):
     write_run(tmp_path / "runs", "w1", cluster="x$\\undefinedmacro{$ y")
     write_run(tmp_path / "runs", "w2", 2, cluster="$x$", device_name="_hidden")
@@ -75,6 +77,7 @@ def test_mathtext_in_a_field_neither_raises_nor_typesets(tmp_path):
     assert (tmp_path / "report" / "throughput.svg").is_file() and (tmp_path / "report" / "summary.md").is_file()
 
 
+@pytest.mark.long
 def test_a_complete_run_with_markup_in_its_out_path_exits_0(tmp_path):
     out = tmp_path / "rows [/x] [bold]"
     done = run_cli(["--device", "cpu", "--data", "synthetic", "--steps", "2", "--batch-size", "8", "--out", str(out)],
@@ -140,6 +143,7 @@ def test_sweep_check_done_on_a_huge_world_size_answers_at_once(tmp_path):
     assert done.returncode == 1, done.stderr  # not done, and no memory exhausted on the way
 
 
+@pytest.mark.long
 def test_directory_links_are_not_followed_and_loops_do_not_hang(tmp_path):
     results = tmp_path / "runs"
     write_run(results, "w1")
@@ -157,6 +161,7 @@ def test_directory_links_are_not_followed_and_loops_do_not_hang(tmp_path):
     assert checked.returncode == 0, checked.stderr
 
 
+@pytest.mark.long
 def test_fifos_devices_huge_fields_and_boms_are_handled(tmp_path):
     results = tmp_path / "runs"
     write_run(results, "w1")
@@ -178,6 +183,7 @@ def test_fifos_devices_huge_fields_and_boms_are_handled(tmp_path):
     assert "2 complete run(s)" in (tmp_path / "report" / "summary.md").read_text()  # the BOM file's run counts
 
 
+@pytest.mark.long
 def test_an_out_that_cannot_be_written_is_refused_before_any_work(tmp_path):
     write_run(tmp_path / "runs", "w1")
     _one_line_exit_2(_report(tmp_path / "runs", "/proc/ddp_bench_report"), "--out /proc/ddp_bench_report")
@@ -187,6 +193,7 @@ def test_an_out_that_cannot_be_written_is_refused_before_any_work(tmp_path):
     assert (tmp_path / "mine" / "notes.txt").read_text() == "precious"
 
 
+@pytest.mark.long
 def test_a_full_disk_leaves_the_earlier_report_whole(tmp_path):
     write_run(tmp_path / "runs", "w1")
     out = tmp_path / "report"
@@ -204,6 +211,7 @@ def test_a_full_disk_leaves_the_earlier_report_whole(tmp_path):
     assert [name for name in os.listdir(tmp_path) if "building" in name or "earlier" in name] == []
 
 
+@pytest.mark.long
 def test_a_second_report_replaces_the_first_whole(tmp_path):
     write_run(tmp_path / "two", "w1")
     write_run(tmp_path / "two", "w2", 2)
@@ -244,6 +252,7 @@ def test_two_concurrent_reports_into_one_directory_never_mix(tmp_path):
     )
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("world", [2])
 def test_a_full_report_writes_only_the_files_the_transaction_knows(tmp_path, world):
     write_run(tmp_path / "runs", "w1", 1, target_accuracy=0.5, reached="True", time_to_accuracy_s=1.0)

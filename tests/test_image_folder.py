@@ -31,6 +31,7 @@ def make_folder(root, train_per_class=100, val_per_class=25, side=20, noise=40, 
     return root
 
 
+@pytest.mark.long
 def test_an_image_folder_trains_on_two_ranks_with_workers(tmp_path):
     data = make_folder(tmp_path / "images")
     out = tmp_path / "runs"
@@ -45,6 +46,7 @@ def test_an_image_folder_trains_on_two_ranks_with_workers(tmp_path):
         assert int(row["steps"]) == 4 and float(row["data_wait_median_ms"]) >= 0
 
 
+@pytest.mark.long
 def test_workers_default_to_the_cores_per_task_less_one(tmp_path):
     data = make_folder(tmp_path / "images", train_per_class=20, val_per_class=4)
     out = tmp_path / "runs"
@@ -56,6 +58,7 @@ def test_workers_default_to_the_cores_per_task_less_one(tmp_path):
     assert int(row["workers"]) == max(1, int(row["threads"]) - 1)
 
 
+@pytest.mark.long
 def test_target_accuracy_on_the_val_split_and_the_synthetic_comparison(tmp_path):
     data = make_folder(tmp_path / "images")
     out = tmp_path / "runs"
@@ -91,6 +94,7 @@ BAD_FOLDERS = [
 ]
 
 
+@pytest.mark.long
 @pytest.mark.parametrize(("case", "spoil", "extra", "message"), BAD_FOLDERS, ids=[case for case, *_ in BAD_FOLDERS])
 def test_a_bad_image_folder_is_one_line_and_nothing_is_written(tmp_path, case, spoil, extra, message):
     data = make_folder(tmp_path / "images")
@@ -104,6 +108,7 @@ def test_a_bad_image_folder_is_one_line_and_nothing_is_written(tmp_path, case, s
     assert not out.exists()
 
 
+@pytest.mark.long
 def test_a_decode_cost_makes_the_run_loader_bound(tmp_path):
     """Large noisy PNGs (768 x 768, barely compressible: about 8 ms each to decode here) cropped to 16 px for a tiny
     model: the step waits for its batch far longer than it computes, and the verdict says so. The decoding runs in

@@ -304,6 +304,7 @@ def test_two_torchrun_agents_make_a_two_node_job(tmp_path):
     assert {row["local_rank"] for row in rows} == {"0"}
 
 
+@pytest.mark.long
 def test_an_mpi_rank_that_fails_before_mpi_starts_does_not_hang_the_others(tmp_path):
     # MPI_Init waits for every rank and has no timeout; ddp_bench's watchdog ends the wait after --init-timeout.
     mpiexec = os.path.join(BIN, "mpiexec")

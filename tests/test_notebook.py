@@ -93,6 +93,7 @@ def execute(python: Path, notebook: dict, cwd: Path, env: dict[str, str]) -> dic
     return json.loads((cwd / "out.ipynb").read_text())
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("source", ["uploaded zip", "repository address"])
 def test_a_new_colab_user_runs_the_notebook_end_to_end_and_keeps_colabs_torch(tmp_path, colab_stack, mnist_dir, source):
     pytest.importorskip("nbclient")

@@ -32,6 +32,7 @@ def _tiny_params(num_classes: int, channels: int, size: int) -> int:
     return sum(p.numel() for p in module.build(num_classes, channels, size).parameters())
 
 
+@pytest.mark.long
 def test_a_user_model_file_trains_on_two_ranks_and_rows_name_it(tmp_path):
     out = tmp_path / "runs"
     args = ["--model", f"{TINY}:build", *SMALL, "--image-size", "16", "--channels", "1", "--num-classes", "5"]
@@ -55,6 +56,7 @@ def test_a_user_model_file_trains_on_two_ranks_and_rows_name_it(tmp_path):
     assert "tiny_net-build-w2" in rows[0]["run_id"]
 
 
+@pytest.mark.long
 def test_a_module_factory_with_lr_records_the_recipe(tmp_path):
     out = tmp_path / "runs"
     args = ["--model", "tests.models.tiny_net:build", *SMALL, "--lr", "0.05", "--out", str(out)]
@@ -67,6 +69,7 @@ def test_a_module_factory_with_lr_records_the_recipe(tmp_path):
     assert int(row["model_params"]) == _tiny_params(10, 3, 32)
 
 
+@pytest.mark.long
 def test_builtin_models_keep_their_recipes_and_have_no_source_hash(tmp_path):
     out = tmp_path / "runs"
     done = run_cli(["--model", "mnist_cnn", *SMALL, "--out", str(out)])
@@ -91,6 +94,7 @@ BAD_MODELS = [
 ]
 
 
+@pytest.mark.long
 @pytest.mark.parametrize(("spec", "extra", "message"), BAD_MODELS, ids=[spec for spec, _, _ in BAD_MODELS])
 def test_a_model_that_cannot_run_is_one_line_and_nothing_is_written(tmp_path, spec, extra, message):
     out = tmp_path / "runs"
@@ -107,6 +111,7 @@ def test_a_model_that_cannot_run_is_one_line_and_nothing_is_written(tmp_path, sp
         assert len(lines) == 1, done.stderr
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("name", ["mobilenet_v3_small", "regnet_y_400mf", "vit_b_32"])
 def test_torchvision_models_train_through_the_command_line(tmp_path, name):
     out = tmp_path / "runs"
@@ -126,6 +131,7 @@ def _every_torchvision_model():
     return [pytest.param(name, marks=pytest.mark.slow) if name in heavy else name for name in classification_models()]
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("name", _every_torchvision_model())
 def test_every_listed_torchvision_model_takes_a_size_or_says_why_not(name):
     """Each model --model torchvision: lists runs a forward and backward pass at batch 2 at the smallest size it
@@ -139,6 +145,7 @@ def test_every_listed_torchvision_model_takes_a_size_or_says_why_not(name):
         assert reason and "\n" not in reason, (name, smaller)
 
 
+@pytest.mark.long
 def test_the_report_and_proposal_tell_two_versions_of_one_model_file_apart(tmp_path):
     """The same spec from a file that changed between runs: two series, each named by its sha256 in the report and in
     the Proposal's table and text (the Proposal is written once a series has two counts: the first version's)."""

@@ -127,6 +127,7 @@ def test_nccl_errors_are_cleaned_up_not_torn_down_unless_the_user_chose(monkeypa
     assert distributed.os.environ["TORCH_NCCL_ASYNC_ERROR_HANDLING"] == after
 
 
+@pytest.mark.long
 def test_a_survivor_blocked_in_its_step_still_names_the_rank_that_died(tmp_path):
     # Rank 1 is killed at step 3 while rank 0's main thread blocks (an hour, without the GIL) before the same step:
     # no collective of rank 0 can fail, so only the watch can notice. Without it, rank 0 would hang for the hour.
@@ -144,6 +145,7 @@ def test_a_survivor_blocked_in_its_step_still_names_the_rank_that_died(tmp_path)
     assert processes_with(env) == []
 
 
+@pytest.mark.long
 def test_ranks_that_finish_are_not_missed_by_their_peers(tmp_path):
     # Four ranks end one after another (rank 0 last, since it prints the summary); none may report another lost.
     done = run_torchrun(
@@ -237,6 +239,7 @@ def test_out_of_memory_has_several_faces(error, oom):
     assert is_out_of_memory(error) is oom
 
 
+@pytest.mark.long
 def test_a_cudnn_allocation_failure_ends_in_the_out_of_memory_line(tmp_path):
     env = marked_env(DDP_BENCH_FAULT="rank=1,step=1,kind=alloc")
     done = run_torchrun(

@@ -99,6 +99,7 @@ def test_rows_carry_the_breakdown_flops_and_verdict(tmp_path, capsys, monkeypatc
     assert row["synthetic_images_per_s"] == "" and row["data_pipeline_ratio"] == ""
 
 
+@pytest.mark.long
 def test_progress_bar_shows_on_a_terminal_and_redraws_about_once_a_second(tmp_path):
     # The bar's redraws hold the GIL while the training loop waits to launch work, so it must redraw rarely.
     main_fd, terminal_fd = pty.openpty()
@@ -138,6 +139,7 @@ def test_progress_bar_shows_on_a_terminal_and_redraws_about_once_a_second(tmp_pa
     assert len(counts) <= elapsed_s + 4, (len(counts), elapsed_s)
 
 
+@pytest.mark.long
 @pytest.mark.distributed
 def test_two_rank_gloo_run_measures_exposed_communication(tmp_path):
     done = run_torchrun(2, ["--device", "cpu", "--steps", "6", "--warmup-steps", "2", "--out", str(tmp_path)])
@@ -174,6 +176,7 @@ def test_compare_synthetic_prices_the_input_pipeline(tmp_path, mnist_dir):
     assert 0 < ratio < 2
 
 
+@pytest.mark.long
 @pytest.mark.distributed
 def test_allreduce_benchmark_under_torchrun(tmp_path):
     command = torchrun_command(
@@ -195,6 +198,7 @@ def test_allreduce_benchmark_under_torchrun(tmp_path):
     assert (directory / "allreduce.png").stat().st_size > 5000
 
 
+@pytest.mark.long
 def test_the_run_path_imports_neither_pandas_nor_matplotlib(tmp_path):
     probe = (
         "import sys; from ddp_bench.cli import main; "
@@ -205,6 +209,7 @@ def test_the_run_path_imports_neither_pandas_nor_matplotlib(tmp_path):
     assert done.stdout.strip().splitlines()[-1] == "0 False False", done.stderr[-2000:]
 
 
+@pytest.mark.long
 def test_harness_overhead_script_runs(mnist_dir):
     done = run_group(
         [

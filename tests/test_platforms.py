@@ -107,6 +107,7 @@ def check_summary(out, cpu_name: str) -> None:
     assert (out / "platforms.csv").exists()
 
 
+@pytest.mark.long
 @pytest.mark.distributed
 def test_platform_table_from_real_cpu_runs_and_gpu_fixtures(tmp_path, mnist_dir):
     runs = tmp_path / "runs"

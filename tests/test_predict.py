@@ -41,6 +41,7 @@ def write(tmp_path, text: str, name: str = "spec.toml") -> str:
     return str(path)
 
 
+@pytest.mark.long
 def test_the_issues_spec_predicts_every_count_with_its_band(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "ddp_bench", "predict", "--spec", write(tmp_path, ISSUE_SPEC), "--json"],

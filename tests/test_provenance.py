@@ -4,6 +4,7 @@ keeps the node's topology beside the rows, and the report names what differs bet
 import os
 import stat
 
+import pytest
 import torch
 
 from ddp_bench.cli import main
@@ -36,6 +37,7 @@ def test_an_nccl_row_records_the_default_ddp_bench_sets_whatever_launched_it(mon
     assert "TORCH_NCCL_ASYNC_ERROR_HANDLING=3" in collect_context(os.environ, "cpu", 0, "nccl").comm_env
 
 
+@pytest.mark.long
 def test_rows_of_one_series_from_torchrun_and_a_plain_process_agree_on_comm_env(tmp_path):
     # torchrun exports TORCH_NCCL_ASYNC_ERROR_HANDLING to its workers; a gloo run must not record it as a setting.
     flags = ["--device", "cpu", "--steps", "2", "--warmup-steps", "1", "--out", str(tmp_path)]

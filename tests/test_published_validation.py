@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from ddp_bench.measurement.prediction import (
     PUBLISHED_IN_BAND,
     PUBLISHED_MAX_NODES,
@@ -44,6 +46,7 @@ def test_the_published_set_meets_the_issues_floor():
         assert spec.inter is not None or max(spec.gpus) <= spec.node_gpus, spec.path
 
 
+@pytest.mark.long
 def test_the_committed_table_is_what_the_code_gives(tmp_path):
     out = tmp_path / "table.txt"
     done = subprocess.run(

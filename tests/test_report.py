@@ -98,6 +98,7 @@ def test_incomplete_runs_and_malformed_files_are_named_and_left_out(tmp_path):
     assert "missing-rank" in text and "broken-run/rank0.csv" in text
 
 
+@pytest.mark.long
 def test_report_command_names_unusable_files_and_goes_on(tmp_path):
     timed_fixture_run(tmp_path / "runs", "good", 1, [2.0])
     (tmp_path / "runs" / "junk").mkdir()
@@ -127,6 +128,7 @@ def test_platform_labels(args, label):
     assert platform_label(*args) == label
 
 
+@pytest.mark.long
 @pytest.mark.distributed
 def test_report_from_real_one_and_two_rank_cpu_runs(tmp_path):
     runs = tmp_path / "runs"
@@ -162,6 +164,7 @@ def test_report_from_real_one_and_two_rank_cpu_runs(tmp_path):
     assert "| local · " in (tmp_path / "report" / "summary.md").read_text()
 
 
+@pytest.mark.long
 def test_analysis_script_makes_the_same_report(tmp_path):
     import os
     import sys

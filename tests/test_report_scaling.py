@@ -156,6 +156,7 @@ def test_straggler_table_by_hand(tmp_path):
     )
 
 
+@pytest.mark.long
 @pytest.mark.distributed
 def test_a_rank_slowed_on_purpose_is_named_the_straggler(tmp_path):
     env = clean_env(DDP_BENCH_FAULT="rank=1,kind=slow,ms=40", OMP_NUM_THREADS="1")

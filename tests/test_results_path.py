@@ -89,6 +89,7 @@ def test_a_full_filesystem_is_refused_before_training(tmp_path):
         assert sorted(os.listdir(disk)) == ["filler"]  # the directory the probe made is gone again
 
 
+@pytest.mark.long
 def test_a_disk_that_fills_during_the_run_loses_no_row(tmp_path):
     temp = tmp_path / "tmp"
     temp.mkdir()

@@ -98,6 +98,7 @@ def test_torchrun_two_ranks_gloo(tmp_path):
     assert done.stdout.count("global images/s") == 1  # only rank 0 prints the summary
 
 
+@pytest.mark.long
 @pytest.mark.distributed
 def test_real_mnist_reaches_95_percent_in_two_epochs_on_two_ranks(tmp_path, mnist_dir):
     # (one rank on real MNIST: tests/test_accuracy.py, test_notebook.py and test_platforms.py)
@@ -120,6 +121,7 @@ def test_real_mnist_reaches_95_percent_in_two_epochs_on_two_ranks(tmp_path, mnis
     assert float(curve[-1].split(",")[-1]) == float(rows[0]["test_accuracy"])
 
 
+@pytest.mark.long
 def test_compile_runs_on_cpu(tmp_path):
     # torch.compile (inductor) builds C++ kernels on CPU; the compile happens in the warm-up, not the clock.
     assert main(["--device", "cpu", "--compile", "--steps", "3", "--warmup-steps", "2", "--out", str(tmp_path)]) == 0
