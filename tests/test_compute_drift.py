@@ -141,6 +141,8 @@ def test_the_report_applies_the_drift_past_the_largest_run_by_hand(tmp_path):
     assert rows.loc[4, "partial_node"] and "part of a node" in rows.loc[4, "compute_from"]
     slow_end = 25 * ratio + 7.5 + PARTIAL_NODE_SHARE * 25  # 4 ranks are fewer than the 20 steps pooled: no tail
     assert rows.loc[4, "predicted_images_per_s_low"] == pytest.approx(256_000 / slow_end)
+    # the fast end takes the drift's own error as well: the measured compute step undrifted, perfect overlap
+    assert rows.loc[4, "predicted_images_per_s_high"] == pytest.approx(256_000 / 25)
     predictions = pd.read_csv(tmp_path / "report" / "predictions.csv")
     assert {"compute_drift", "partial_node"} <= set(predictions.columns)
     assert "compute drift past 2" in (tmp_path / "report" / "summary.md").read_text()
@@ -157,6 +159,19 @@ def test_rows_without_quantiles_get_no_drift_and_the_notes_say_so(tmp_path):
     (model,) = report.models
     assert model.predictions.set_index("world_size").loc[4, "compute_ms"] == pytest.approx(25.0)
     assert "no compute drift past 2" in model.compute_source
+    assert math.isnan(model.predictions.set_index("world_size").loc[4, "compute_drift"])  # not modelled: not 1
+
+
+def test_ranks_on_mig_slices_are_not_part_of_a_node(tmp_path):
+    # one rank per MIG slice (as sweep's warning): busy slices say nothing of a node's other GPUs
+    for run_id, world in (("w1", 1), ("w2", 2)):
+        timed_fixture_run(tmp_path, run_id, world, [2.0] * world, compute_step_ms=25.0, job_compute_step_ms=25.0,
+                          grad_buckets=BUCKETS, **GPU, **QUANTILES, busy_devices_on_node=world, devices_on_node=4,
+                          mig_slice="MIG-5c5b1f7e-0000-0000-0000-000000000000")  # fmt: skip
+    allreduce_fixture(tmp_path, world=2, nodes=2)
+    report = build_report([str(tmp_path)], str(tmp_path / "report"), predict_to=4)
+    (model,) = report.models
+    assert not model.predictions.set_index("world_size").loc[4, "partial_node"]
 
 
 @pytest.mark.long

@@ -51,7 +51,8 @@ def partial_node_warning(counts: Sequence[int], gpus_per_node: int, node_gpus: i
         return ""
     return (
         f"no count fills a node of {node_gpus} GPUs ({gpus_per_node} per node, counts {', '.join(map(str, counts))}): "
-        "compute is measured on part of a node, and the report marks it so and widens the predictions' band"
+        "compute is measured on part of a node, which misses the host's contention once a node is full (the report "
+        "widens the band only where the job could see the node's other GPUs: measure one full node)"
     )
 
 

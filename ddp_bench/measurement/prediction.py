@@ -94,11 +94,15 @@ def predict_at(
     comm: CommAt,
     partial_node_ms: float = 0.0,
     drift_tail_ms: float = 0.0,
+    fast_compute_ms: float | None = None,
 ) -> dict[str, float | str]:
-    """The predicted images/s at `count` ranks, its band and the parts of its step."""
+    """The predicted images/s at `count` ranks, its band and the parts of its step. `fast_compute_ms`: the band's
+    fast end's compute where the point's carries a term that may be too large (the compute drift: its fast end
+    takes the measured compute step undrifted)."""
     step = predict_step(count, compute_ms, buckets, comm.allreduce_ms, comm.cpu_ms)
     slow = predict_step(count, compute_ms, buckets, comm.slow_ms, comm.cpu_ms)
-    fast = predict_step(count, compute_ms, buckets, comm.fast_ms, comm.cpu_ms)
+    fast_compute = compute_ms if fast_compute_ms is None else min(fast_compute_ms, compute_ms)
+    fast = predict_step(count, fast_compute, buckets, comm.fast_ms, comm.cpu_ms)
     images_per_step_ms = count * batch_per_rank * 1e3  # images/s = this ÷ step ms
     slowest = max(slow.slowest_step_ms, step.step_ms) + partial_node_ms + drift_tail_ms
     fastest = min(fast.fastest_step_ms, step.step_ms)

@@ -19,7 +19,15 @@ from ddp_bench.measurement.compute_drift import POOLED_COLUMN, QUANTILE_COLUMNS,
 from ddp_bench.measurement.prediction import partial_node, partial_node_ms
 
 NODE_COLUMNS = ("busy_devices_on_node", "devices_on_node")
-DRIFT_COLUMNS = (*QUANTILE_COLUMNS, POOLED_COLUMN, *NODE_COLUMNS)
+DRIFT_COLUMNS = (*QUANTILE_COLUMNS, POOLED_COLUMN, *NODE_COLUMNS, "on_mig")
+
+
+def _on_mig(frame: pd.DataFrame) -> float:
+    """1 where any rank trained on a MIG slice (rank rows' `mig_slice`, a MIG-... UUID, or a runs table's `on_mig`),
+    else 0."""
+    if "mig_slice" in frame:
+        return float(frame["mig_slice"].fillna("").astype(str).str.strip().str.startswith("MIG-").any())
+    return float(frame["on_mig"].max()) if "on_mig" in frame else 0.0
 
 
 def run_drift(ranks: pd.DataFrame) -> dict[str, float]:
@@ -29,6 +37,7 @@ def run_drift(ranks: pd.DataFrame) -> dict[str, float]:
     cells[POOLED_COLUMN] = ranks[POOLED_COLUMN].min() if POOLED_COLUMN in ranks else math.nan
     cells["busy_devices_on_node"] = ranks["busy_devices_on_node"].min() if "busy_devices_on_node" in ranks else math.nan
     cells["devices_on_node"] = ranks["devices_on_node"].max() if "devices_on_node" in ranks else math.nan
+    cells["on_mig"] = _on_mig(ranks)
     return cells
 
 
@@ -43,6 +52,7 @@ def point_drift(repeats: pd.DataFrame) -> dict[str, float]:
 @dataclass(frozen=True)
 class DriftAt:
     compute_ms: float  # the compute step at this count
+    undrifted_ms: float  # the measured compute step it was drawn from, before the drift
     tail_ms: float  # the band's slow end longer by this: the slowest of N past the steps recorded
     partial_ms: float  # ... and by this: compute measured on part of a node
     drift: Drift
@@ -59,9 +69,13 @@ def drift_at(source: pd.Series, count: int, measured: bool) -> DriftAt:
     anchor = float(source["job_compute_step_ms"])
     drift = compute_drift(int(source["world_size"]), count, quantiles_from(source.to_dict()))
     busy, devices = (float(source.get(column, math.nan)) for column in NODE_COLUMNS)
-    known = source.get("device_kind") == "GPU" and math.isfinite(busy) and math.isfinite(devices)
+    # MIG slices are one rank each, not a node's GPUs: no partial-node term for them (as sweep's warning)
+    on_mig = float(source.get("on_mig", 0.0)) == 1.0
+    known = source.get("device_kind") == "GPU" and math.isfinite(busy) and math.isfinite(devices) and not on_mig
     partial = bool(not measured and known and partial_node(int(busy), int(devices), count))
-    return DriftAt(anchor * drift.ratio, anchor * drift.tail_share, partial_node_ms(anchor, partial), drift, partial)
+    return DriftAt(
+        anchor * drift.ratio, anchor, anchor * drift.tail_share, partial_node_ms(anchor, partial), drift, partial
+    )
 
 
 def drift_source(largest: pd.Series, predict_to: int) -> str:
@@ -72,7 +86,9 @@ def drift_source(largest: pd.Series, predict_to: int) -> str:
             f"; no compute drift past {count}: its rows record no per-step quantiles (schema before 3, or fewer "
             "than 3 steps pooled), so the slowest of N ranks is not modelled and the compute step is carried unchanged"
         )
-    at = drift_at(largest, max(predict_to, count), measured=False)
+    if predict_to <= count:
+        return f"; no compute drift: nothing is predicted past the largest run ({count})"
+    at = drift_at(largest, predict_to, measured=False)
     capped = (
         f" (past {int(largest[POOLED_COLUMN])} pooled steps the point stops at the slowest step recorded and the "
         "band's slow end is widened by an exponential tail)"
@@ -84,6 +100,6 @@ def drift_source(largest: pd.Series, predict_to: int) -> str:
         f"; compute drift past {count}: × slowest_of(M) ÷ slowest_of({count}), the expected slowest of M independent "
         f"ranks from the {count}-rank run's pooled compute-only steps (p50 {p50:.1f}, p99 {p99:.1f}, max "
         f"{slowest:.1f} ms): "
-        f"× {at.drift.ratio:.3f} at {max(predict_to, count)}{capped}"
+        f"× {at.drift.ratio:.3f} at {predict_to}{capped}"
         + ("; measured on part of a node: the band's slow end is widened" if at.partial else "")
     )

@@ -142,7 +142,14 @@ def _predict(series: str, points: pd.DataFrame, curves: list[AllreduceCurve], pr
         compute = drift_at(source, count, measured=len(measured) > 0)
         buckets = parse_buckets(source["grad_buckets"])
         row = predict_at(
-            count, int(source["batch_size"]), compute.compute_ms, buckets, comm, compute.partial_ms, compute.tail_ms
+            count,
+            int(source["batch_size"]),
+            compute.compute_ms,
+            buckets,
+            comm,
+            compute.partial_ms,
+            compute.tail_ms,
+            fast_compute_ms=compute.undrifted_ms,  # the drift's own error: the fast end takes none of it
         )
         rows.append(
             {
@@ -154,7 +161,8 @@ def _predict(series: str, points: pd.DataFrame, curves: list[AllreduceCurve], pr
                 "predicted_efficiency": row["predicted_images_per_s"] / count / base_per_rank,
                 "compute_from": f"{'this count' if len(measured) else 'largest run'} ({int(source['world_size'])})"
                 + compute.text(),
-                "compute_drift": compute.drift.ratio,  # 1: a measured count, or rows without quantiles (notes)
+                # 1 at a measured count; empty where the rows record no quantiles (not modelled, the notes say)
+                "compute_drift": compute.drift.ratio if compute.drift.applied or len(measured) else float("nan"),
                 "partial_node": compute.partial,
             }
         )
