@@ -305,3 +305,21 @@ def test_a_window_that_was_still_too_short_records_no_energy_and_says_both_lengt
     assert EnergyWindow(600, 38_400, 6.0, 600.0).stage_energy(6_400, 1.0) == pytest.approx(
         (100.0, EnergyWindow(600, 38_400, 6.0, 600.0).stage_energy(6_400, 1.0)[1])
     )
+
+
+def test_a_window_that_ran_faster_than_its_stage_runs_once_more_sized_from_its_own_steps(monkeypatch):
+    # seen in CI: a 2-step stage at 65 ms a step sized a window of 93 steps, which ran at 52 ms a step: 4.8 s
+    from ddp_bench.measurement import energy_window
+
+    monkeypatch.setattr(energy_window, "reduce_floats", lambda job, values, op: values)  # one rank
+    stage = types.SimpleNamespace(train_time_s=0.13, steps=2)
+    asked = []
+
+    def train_window(steps, counter):
+        asked.append(steps)
+        seconds = steps * 0.052
+        return types.SimpleNamespace(steps=steps, samples=steps * 64, train_time_s=seconds, energy_j=100.0 * seconds)
+
+    window = energy_window.measure_energy_window(None, SteadyBoard(), stage, train_window)
+    assert asked == [window_steps(True, 0.065), window_steps(True, 0.052)] == [93, 116]
+    assert window.seconds >= MIN_NVML_STAGE_S and window.energy_j == pytest.approx(100.0 * window.seconds)

@@ -5,7 +5,8 @@ On a GPU the default runs last well under that: 0.27 s for the course CNN's 100 
 contact, results/nvidia-h200-first-contact). Rather than leave energy empty, every rank then trains on for a window
 of about 6 s (the same model, batches, precision and optimizer, after the timed stage, untimed for throughput), the
 counter is read around that window alone, and the stage's energy is the window's energy per image times the
-stage's images. The row says so in `energy_note`.
+stage's images. The row says so in `energy_note`. A window that still ran under the floor (its steps faster than
+the stage's) runs once more, sized from its own steps.
 """
 
 from __future__ import annotations
@@ -62,5 +63,11 @@ def measure_energy_window(job: Job, counter: EnergyCounter | None, stage, train_
     if steps == 0:
         return None
     window = train_window(steps, counter)
+    # The stage's steps can be slower than the window's (a short stage's first steps); a window that ran too fast to
+    # clear the floor runs once more, sized from its own steps, and that one is read.
+    window_s = window.train_time_s / window.steps if window.steps else 0.0
+    again, slowest = reduce_floats(job, [float(window.train_time_s < MIN_NVML_STAGE_S), window_s], dist.ReduceOp.MAX)
+    if again > 0 and window_steps(True, slowest) > steps:
+        window = train_window(window_steps(True, slowest), counter)
     joules, _ = stage_energy("nvml", window.energy_j, window.train_time_s)
     return EnergyWindow(window.steps, window.samples, window.train_time_s, joules)
