@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from ddp_bench.cli import main
+from ddp_bench.measurement.compute_drift import compute_drift, slowest_of
 from ddp_bench.predict.run import PARTIAL_NODE_SHARE, predict_rows
 from ddp_bench.predict.spec import load_spec
 from tests.helpers.runs import clean_env
@@ -70,6 +71,31 @@ def test_a_full_node_narrows_the_band_and_the_point_stays(tmp_path):
         assert one["low"] == pytest.approx(one["gpus"] * 256 * 1e3 / step)
 
 
+SPREAD = "busy_gpus = 8\nstep_quantiles_ms = [96, 100, 103, 106, 110, 113, 121, 130]\nsteps_pooled = 40"
+
+
+def test_a_measured_step_spread_makes_compute_the_slowest_of_n_past_the_measured_count(tmp_path):
+    full = predict_rows(load_spec(write(tmp_path, ISSUE_SPEC.replace("busy_gpus = 1", "busy_gpus = 8"), "full.toml")))
+    spread = load_spec(write(tmp_path, ISSUE_SPEC.replace("busy_gpus = 1", SPREAD)))
+    rows = predict_rows(spread)
+    assert spread.measured_gpus == 8 and [row["compute_drift"] for row in full] == [None] * 3
+    assert rows[0]["compute_drift"] == 1.0 and rows[0]["images_per_s"] == pytest.approx(full[0]["images_per_s"])
+    points = spread.step_quantiles.points()
+    for row, plain in zip(rows[1:], full[1:], strict=True):  # 16 and 64 GPUs: past the 8 measured
+        ratio = slowest_of(row["gpus"], points) / slowest_of(8, points)
+        assert row["compute_drift"] == pytest.approx(ratio) and ratio > 1.01
+        assert row["compute_ms"] == pytest.approx(spread.compute_ms * ratio)
+        assert row["images_per_s"] < plain["images_per_s"] and row["low"] < plain["low"]
+        assert row["high"] == pytest.approx(plain["high"])  # the fast end keeps the measured step, undrifted
+        assert row["low"] <= row["images_per_s"] <= row["high"]
+    # 64 ranks are more than the 40 steps pooled: the slow end reaches past the slowest step recorded
+    # (with 1,000 pooled the same spread has no tail): the slow end's step is longer by exactly the tail
+    many = predict_rows(load_spec(write(tmp_path, ISSUE_SPEC.replace("busy_gpus = 1", SPREAD + "0"), "many.toml")))
+    tail = compute_drift(8, 64, spread.step_quantiles).tail_share * spread.compute_ms
+    assert tail > 0 and many[2]["images_per_s"] == pytest.approx(rows[2]["images_per_s"])
+    assert 64 * 256e3 / rows[2]["low"] == pytest.approx(64 * 256e3 / many[2]["low"] + tail)
+
+
 def test_a_model_known_by_its_gradient_bytes(tmp_path):
     text = ISSUE_SPEC.replace('torchvision = "resnet50"', "gradient_bytes = 102.2e6")
     rows = predict_rows(load_spec(write(tmp_path, text)))
@@ -90,11 +116,18 @@ def test_a_model_known_by_its_gradient_bytes(tmp_path):
         (("images_per_s_per_gpu = 2470", "images_per_s_per_gpu = 2470\nstep_ms = 9"), "exactly one of"),
         (("[allreduce.inter]", "[allreduce.inter]\nnodes = 2"), "nodes goes with a table"),
         (("gpus = [8, 16, 64]", "gpus = [8, 16, 64"), "is not TOML"),
+        (("busy_gpus = 1", "busy_gpus = 1\nsteps_pooled = 40"), "step_quantiles_ms and steps_pooled go together"),
+        (("busy_gpus = 1", "busy_gpus = 1\nmeasured_gpus = 8"), "measured_gpus goes with"),
+        (("130]", "130, 140]"), "needs 8 rising values"),
+        (("[96, 100", "[100, 96"), "needs 8 rising values"),
+        (("steps_pooled = 40", "steps_pooled = 2"), "3 or more describe a spread"),
     ],
 )
 def test_a_bad_spec_ends_in_one_line_and_exit_2(tmp_path, capsys, change, words):
     old, new = change
-    text = ISSUE_SPEC.replace(old, new, 1)
+    text = ISSUE_SPEC.replace("busy_gpus = 1", SPREAD) if "busy_gpus = 1" not in old else ISSUE_SPEC
+    text = text.replace(old, new, 1)
+    assert text != ISSUE_SPEC.replace("busy_gpus = 1", SPREAD) and text != ISSUE_SPEC
     code = main(["predict", "--spec", write(tmp_path, text)])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("ddp_bench: error: ") and err.count("\n") == 1, err

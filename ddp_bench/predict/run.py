@@ -7,6 +7,10 @@ Compute measured with fewer GPUs busy than a node holds ([compute] busy_gpus < [
 `partial_node`, and the slow end of its band is longer by PARTIAL_NODE_SHARE of the compute step: the host's
 contention once every GPU of a node trains (input pipeline, PCIe, CPU) is not in that measurement. The point
 keeps the measured compute: no correction is applied to it.
+
+Where the spec gives the compute-only steps' spread ([compute] step_quantiles_ms and steps_pooled, as a ddp_bench
+row records them), past the measured count the compute step is the slowest of N ranks' (compute_drift.py, as in
+`report --predict-to`); without it the compute step is the same at every count, and the rows say so.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections.abc import Sequence
 
 from ddp_bench.args import Parser
 from ddp_bench.measurement.comm_choice import comm_at
+from ddp_bench.measurement.compute_drift import compute_drift
 from ddp_bench.measurement.link_model import SizedLink, sized_fit
 from ddp_bench.measurement.prediction import PARTIAL_NODE_SHARE as PARTIAL_NODE_SHARE  # re-exported: its home
 from ddp_bench.measurement.prediction import partial_node, partial_node_ms, predict_at
@@ -63,7 +68,11 @@ def predict_rows(spec: Spec) -> list[dict]:
         comm = comm_at(gpus, nodes, curves, stages if nodes > 1 or not curves else _one_node(fabric), False, True)
         partial = partial_node(spec.busy_gpus, spec.node_gpus, gpus)
         extra_ms = partial_node_ms(spec.compute_ms, partial)
-        row = predict_at(gpus, spec.batch_per_gpu, spec.compute_ms, buckets, comm, extra_ms)
+        drift = compute_drift(spec.measured_gpus, gpus, spec.step_quantiles)
+        row = predict_at(
+            gpus, spec.batch_per_gpu, spec.compute_ms * drift.ratio, buckets, comm, extra_ms,
+            spec.compute_ms * drift.tail_share, fast_compute_ms=spec.compute_ms,
+        )  # fmt: skip
         rows.append(
             {
                 "gpus": gpus,
@@ -78,6 +87,7 @@ def predict_rows(spec: Spec) -> list[dict]:
                 "comm_from": row["comm_from"],
                 "allreduce_algorithm": row["allreduce_algorithm"],
                 "partial_node": partial,
+                "compute_drift": drift.ratio if drift.applied else None,
                 "published_images_per_s": spec.published.get(gpus),
             }
         )
@@ -95,6 +105,8 @@ def _text(spec: Spec, rows: Sequence[dict]) -> str:
              "GPUs  nodes  images/s  (low – high)        efficiency  all-reduce from"]  # fmt: skip
     for row in rows:
         mark = " (compute from a partial node)" if row["partial_node"] else ""
+        if row["compute_drift"] not in (None, 1.0):
+            mark += f" (slowest of {row['gpus']}: compute × {row['compute_drift']:.3f})"
         lines.append(
             f"{row['gpus']:>4}  {row['nodes']:>5}  {row['images_per_s']:>8,.0f}  ({row['low']:,.0f} – "
             f"{row['high']:,.0f})  {row['efficiency'] * 100:>8.1f} %  {row['comm_from']}, "

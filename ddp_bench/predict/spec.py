@@ -2,7 +2,8 @@
 published figures or the user's own one-node measurement. Every problem is a UsageError (one line, exit 2).
 
     [model]                      # torchvision = "resnet50" or gradient_bytes = 102.2e6; batch_per_gpu; bucket_cap_mb
-    [compute]                    # images_per_s_per_gpu or step_ms (compute only); busy_gpus
+    [compute]                    # images_per_s_per_gpu or step_ms (compute only); busy_gpus; optional, for the
+                                 # slowest of N: step_quantiles_ms, steps_pooled, measured_gpus
     [node]                       # gpus
     [allreduce.intra]            # sizes_bytes, busbw_gbs (nccl-tests' table on one node); alpha_us (optional)
     [allreduce.inter]            # alpha_us, busbw_gbs (line figures, per node), or sizes_bytes, busbw_gbs, nodes
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ddp_bench.errors import UsageError
+from ddp_bench.measurement.compute_drift import MIN_POOLED, QUANTILE_LEVELS, StepQuantiles
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -27,7 +29,7 @@ else:  # Python 3.10: the same parser, as a package (pyproject's tomli dependenc
 
 KEYS: dict[str, set[str]] = {
     "model": {"torchvision", "gradient_bytes", "batch_per_gpu", "bucket_cap_mb"},
-    "compute": {"images_per_s_per_gpu", "step_ms", "busy_gpus"},
+    "compute": {"images_per_s_per_gpu", "step_ms", "busy_gpus", "step_quantiles_ms", "steps_pooled", "measured_gpus"},
     "node": {"gpus"},
     "allreduce": {"intra", "inter"},
     "allreduce.intra": {"sizes_bytes", "busbw_gbs", "alpha_us"},
@@ -55,6 +57,8 @@ class Spec:
     bucket_cap_mb: float
     compute_ms: float
     busy_gpus: int
+    step_quantiles: StepQuantiles | None  # the compute-only steps' spread, for the slowest of N; None: no drift
+    measured_gpus: int  # the ranks the compute step was measured on (the drift's anchor)
     node_gpus: int
     intra: Table | None
     inter: Table | None
@@ -118,6 +122,30 @@ def _link(path: str, section: str, table: dict, line_ok: bool) -> Table:
         if nodes < 2:
             raise UsageError(f"{path}: [{section}] nodes = {nodes}: a table across nodes needs 2 or more")
     return Table(sizes, tuple(value * 1e9 for value in busbw), alpha, nodes)
+
+
+def _step_spread(path: str, compute: dict, busy: int) -> tuple[StepQuantiles | None, int]:
+    """[compute] step_quantiles_ms (the compute-only step at 0, 25, 50, 75, 90, 95, 99 and 100 %, as a ddp_bench
+    row's compute_step_*_ms) and steps_pooled (how many steps they came from), both or neither; measured_gpus, the
+    ranks they were measured on, defaults to busy_gpus."""
+    given = [key for key in ("step_quantiles_ms", "steps_pooled") if key in compute]
+    if not given:
+        if "measured_gpus" in compute:
+            raise UsageError(f"{path}: [compute] measured_gpus goes with step_quantiles_ms and steps_pooled")
+        return None, busy
+    if len(given) == 1:
+        raise UsageError(f"{path}: [compute] step_quantiles_ms and steps_pooled go together")
+    values = _numbers("[compute] step_quantiles_ms", compute["step_quantiles_ms"])
+    if len(values) != len(QUANTILE_LEVELS) or list(values) != sorted(values):
+        raise UsageError(
+            f"{path}: [compute] step_quantiles_ms needs {len(QUANTILE_LEVELS)} rising values, at "
+            f"{', '.join(f'{level:.0%}' for level in QUANTILE_LEVELS)}"
+        )
+    pooled = _number("[compute] steps_pooled", compute["steps_pooled"], integer=True)
+    if pooled < MIN_POOLED:
+        raise UsageError(f"{path}: [compute] steps_pooled = {pooled}: {MIN_POOLED} or more describe a spread")
+    measured = _number("[compute] measured_gpus", compute.get("measured_gpus", busy), integer=True)
+    return StepQuantiles(tuple(values), pooled), measured
 
 
 def load_spec(path: str) -> Spec:
@@ -186,5 +214,6 @@ def _spec(path: str, raw: dict) -> Spec:
         _number("[model] gradient_bytes", model["gradient_bytes"]) if which == "gradient_bytes" else 0.0,
         batch, _number("[model] bucket_cap_mb", model.get("bucket_cap_mb", 25)),
         batch * 1e3 / value if speed == "images_per_s_per_gpu" else value,
-        busy, node_gpus, intra, inter, tuple(sorted(set(gpus))), pairs, dict(sources),
+        busy, *_step_spread(path, compute, busy), node_gpus, intra, inter, tuple(sorted(set(gpus))), pairs,
+        dict(sources),
     )  # fmt: skip
