@@ -93,6 +93,9 @@ def execute(python: Path, notebook: dict, cwd: Path, env: dict[str, str]) -> dic
     return json.loads((cwd / "out.ipynb").read_text())
 
 
+# slow: its subject is Colab's runtime, so CI runs it on the Colab stack only (about 45 s a source on 2 cores, and a
+# hard-linked copy of the stack's gigabytes); the quick command leaves it out as before.
+@pytest.mark.slow
 @pytest.mark.long
 @pytest.mark.parametrize("source", ["uploaded zip", "repository address"])
 def test_a_new_colab_user_runs_the_notebook_end_to_end_and_keeps_colabs_torch(tmp_path, colab_stack, mnist_dir, source):
