@@ -12,7 +12,6 @@ import socket
 import sys
 import time
 import traceback
-import warnings
 from collections.abc import Callable, Sequence
 
 from ddp_bench.args import Parser, parse_args
@@ -131,14 +130,6 @@ VERBS: dict[str, Callable[[Sequence[str]], int]] = {
 def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()  # wall_time_s counts from here: torch import and start-up included
     argv = list(sys.argv[1:] if argv is None else argv)
-    with warnings.catch_warnings():
-        # pandas 2.2 (Colab's) warns on the median of a column with no values, a test accuracy never measured; the
-        # median is NaN and the tables show it as a dash, so the warning is noise on stderr, not news to the user
-        warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
-        return _dispatch(argv, started)
-
-
-def _dispatch(argv: list[str], started: float) -> int:
     try:
         if argv[:1] and argv[0] in VERBS:
             return VERBS[argv[0]](argv[1:])

@@ -20,6 +20,7 @@ import pandas as pd
 
 from ddp_bench.report.drift import DRIFT_COLUMNS, point_drift, run_drift
 from ddp_bench.report.identity import fill_schema_1_shape, model_identity, shape_suffix
+from ddp_bench.report.stats import median_of
 from ddp_bench.results.rank_files import find_rank_files, read_rank_csv
 from ddp_bench.results.records import COLUMNS, NUMERIC_COLUMNS, global_images_per_second, incomplete_reason
 
@@ -137,7 +138,7 @@ def _run_row(run_id, ranks: pd.DataFrame) -> dict:
         "step_time_p90_ms": ranks["step_time_p90_ms"].max(),
         "epoch_time_s": dataset_size / throughput if dataset_size == dataset_size else float("nan"),
         "test_accuracy": ranks["test_accuracy"].iloc[0],
-        "mfu": ranks["mfu"].median(),
+        "mfu": median_of(ranks["mfu"]),
         "verdict": ranks["verdict"].mode().iloc[0],  # what most ranks concluded
         "started_at": first["started_at"],
         # for the scaling model (report/scaling.py)
@@ -313,22 +314,22 @@ def scaling_summary(runs: pd.DataFrame) -> pd.DataFrame:
                         "batch_size": int(repeats["batch_size"].median()),
                         "global_batch_size": int(repeats["global_batch_size"].median()),
                         "repeats": len(repeats),
-                        "global_images_per_s": repeats["global_images_per_s"].median(),
+                        "global_images_per_s": median_of(repeats["global_images_per_s"]),
                         "global_images_per_s_min": repeats["global_images_per_s"].min(),
                         "global_images_per_s_max": repeats["global_images_per_s"].max(),
-                        "epoch_time_s": repeats["epoch_time_s"].median(),
-                        "step_time_median_ms": repeats["step_time_median_ms"].median(),
-                        "step_time_p90_ms": repeats["step_time_p90_ms"].median(),
-                        "test_accuracy": repeats["test_accuracy"].median(),
-                        "mfu": repeats["mfu"].median(),
+                        "epoch_time_s": median_of(repeats["epoch_time_s"]),
+                        "step_time_median_ms": median_of(repeats["step_time_median_ms"]),
+                        "step_time_p90_ms": median_of(repeats["step_time_p90_ms"]),
+                        "test_accuracy": median_of(repeats["test_accuracy"]),
+                        "mfu": median_of(repeats["mfu"]),
                         "verdict": repeats["verdict"].mode().iloc[0],
                         "series": f"{scaling}-{series_index}",
                         "device_kind": first["device_kind"],
                         "launcher": repeats["launcher"].mode().iloc[0],
                         "backend": first["backend"],
-                        "job_compute_step_ms": repeats["job_compute_step_ms"].median(),
+                        "job_compute_step_ms": median_of(repeats["job_compute_step_ms"]),
                         "grad_buckets": first["grad_buckets"],
-                        "dataset_size": repeats["dataset_size"].median(),  # images per epoch
+                        "dataset_size": median_of(repeats["dataset_size"]),  # images per epoch
                         **point_drift(repeats),
                     }
                 )

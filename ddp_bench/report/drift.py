@@ -17,6 +17,7 @@ import pandas as pd
 
 from ddp_bench.measurement.compute_drift import POOLED_COLUMN, QUANTILE_COLUMNS, Drift, compute_drift, quantiles_from
 from ddp_bench.measurement.prediction import partial_node, partial_node_ms
+from ddp_bench.report.stats import median_of
 
 NODE_COLUMNS = ("busy_devices_on_node", "devices_on_node")
 DRIFT_COLUMNS = (*QUANTILE_COLUMNS, POOLED_COLUMN, *NODE_COLUMNS, "on_mig")
@@ -45,7 +46,7 @@ def point_drift(repeats: pd.DataFrame) -> dict[str, float]:
     """One summary point's cells over its repeated runs: the median of each quantile, the fewest pooled steps, and
     the node as in run_drift."""
     cells = run_drift(repeats)
-    cells.update({column: repeats[column].median() for column in QUANTILE_COLUMNS if column in repeats})
+    cells.update({column: median_of(repeats[column]) for column in QUANTILE_COLUMNS if column in repeats})
     return cells
 
 

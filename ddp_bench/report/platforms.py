@@ -24,6 +24,7 @@ import pandas as pd
 
 from ddp_bench.report.data import short_device, where_label
 from ddp_bench.report.identity import IMPLIED_SHAPES
+from ddp_bench.report.stats import median_of
 
 # The model by its spec and source file's sha256 (empty for the built-ins and in older rows), the data by its shape.
 WORKLOAD_KEYS = ("model", "model_sha256", "data", "input_shape", "batch_size", "amp")  # input_shape: filled in
@@ -76,11 +77,6 @@ def workload_title(model: str, sha256: str, data: str, shape: str, batch_size: i
     return f"{name} on {on} · {int(batch_size)} per device · {'fp32' if amp == 'off' else amp}"
 
 
-def _median(values: pd.Series) -> float:
-    values = values.dropna()
-    return float(values.median()) if len(values) else float("nan")
-
-
 def _target(runs: pd.DataFrame) -> float:
     """The target accuracy most of the workload's reached races aimed for (NaN when none was reached)."""
     reached = runs.loc[runs["reached"].astype(str) == "True", "target_accuracy"].dropna()
@@ -97,11 +93,11 @@ def _platform_row(runs: pd.DataFrame, target: float) -> dict:
     counts = sorted(runs["world_size"].unique())
     smallest, largest = int(counts[0]), int(counts[-1])
     at = {count: runs[runs["world_size"] == count] for count in counts}
-    throughput = {count: _median(at[count]["global_images_per_s"]) for count in counts}
+    throughput = {count: median_of(at[count]["global_images_per_s"]) for count in counts}
     at_largest = at[largest]
     race_times = _races(runs, target).groupby("world_size")["time_to_accuracy_s"].median()
     energy = at_largest["job_energy_j"] / at_largest["samples"] * at_largest["dataset_size"]
-    queue = 0.0 if first["platform"] in NO_SCHEDULER else _median(runs["queue_wait_s"])
+    queue = 0.0 if first["platform"] in NO_SCHEDULER else median_of(runs["queue_wait_s"])
     return {
         "name": _name_of(first),
         "device_kind": first["device_kind"],
@@ -114,11 +110,11 @@ def _platform_row(runs: pd.DataFrame, target: float) -> dict:
         "time_to_accuracy_s": float(race_times.min()) if len(race_times) else float("nan"),
         "time_to_accuracy_devices": int(race_times.idxmin()) if len(race_times) else 0,
         "queue_wait_s": queue,
-        "setup_s": _median(runs["setup_s"]),
-        "first_result_s": _median(_first_result_s(at[smallest])),
-        "energy_per_epoch_j": _median(energy),
+        "setup_s": median_of(runs["setup_s"]),
+        "first_result_s": median_of(_first_result_s(at[smallest])),
+        "energy_per_epoch_j": median_of(energy),
         "device_hours_per_epoch": largest * float(first["dataset_size"]) / throughput[largest] / 3600,
-        "peak_memory_mb": _median(at_largest["peak_memory_mb"]),
+        "peak_memory_mb": median_of(at_largest["peak_memory_mb"]),
         "efficiency_max": (
             throughput[largest] / largest / (throughput[smallest] / smallest) if largest > smallest else float("nan")
         ),
@@ -156,7 +152,7 @@ def course_rows(runs: pd.DataFrame, table: pd.DataFrame) -> dict[str, dict[str, 
             row = table[(table["workload"] == title) & (table["name"] == name)].iloc[0]
             one_epoch = group[group["epochs"] == 1]
             answers.setdefault(title, {})[name] = {
-                "quick_s": _median(_first_result_s(one_epoch)) if len(one_epoch) else float("nan"),
+                "quick_s": median_of(_first_result_s(one_epoch)) if len(one_epoch) else float("nan"),
                 "efficiency": row["efficiency_max"],
                 "devices": int(row["devices"]),
                 "hardware": f"{int(row['devices'])} × {short_device(first['device_name'])}",
@@ -179,7 +175,7 @@ def accuracy_series(runs: pd.DataFrame) -> pd.DataFrame:
                         "device_kind": first["device_kind"],
                         "world_size": int(count),
                         "target_accuracy": target,
-                        "time_to_accuracy_s": _median(at["time_to_accuracy_s"]),
+                        "time_to_accuracy_s": median_of(at["time_to_accuracy_s"]),
                     }
                 )
     columns = ["series", "device_kind", "world_size", "target_accuracy", "time_to_accuracy_s"]
