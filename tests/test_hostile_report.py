@@ -6,6 +6,7 @@ report or an earlier report's files beside a new one. The rows are TEST FIXTURES
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import re
@@ -230,6 +231,23 @@ def test_a_report_into_a_directory_being_written_is_refused(tmp_path):
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # what a report writing to report/ holds
         _one_line_exit_2(_report(tmp_path / "runs", tmp_path / "report"), "being written by another report")
     assert not (tmp_path / "report").exists()
+
+
+def test_a_filesystem_without_file_locks_still_gets_its_report(tmp_path, monkeypatch, capsys):
+    """Lustre mounted with noflock answers flock with ENOSYS (the kernel's drivers/staging/lustre/README.txt), NFS
+    with nolock with ENOLCK: the report is still written whole, and one note says a concurrent one is not refused.
+    In-process through the command line's entry, with flock made to fail as such a mount would."""
+    from ddp_bench.cli import main
+
+    def no_locks(handle, operation):
+        raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
+
+    write_run(tmp_path / "runs", "w1")
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    assert main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "report")]) == 0
+    assert "summary.md" in os.listdir(tmp_path / "report")
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(notes) == 1 and notes[0].startswith("ddp_bench: note: ") and "takes no file locks" in notes[0], notes
 
 
 def test_two_concurrent_reports_into_one_directory_never_mix(tmp_path):
