@@ -20,7 +20,6 @@ import tempfile
 
 import numpy as np
 import pandas as pd
-import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -96,7 +95,6 @@ def _compiles(tex_path: str) -> None:
     texts=st.fixed_dictionaries({name: TEXT for name in TEXT_FIELDS}),
     numbers=st.dictionaries(st.sampled_from(KEY_FIELDS) | st.sampled_from(NUMBER_FIELDS), NUMBER, max_size=2),
 )
-@pytest.mark.long
 def test_report_on_generated_rows_exits_0_or_2_and_writes_whole_or_nothing(texts, numbers):
     with tempfile.TemporaryDirectory() as folder:
         runs = os.path.join(folder, "runs [bold]")
