@@ -235,7 +235,8 @@ def test_a_report_into_a_directory_being_written_is_refused(tmp_path):
 
 def test_a_filesystem_without_file_locks_still_gets_its_report(tmp_path, monkeypatch, capsys):
     """Lustre mounted with noflock answers flock with ENOSYS (the kernel's drivers/staging/lustre/README.txt), NFS
-    with nolock with ENOLCK: the report is still written whole, and one note says a concurrent one is not refused.
+    with no lock daemon with ENOLCK: the report is still written whole, and one note says a concurrent one is not
+    refused.
     In-process through the command line's entry, with flock made to fail as such a mount would."""
     from ddp_bench.cli import main
 

@@ -70,7 +70,7 @@ def _locked(parent: str, name: str, out_dir: str) -> Iterator[None]:
             raise _refuse(
                 out_dir, "is being written by another report now: run this one when it has finished"
             ) from None
-        except OSError as exc:  # a filesystem without locks: Lustre mounted noflock (ENOSYS), NFS with nolock (ENOLCK)
+        except OSError as exc:  # no locks here: Lustre mounted noflock (ENOSYS), NFS with no lock daemon (ENOLCK)
             print(
                 f"ddp_bench: note: {shortened(parent, 160)} takes no file locks ({exc.strerror}): a second report "
                 "into --out at the same time is not refused; each is still built apart and swapped in whole",
