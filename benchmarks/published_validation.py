@@ -20,9 +20,9 @@ sys.path.insert(0, ROOT)
 from ddp_bench.predict.run import PARTIAL_NODE_SHARE, predict_rows  # noqa: E402
 from ddp_bench.predict.spec import load_spec  # noqa: E402
 
-HEADER = (
-    "setup                          GPUs nodes  predicted  band (low-high)    width  published  pred/pub  in band"
-    "  compute from    comm ms   gap ms  miss from"
+COLUMNS = (
+    "GPUs nodes  predicted  band (low-high)    width  published  pred/pub  in band  compute from    comm ms   gap ms"
+    "  miss from"
 )
 
 
@@ -36,8 +36,10 @@ def miss_from(gap_ms: float, comm_ms: float) -> str:
 
 
 def table(directory: str) -> str:
-    lines = [HEADER]
-    for path in sorted(glob.glob(os.path.join(directory, "*.toml"))):
+    paths = sorted(glob.glob(os.path.join(directory, "*.toml")))
+    name_width = max([len("setup")] + [len(os.path.basename(path)) - 5 for path in paths])
+    lines = [f"{'setup':<{name_width}} {COLUMNS}"]
+    for path in paths:
         spec = load_spec(path)
         for row in predict_rows(spec):
             published = row["published_images_per_s"]
@@ -48,7 +50,8 @@ def table(directory: str) -> str:
             comm_ms = row["step_ms"] - row["compute_ms"]  # exposed: the step beyond compute
             gap_ms = row["gpus"] * spec.batch_per_gpu * 1e3 / published - row["step_ms"]  # published step - predicted
             lines.append(
-                f"{os.path.basename(path)[:-5]:<30} {row['gpus']:>4} {row['nodes']:>5}  {row['images_per_s']:>9,.0f}  "
+                f"{os.path.basename(path)[:-5]:<{name_width}} {row['gpus']:>4} {row['nodes']:>5}  "
+                f"{row['images_per_s']:>9,.0f}  "
                 f"{row['low']:>7,.0f}-{row['high']:<7,.0f}  {width * 100:>5.1f} %  {published:>9,.0f}  "
                 f"{row['images_per_s'] / published:>8.3f}  {inside:>7}  "
                 f"{'part of a node' if row['partial_node'] else 'a full node':<14}  {comm_ms:>7.1f}  {gap_ms:>7.1f}  "
@@ -57,8 +60,9 @@ def table(directory: str) -> str:
     lines += [
         "",
         f"Same defaults for every setup: partial-node widening {PARTIAL_NODE_SHARE * 100:.1f} % of compute (taken from",
-        "the DGX A100 AMP row's own source, so that row's band is not an independent check), buckets from the",
-        "torchvision model on the meta device, readiness assumed (band: no to perfect overlap).",
+        "the DGX A100 ResNet-50 AMP row's own source, so that row's band is not an independent check; the dlperf",
+        "setups were measured by another group on other GPUs and another network), buckets from the torchvision",
+        "model on the meta device, readiness assumed (band: no to perfect overlap).",
         "comm ms: the exposed communication the model predicts (step minus compute); gap ms: the published step",
         "(GPUs x batch / published images/s) minus the predicted step. miss from: 'compute' where the gap is larger",
         "than all the predicted communication (a communication term twice as slow would still miss).",
