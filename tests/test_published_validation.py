@@ -71,3 +71,19 @@ def test_the_proposals_published_error_is_the_committed_tables():
     assert len(rows) == PUBLISHED_ROWS and (min(ratios), max(ratios)) == PUBLISHED_RATIOS
     assert max(int(row[2]) for row in rows) == PUBLISHED_MAX_NODES
     assert sum(row[9] == "yes" for row in rows) == PUBLISHED_IN_BAND
+
+
+def test_readmes_known_errors_are_the_committed_tables():
+    """README's "How far the predictions hold" sums the committed table up per source: its ranges, counts and nodes
+    are what the table holds."""
+    rows = _committed_rows()
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as handle:
+        readme = handle.read().splitlines()
+    for prefix, label in (("dgx-a100-", "NVIDIA's published DGX A100 tables"), ("dlperf-", "OneFlow's DLPerf")):
+        mine = [row for row in rows if row[0].startswith(prefix)]
+        ratios = [float(row[8]) for row in mine]
+        line = next(line for line in readme if line.startswith(f"| {label}:"))
+        assert f" {len({row[0] for row in mine})} " in line  # setups
+        assert f"{min(ratios):.3f}–{max(ratios):.3f}" in line
+        assert f"{sum(row[9] == 'yes' for row in mine)} of {len(mine)}" in line
+        assert f"up to {max(int(row[2]) for row in mine)} nodes" in line
