@@ -79,11 +79,18 @@ def test_readmes_known_errors_are_the_committed_tables():
     rows = _committed_rows()
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as handle:
         readme = handle.read().splitlines()
-    for prefix, label in (("dgx-a100-", "NVIDIA's published DGX A100 tables"), ("dlperf-", "OneFlow's DLPerf")):
+    sources = (
+        ("dgx-a100-", "NVIDIA's published DGX A100 tables"),
+        ("dlperf-", "OneFlow's DLPerf"),
+        ("lambda-", "Lambda's published benchmark"),
+    )
+    for prefix, label in sources:
         mine = [row for row in rows if row[0].startswith(prefix)]
         ratios = [float(row[8]) for row in mine]
         line = next(line for line in readme if line.startswith(f"| {label}:"))
         assert f" {len({row[0] for row in mine})} " in line  # setups
         assert f"{min(ratios):.3f}–{max(ratios):.3f}" in line
         assert f"{sum(row[9] == 'yes' for row in mine)} of {len(mine)}" in line
-        assert f"up to {max(int(row[2]) for row in mine)} nodes" in line
+        nodes = max(int(row[2]) for row in mine)
+        assert (f"up to {nodes} nodes" if nodes > 1 else "on 1 node") in line
+    assert sum(len([row for row in rows if row[0].startswith(prefix)]) for prefix, _ in sources) == len(rows)
