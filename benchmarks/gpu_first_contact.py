@@ -343,9 +343,8 @@ def write_outcomes(lease: Lease, outcomes: list[list[str]], archive: str) -> Non
         writer.writerow(["step", "status", "seconds", "note"])
         writer.writerows(outcomes)
     with open(lease.path("first-contact.md"), "w", encoding="utf-8") as handle:
-        handle.write(
-            f"# First contact: {os.path.basename(lease.folder)}\n\n| step | status | s | note |\n|---|---|--:|---|\n"
-        )
+        title = f"# First contact: {os.path.basename(lease.folder)}"
+        handle.write(f"{title}\n\n| step | status | s | note |\n|---|---|--:|---|\n")
         for step, status, seconds, note in outcomes:
             handle.write(f"| {step} | {status} | {seconds} | {note.replace('|', '/')} |\n")
         handle.write("\nCommands, in order:\n\n" + "".join(f"    {command}\n" for command in lease.commands))
